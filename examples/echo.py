@@ -1,0 +1,112 @@
+"""The interop app: a neffos echo server at path ``/echo``.
+
+    python examples/echo.py --host 127.0.0.1 --port 8080
+
+Namespace ``default``: every connect allowed; rooms may be joined and left freely; event
+``chat`` emits ``chat`` back to the sender with the same body (into the same room when it
+came in one); event ``ask`` replies ``pong:`` + body; event ``askerr`` fails with the error
+text ``ask failed``. Namespace ``forbidden``: connect refused with ``forbidden namespace``.
+Any other namespace: the protocol's ``bad namespace``.
+
+Test hooks (used by the interop tests): event ``server_ask`` makes the server ask the
+client ``question`` with the same body and answer the original ask with the client's reply;
+``server_join`` makes the server join the client to the room named in the body;
+``server_connect`` connects the client to the namespace named in the body;
+``binary`` answers with the body reversed, in a binary frame; ``broadcast`` sends ``chat``
+with the body to every other connection of the namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from wsmvc import EventError, Message, NSConn, Reply, Server
+
+server = Server(allowed_origins="*")
+
+
+@server.on("default", "chat")
+def chat(ns: NSConn, msg: Message) -> None:
+    if msg.room:
+        room = ns.room(msg.room)
+        if room is not None:
+            room.emit("chat", msg.body)
+            return
+    ns.emit("chat", msg.body)
+
+
+@server.on("default", "ask")
+def ask(ns: NSConn, msg: Message) -> bytes:
+    return b"pong:" + msg.body
+
+
+@server.on("default", "askerr")
+def askerr(ns: NSConn, msg: Message) -> None:
+    raise EventError("ask failed")
+
+
+@server.on("default", "binary")
+def binary(ns: NSConn, msg: Message) -> Reply:
+    return Reply(msg.body[::-1])
+
+
+@server.on("default", "server_ask")
+async def server_ask(ns: NSConn, msg: Message) -> bytes:
+    answer = await ns.ask("question", msg.body, timeout=5)
+    return b"client said:" + answer.body
+
+
+@server.on("default", "server_join")
+async def server_join(ns: NSConn, msg: Message) -> bytes:
+    await ns.join_room(msg.text, timeout=5)
+    return b"joined:" + msg.body
+
+
+@server.on("default", "server_connect")
+async def server_connect(ns: NSConn, msg: Message) -> bytes:
+    await ns.conn.connect(msg.text, timeout=5)
+    return b"connected:" + msg.body
+
+
+@server.on("default", "broadcast")
+async def broadcast(ns: NSConn, msg: Message) -> None:
+    await ns.server.broadcast(Message(namespace="default", event="chat", body=msg.body), exclude=ns)
+
+
+@server.on("forbidden", "_OnNamespaceConnect")
+def forbidden(ns: NSConn, msg: Message) -> None:
+    raise EventError("forbidden namespace")
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    server.mount(app, "/echo")
+    return app
+
+
+async def main(host: str, port: int) -> None:
+    runner = web.AppRunner(make_app())
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"echo server ready on ws://{host}:{port}/echo", flush=True)
+    await stop.wait()
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(main(args.host, args.port))

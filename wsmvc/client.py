@@ -1,0 +1,102 @@
+"""A Python neffos client on the same :class:`~wsmvc.Conn` machinery as the server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import aiohttp
+from aiohttp import WSCloseCode, WSMsgType
+from aiohttp.client_ws import ClientWebSocketResponse
+
+from .conn import Conn
+from .errors import ConnectionClosed, ProtocolError, Reject
+from .handlers import HandlerTable, Namespaces
+from .protocol import ACK_OK, ACK_REFUSED, ACK_REQUEST
+from .writer import QueuedWriter
+
+__all__ = ["ClientConn", "dial"]
+
+
+class ClientConn(Conn):
+    """The client side of a connection; :meth:`close` also releases its HTTP session."""
+
+    _session: aiohttp.ClientSession | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def close(self, code: int = WSCloseCode.OK, reason: str = "") -> None:
+        await super().close(code, reason)
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            await asyncio.gather(task, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> ClientConn:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def dial(
+    url: str,
+    namespaces: Namespaces | HandlerTable | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    session: aiohttp.ClientSession | None = None,
+    timeout: float = 10.0,
+    ask_timeout: float | None = 30.0,
+    compress: bool = False,
+    max_message_size: int = 4 << 20,
+    send_buffer_limit: int = 16 << 20,
+    heartbeat: float | None = None,
+) -> ClientConn:
+    """Connect to a neffos server at ``url`` and complete the handshake.
+
+    ``namespaces`` maps namespace → event → handler for what the server sends (the same
+    table the server uses). Returns the connection, acknowledged: call
+    ``await conn.connect("namespace")`` next. Raises :class:`~wsmvc.Reject` with the server's
+    reason when the server refuses the connection.
+    """
+    handlers = namespaces if isinstance(namespaces, HandlerTable) else HandlerTable(namespaces)
+    own = session is None
+    http = session if session is not None else aiohttp.ClientSession()
+    try:
+        ws: ClientWebSocketResponse = await http.ws_connect(  # type: ignore[assignment]
+            url,
+            headers=headers,
+            compress=15 if compress else 0,
+            max_msg_size=max_message_size,
+            heartbeat=heartbeat,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout),
+        )
+        conn = ClientConn(
+            ws,
+            lambda on_overflow: QueuedWriter(ws, send_buffer_limit, on_overflow),
+            handlers,
+            is_client=True,
+            ask_timeout=ask_timeout,
+        )
+        conn._session = http if own else None
+        if not handlers.native_only:
+            await ws.send_str(ACK_REQUEST)
+            first = await ws.receive(timeout=timeout)
+            if first.type is not WSMsgType.TEXT:
+                await ws.close()
+                raise ConnectionClosed(f"handshake failed: got {first.type.name}")
+            data: str = first.data
+            if data.startswith(ACK_REFUSED):
+                await ws.close()
+                raise Reject(data[1:])
+            if not data.startswith(ACK_OK):
+                await ws.close()
+                raise ProtocolError(f"handshake failed: unexpected first frame {data[:40]!r}")
+            conn.id = data[1:]
+            conn._acked = True
+        conn._task = asyncio.get_running_loop().create_task(conn._read_loop())
+        return conn
+    except BaseException:
+        if own:
+            await http.close()
+        raise

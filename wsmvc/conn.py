@@ -1,0 +1,760 @@
+"""One websocket connection (:class:`Conn`), its namespaces (:class:`NSConn`) and rooms.
+
+The same machinery serves both ends: the server wraps each accepted websocket in a
+``Conn``, and :func:`wsmvc.client.dial` wraps the client's. Everything follows
+``neffos-protocol.md`` §4 to §11.
+
+Reading and ordering: one task reads frames and runs their handlers inline, one message
+at a time, in arrival order, with no task or queue per message. Replies to this side's
+own asks are matched by token as frames arrive. When a handler awaits an ask (which
+needs the reader), a relief reader takes over reading: replies resolve at once, other
+messages wait in a backlog that the handling task works through before it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import WSCloseCode, WSMsgType
+from aiohttp.client_ws import ClientWebSocketResponse
+from aiohttp.web_ws import WebSocketResponse
+
+from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
+from .handlers import HandlerTable, Reply
+from .protocol import (
+    ACK_OK,
+    ERR_BAD_NAMESPACE,
+    ERR_BAD_ROOM,
+    ON_NAMESPACE_CONNECT,
+    ON_NAMESPACE_CONNECTED,
+    ON_NAMESPACE_DISCONNECT,
+    ON_NATIVE_MESSAGE,
+    ON_ROOM_JOIN,
+    ON_ROOM_JOINED,
+    ON_ROOM_LEAVE,
+    ON_ROOM_LEFT,
+    Message,
+    decode,
+    encode,
+    encode_answer,
+    encode_empty_reply,
+    new_client_token,
+    new_token,
+)
+from .writer import Writer
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .server import Server
+
+__all__ = ["Conn", "NSConn", "Room"]
+
+log = logging.getLogger("wsmvc")
+
+GENERIC_ERROR = "internal server error"
+LEAVE_ALL_ERROR = "leaveAll is not supported by the protocol: leave each room with room.leave()"
+
+_EXEMPT_NS = frozenset({ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT})
+_EXEMPT_ROOM = frozenset({ON_ROOM_JOIN, ON_ROOM_LEFT})
+_CLOSE_TYPES = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+
+
+class Registry(Protocol):
+    """What a connection tells its server about namespace and room membership."""
+
+    def namespace_added(self, nsconn: NSConn) -> None: ...
+    def namespace_removed(self, nsconn: NSConn) -> None: ...
+    def room_added(self, nsconn: NSConn, room: str) -> None: ...
+    def room_removed(self, nsconn: NSConn, room: str) -> None: ...
+
+
+def _as_body(body: bytes | str) -> bytes:
+    return body.encode() if isinstance(body, str) else body
+
+
+class Room:
+    """A room joined by one namespace connection."""
+
+    __slots__ = ("name", "nsconn")
+
+    def __init__(self, nsconn: NSConn, name: str) -> None:
+        self.nsconn = nsconn
+        self.name = name
+
+    def emit(self, event: str, body: bytes | str = b"") -> bool:
+        """Send ``event`` into this room (the peer sees the room name on the message)."""
+        return self.nsconn.conn.write(
+            Message(
+                namespace=self.nsconn.namespace, room=self.name, event=event, body=_as_body(body)
+            )
+        )
+
+    async def leave(self, *, timeout: float | None = None) -> None:
+        """Ask the peer to leave this room, then fire the local leave events."""
+        await self.nsconn.leave_room(self.name, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"<Room {self.name!r} of {self.nsconn!r}>"
+
+
+class NSConn:
+    """One namespace of a connection: emit, ask, rooms, disconnect."""
+
+    __slots__ = ("__weakref__", "conn", "namespace", "rooms", "store")
+
+    def __init__(self, conn: Conn, namespace: str) -> None:
+        self.conn = conn
+        self.namespace = namespace
+        self.rooms: dict[str, Room] = {}
+        self.store: dict[str, Any] = {}
+
+    @property
+    def id(self) -> str:
+        """The connection id."""
+        return self.conn.id
+
+    @property
+    def server(self) -> Server:
+        """The server of this connection (server side only)."""
+        return self.conn.server
+
+    def emit(self, event: str, body: bytes | str = b"") -> bool:
+        """Send ``event`` with ``body``; ``False`` if the connection cannot write it."""
+        return self.conn.write(Message(namespace=self.namespace, event=event, body=_as_body(body)))
+
+    def emit_binary(self, event: str, body: bytes | str = b"") -> bool:
+        """Like :meth:`emit`, in a binary frame."""
+        return self.conn.write(
+            Message(namespace=self.namespace, event=event, body=_as_body(body), binary=True)
+        )
+
+    async def ask(
+        self, event: str, body: bytes | str = b"", *, timeout: float | None = None
+    ) -> Message:
+        """Send ``event`` and wait for the peer's answer; raises :class:`EventError` on an error."""
+        return await self.conn.ask(
+            Message(namespace=self.namespace, event=event, body=_as_body(body)), timeout=timeout
+        )
+
+    def room(self, name: str) -> Room | None:
+        """The joined room ``name``, or ``None``."""
+        return self.rooms.get(name)
+
+    async def join_room(self, name: str, *, timeout: float | None = None) -> Room:
+        """Ask the peer to join room ``name`` (spec 6.2); returns the joined room."""
+        room = self.rooms.get(name)
+        if room is not None:
+            return room
+        msg = Message(namespace=self.namespace, room=name, event=ON_ROOM_JOIN)
+        await self.conn.ask(msg, timeout=timeout)
+        msg.local = True
+        await self.conn._fire_hook(self, msg, raise_error=True)
+        self._add_room(name)
+        await self.conn._fire_hook(self, _system(msg, ON_ROOM_JOINED))
+        return self.rooms[name]
+
+    async def leave_room(self, name: str, *, timeout: float | None = None) -> None:
+        """Ask the peer to leave room ``name`` (spec 6.4)."""
+        if name not in self.rooms:
+            raise EventError(ERR_BAD_ROOM)
+        msg = Message(namespace=self.namespace, room=name, event=ON_ROOM_LEAVE)
+        await self.conn.ask(msg, timeout=timeout)
+        msg.local = True
+        await self.conn._fire_hook(self, msg, raise_error=True)
+        self._remove_room(name)
+        await self.conn._fire_hook(self, _system(msg, ON_ROOM_LEFT))
+
+    async def leave_all(self, *, timeout: float | None = None) -> None:
+        """Leave every joined room, one after another."""
+        for name in list(self.rooms):
+            await self.leave_room(name, timeout=timeout)
+
+    async def disconnect(self, *, timeout: float | None = None) -> None:
+        """Ask the peer to disconnect this namespace (spec 5.3/5.4), then clean up locally."""
+        if self.conn.namespace(self.namespace) is not self:
+            raise EventError(ERR_BAD_NAMESPACE)
+        msg = Message(namespace=self.namespace, event=ON_NAMESPACE_DISCONNECT)
+        await self.conn.ask(msg, timeout=timeout)
+        await self.conn._remove_namespace(self, local=True)
+
+    def broadcast_others(self, event: str, body: bytes | str = b"") -> Awaitable[None]:
+        """Broadcast ``event`` to every other connection of this namespace (server side)."""
+        msg = Message(namespace=self.namespace, event=event, body=_as_body(body))
+        return self.server.broadcast(msg, exclude=self)
+
+    def _add_room(self, name: str) -> None:
+        self.rooms[name] = Room(self, name)
+        if self.conn._registry is not None:
+            self.conn._registry.room_added(self, name)
+
+    def _remove_room(self, name: str) -> None:
+        if self.rooms.pop(name, None) is not None and self.conn._registry is not None:
+            self.conn._registry.room_removed(self, name)
+
+    def __repr__(self) -> str:
+        return f"<NSConn {self.conn.id!r} {self.namespace!r}>"
+
+
+def _system(msg: Message, event: str, *, forced: bool = False) -> Message:
+    return Message(
+        namespace=msg.namespace, room=msg.room, event=event, forced=forced, local=msg.local
+    )
+
+
+class Conn:
+    """One websocket connection speaking neffos, on the server or the client side."""
+
+    def __init__(
+        self,
+        ws: WebSocketResponse | ClientWebSocketResponse,
+        make_writer: Callable[[Callable[[], None]], Writer],
+        handlers: HandlerTable,
+        *,
+        id: str = "",
+        server: Server | None = None,
+        request: web.Request | None = None,
+        registry: Registry | None = None,
+        is_client: bool = False,
+        ask_timeout: float | None = 30.0,
+        debug_errors: bool = False,
+    ) -> None:
+        self.id = id
+        self.request = request
+        self.is_client = is_client
+        self.reconnect_tries = 0
+        self.store: dict[str, Any] = {}
+        self.ask_timeout = ask_timeout
+        self._server = server
+        self._ws = ws
+        self._writer = make_writer(self._overflow)
+        self._handlers = handlers
+        self._registry = registry
+        self._debug_errors = debug_errors
+        self._namespaces: dict[str, NSConn] = {}
+        self._waiting: dict[str, asyncio.Future[Message]] = {}
+        self._native_only = handlers.native_only
+        self._allow_native = handlers.accepts_native
+        self._acked = self._native_only
+        self._ack_event: asyncio.Event | None = None
+        self._backlog: collections.deque[Message] = collections.deque()
+        self._handling = False
+        self._blocked = False
+        self._reader: asyncio.Task[Any] | None = None
+        self._closed = False
+        self._closed_event: asyncio.Event | None = None
+        self.close_code: int | None = None
+        if self._native_only:
+            self._namespaces[""] = NSConn(self, "")
+
+    # -- public surface -------------------------------------------------------------
+
+    @property
+    def server(self) -> Server:
+        """The server this connection belongs to (server side only)."""
+        if self._server is None:
+            raise AttributeError("a client connection has no server")
+        return self._server
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def was_reconnected(self) -> bool:
+        """Whether the client says this connection replaces a lost one (neffos.js ``reconnect``)."""
+        return self.reconnect_tries > 0
+
+    @property
+    def namespaces(self) -> dict[str, NSConn]:
+        """The connected namespaces by name (read-only by convention)."""
+        return self._namespaces
+
+    def namespace(self, name: str) -> NSConn | None:
+        """The connected namespace ``name``, or ``None``."""
+        return self._namespaces.get(name)
+
+    def write(self, msg: Message) -> bool:
+        """Send ``msg`` if the write rules allow it (spec 4.1); ``False`` when they do not."""
+        if self._closed:
+            return False
+        if msg.event not in _EXEMPT_NS:
+            ns = self._namespaces.get(msg.namespace)
+            if ns is None:
+                return False
+            if msg.room and msg.event not in _EXEMPT_ROOM and msg.room not in ns.rooms:
+                return False
+        if not self._acked:
+            self._send_ack()
+        return self._writer.write(encode(msg), msg.binary)
+
+    def send_native(self, data: bytes | str) -> bool:
+        """Send a raw frame without envelope (native messages, spec 9): text for ``str``."""
+        if self._closed:
+            return False
+        if isinstance(data, str):
+            return self._writer.write(data.encode(), False)
+        return self._writer.write(data, True)
+
+    async def connect(self, namespace: str, *, timeout: float | None = None) -> NSConn:
+        """Connect ``namespace`` from this side (spec 5.1 on a client, 5.2 on a server)."""
+        ns = self._namespaces.get(namespace)
+        if ns is not None:
+            return ns
+        if not self._handlers.has_namespace(namespace):
+            raise EventError(ERR_BAD_NAMESPACE)
+        ns = NSConn(self, namespace)
+        msg = Message(namespace=namespace, event=ON_NAMESPACE_CONNECT, local=True)
+        await self._fire_hook(ns, msg, raise_error=True)
+        await self.ask(msg, timeout=timeout)
+        if namespace in self._namespaces:  # the peer connected it meanwhile
+            return self._namespaces[namespace]
+        self._add_namespace(ns)
+        await self._fire_hook(ns, _system(msg, ON_NAMESPACE_CONNECTED))
+        return ns
+
+    async def disconnect_all(self, *, timeout: float | None = None) -> None:
+        """Disconnect every connected namespace, one after another."""
+        for ns in list(self._namespaces.values()):
+            await ns.disconnect(timeout=timeout)
+
+    async def ask(self, msg: Message, *, timeout: float | None = None) -> Message:
+        """Send ``msg`` as a request and wait for the answer with the same token (spec 8).
+
+        ``timeout`` defaults to the connection's ``ask_timeout``. An error answer raises
+        :class:`EventError`; a closed connection :class:`ConnectionClosed`; no answer in
+        time :class:`AskTimeout`.
+        """
+        if self._closed:
+            raise ConnectionClosed("connection closed")
+        token = new_client_token() if self.is_client else new_token()
+        msg.token = token
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = fut
+        try:
+            if not self.write(msg):
+                raise (
+                    EventError(ERR_BAD_NAMESPACE)
+                    if not self._closed
+                    else ConnectionClosed("connection closed")
+                )
+            if self._blocked:
+                self._start_relief_reader()
+            wait = self.ask_timeout if timeout is None else timeout
+            try:
+                reply = await asyncio.wait_for(fut, wait) if wait else await fut
+            except asyncio.TimeoutError:
+                raise AskTimeout(f"no answer to {msg.event!r} within {wait}s") from None
+        finally:
+            self._waiting.pop(token, None)
+        if reply.err:
+            raise EventError(reply.err)
+        return reply
+
+    async def close(self, code: int = WSCloseCode.OK, reason: str = "") -> None:
+        """Close the connection, firing the local disconnect events (spec 11.2) once."""
+        await self._shutdown(code, reason)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed and its disconnect events have run."""
+        if self._closed_event is None:
+            self._closed_event = asyncio.Event()
+        if self._closed and self._reader is None:
+            return
+        await self._closed_event.wait()
+
+    def __repr__(self) -> str:
+        side = "client" if self.is_client else "server"
+        return f"<Conn {self.id!r} {side}{' closed' if self._closed else ''}>"
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        me = asyncio.current_task()
+        self._reader = me
+        ws = self._ws
+        allow_native = self._allow_native
+        native_only = self._native_only
+        waiting = self._waiting
+        code: int | None = None
+        try:
+            while self._reader is me:
+                frame = await ws.receive()
+                kind = frame.type
+                if kind is WSMsgType.TEXT:
+                    data: str | bytes = frame.data
+                    binary = False
+                elif kind is WSMsgType.BINARY:
+                    data = frame.data
+                    binary = True
+                elif kind in _CLOSE_TYPES:
+                    code = ws.close_code
+                    break
+                else:
+                    continue
+                if not data:
+                    continue
+                if native_only:
+                    msg = Message(
+                        event=ON_NATIVE_MESSAGE,
+                        body=_as_body(data),
+                        native=True,
+                        binary=binary,
+                    )
+                else:
+                    if not self._acked:
+                        if await self._handshake_frame(data, binary):
+                            continue
+                        break
+                    try:
+                        msg = decode(data, binary=binary, allow_native=allow_native)
+                    except ProtocolError as exc:
+                        log.debug("%r: ignoring frame: %s", self, exc)
+                        continue
+                    token = msg.token
+                    if token and waiting:
+                        fut = waiting.pop(token, None)
+                        if fut is not None:
+                            if not fut.done():
+                                fut.set_result(msg)
+                            continue
+                if self._handling:
+                    self._backlog.append(msg)
+                    continue
+                await self._handle(msg)
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            log.debug("%r: reader stopped: %r", self, exc)
+        if self._reader is me:
+            self._reader = None
+            await self._shutdown(code if code is not None else WSCloseCode.ABNORMAL_CLOSURE, "")
+
+    async def _handle(self, msg: Message) -> None:
+        """Handle ``msg`` and then the backlog, in order, in the calling task."""
+        me = self._reader
+        self._handling = True
+        self._blocked = True
+        try:
+            await self._dispatch(msg)
+            backlog = self._backlog
+            while backlog:
+                await self._dispatch(backlog.popleft())
+        finally:
+            self._handling = False
+            if self._reader is me:
+                self._blocked = False
+
+    def _start_relief_reader(self) -> None:
+        # The reader is stuck inside a handler that now waits on the network: hand
+        # reading over to a new task so the awaited reply (and everything after it) is read.
+        self._blocked = False
+        task = asyncio.get_running_loop().create_task(self._read_loop())
+        self._reader = task
+
+    async def _handshake_frame(self, data: str | bytes, binary: bool) -> bool:
+        """Handle a frame that arrived before the ack; ``False`` ends the connection."""
+        if binary or not isinstance(data, str) or data[0] != "M":
+            # Keep it until the ack (spec 3: frames before M are handled after A<id>).
+            try:
+                self._backlog.append(decode(data, binary=binary, allow_native=self._allow_native))
+            except ProtocolError:
+                pass
+            return True
+        assert self._server is not None
+        self._handling = True
+        self._blocked = True
+        me = self._reader
+        try:
+            reason = await self._server._run_on_connect(self)
+            if reason is not None and not self._acked:
+                await self._refuse(reason)
+                return False
+            if not self._acked:
+                self._send_ack()
+            backlog = self._backlog
+            while backlog:
+                await self._dispatch(backlog.popleft())
+        finally:
+            self._handling = False
+            if self._reader is me:
+                self._blocked = False
+        return True
+
+    def _send_ack(self) -> None:
+        self._acked = True
+        self._writer.write((ACK_OK + self.id).encode(), False)
+        if self._server is not None:
+            self._server._connection_acked(self)
+        if self._ack_event is not None:
+            self._ack_event.set()
+
+    async def _refuse(self, reason: str) -> None:
+        self._writer.write(("H" + reason).encode(), False)
+        self._closed = True
+        self._writer.close()
+        await self._ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"")
+        self._mark_closed()
+
+    # -- dispatch (spec 4) ------------------------------------------------------------
+
+    async def _dispatch(self, msg: Message) -> None:
+        try:
+            event = msg.event
+            if event == ON_NAMESPACE_CONNECT:
+                await self._reply_connect(msg)
+                return
+            if event == ON_NAMESPACE_DISCONNECT:
+                await self._reply_disconnect(msg)
+                return
+            ns = self._namespaces.get(msg.namespace)
+            if ns is None:
+                # Go drops it, leaving a client's ask waiting forever: answer requests.
+                if msg.token[:1] == "$" and not self.is_client:
+                    self._write_raw(encode_answer(msg, err=ERR_BAD_NAMESPACE), msg.binary)
+                return
+            if event == ON_ROOM_JOIN:
+                await self._reply_join(ns, msg)
+            elif event == ON_ROOM_LEAVE:
+                await self._reply_leave(ns, msg)
+            elif event == ON_ROOM_LEFT and msg.token[:1] == "$" and not self.is_client:
+                # neffos.js leaveAll() asks with _OnRoomLeft (spec 16.12); answering with an
+                # error ends its promises and keeps both sides' rooms in agreement.
+                log.warning("%r: %s", self, LEAVE_ALL_ERROR)
+                self._answer(msg, err=LEAVE_ALL_ERROR)
+            else:
+                await self._fire_event(ns, msg)
+        except Exception:
+            log.exception("%r: failed to handle %r", self, msg)
+
+    async def _fire_event(self, ns: NSConn, msg: Message) -> None:
+        handler = self._handlers.lookup(msg.namespace, msg.event)
+        if handler is None:
+            if msg.token[:1] == "$" and not self.is_client:
+                self._answer(msg, err=f"unknown event {msg.event!r}")
+            return
+        err = ""
+        try:
+            result = handler(ns, msg)
+            if hasattr(result, "__await__"):
+                result = await result
+            if result is None:
+                return
+            if isinstance(result, Reply):
+                body = result.data
+            elif isinstance(result, bytes):
+                body = result
+            elif isinstance(result, str):
+                body = result.encode()
+            else:
+                raise TypeError(
+                    f"handler for {msg.event!r} returned {type(result).__name__}; "
+                    "return None, str, bytes or Reply"
+                )
+        except EventError as exc:
+            err = exc.text
+        except Exception as exc:
+            log.exception("%r: handler for %r/%r failed", self, msg.namespace, msg.event)
+            err = self._error_text(exc)
+        if msg.err:
+            return  # never answer an error: two peers would bounce it forever (spec 7.3)
+        if msg.native:
+            if not err:
+                self._writer.write(body, msg.binary)
+            return
+        if err:
+            self._answer(msg, err=err)
+        else:
+            self._answer(msg, body=body)
+
+    def _answer(self, msg: Message, body: bytes = b"", err: str = "") -> None:
+        if self._can_write(msg.namespace, msg.room, msg.event):
+            self._writer.write(encode_answer(msg, body, err), msg.binary)
+
+    def _can_write(self, namespace: str, room: str, event: str) -> bool:
+        if self._closed:
+            return False
+        if event in _EXEMPT_NS:
+            return True
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            return False
+        return not room or event in _EXEMPT_ROOM or room in ns.rooms
+
+    def _write_raw(self, data: bytes, binary: bool = False) -> None:
+        if not self._closed:
+            self._writer.write(data, binary)
+
+    def _error_text(self, exc: BaseException) -> str:
+        if self._debug_errors:
+            return f"{type(exc).__name__}: {exc}"
+        return GENERIC_ERROR
+
+    async def _fire_hook(
+        self, ns: NSConn, msg: Message, *, raise_error: bool = False
+    ) -> str | None:
+        """Run a system event's handler; return the error text that refuses it, if any."""
+        handler = self._handlers.lookup(ns.namespace, msg.event)
+        if handler is None:
+            return None
+        try:
+            result = handler(ns, msg)
+            if hasattr(result, "__await__"):
+                await result
+            return None
+        except EventError as exc:
+            text = exc.text
+        except Exception as exc:
+            log.exception("%r: %s handler of %r failed", self, msg.event, ns.namespace)
+            text = self._error_text(exc)
+        if raise_error:
+            raise EventError(text)
+        return text
+
+    async def _reply_connect(self, msg: Message) -> None:
+        if not msg.token or msg.noop:
+            return
+        if msg.namespace in self._namespaces:
+            self._write_raw(encode_empty_reply(msg.token))
+            return
+        if not self._handlers.has_namespace(msg.namespace):
+            self._write_raw(encode_answer(msg, err=ERR_BAD_NAMESPACE))
+            return
+        ns = NSConn(self, msg.namespace)
+        refusal = await self._fire_hook(ns, msg)
+        if refusal is not None:
+            self._write_raw(encode_answer(msg, err=refusal))
+            return
+        if self._closed:
+            return
+        self._add_namespace(ns)
+        self._write_raw(encode_empty_reply(msg.token))
+        await self._fire_hook(ns, _system(msg, ON_NAMESPACE_CONNECTED))
+
+    async def _reply_disconnect(self, msg: Message) -> None:
+        if not msg.token or msg.noop:
+            return
+        ns = self._namespaces.get(msg.namespace)
+        if ns is None:
+            self._write_raw(encode_empty_reply(msg.token))
+            return
+        if self.is_client:
+            # A server-initiated disconnect cannot be refused (spec 5.4).
+            await self._remove_namespace(ns, local=False, fire_disconnect=False)
+            self._write_raw(encode_empty_reply(msg.token))
+            await self._fire_hook(ns, msg)
+            return
+        refusal = await self._fire_hook(ns, msg)
+        if refusal is not None:
+            self._write_raw(encode_answer(msg, err=refusal))
+            return
+        await self._remove_namespace(ns, local=False, fire_disconnect=False)
+        self._write_raw(encode_empty_reply(msg.token))
+
+    async def _reply_join(self, ns: NSConn, msg: Message) -> None:
+        if not msg.token or msg.noop:
+            return
+        if msg.room not in ns.rooms:
+            refusal = await self._fire_hook(ns, msg)
+            if refusal is not None:
+                self._answer(msg, err=refusal)
+                return
+            ns._add_room(msg.room)
+            await self._fire_hook(ns, _system(msg, ON_ROOM_JOINED))
+        self._write_raw(encode_empty_reply(msg.token))
+
+    async def _reply_leave(self, ns: NSConn, msg: Message) -> None:
+        if not msg.token or msg.noop:
+            return
+        if msg.room in ns.rooms:
+            refusal = await self._fire_hook(ns, msg)
+            if refusal is not None:
+                self._answer(msg, err=refusal)
+                return
+            ns._remove_room(msg.room)
+            await self._fire_hook(ns, _system(msg, ON_ROOM_LEFT))
+        self._write_raw(encode_empty_reply(msg.token))
+
+    # -- membership ---------------------------------------------------------------------
+
+    def _add_namespace(self, ns: NSConn) -> None:
+        self._namespaces[ns.namespace] = ns
+        if self._registry is not None:
+            self._registry.namespace_added(ns)
+
+    async def _remove_namespace(
+        self, ns: NSConn, *, local: bool, forced: bool = False, fire_disconnect: bool = True
+    ) -> None:
+        """Force-leave the rooms of ``ns``, remove it, then fire its disconnect event."""
+        for name in list(ns.rooms):
+            leave = Message(
+                namespace=ns.namespace, room=name, event=ON_ROOM_LEAVE, forced=True, local=local
+            )
+            await self._fire_hook(ns, leave)
+            ns._remove_room(name)
+            await self._fire_hook(ns, _system(leave, ON_ROOM_LEFT, forced=True))
+        if self._namespaces.get(ns.namespace) is ns:
+            del self._namespaces[ns.namespace]
+            if self._registry is not None:
+                self._registry.namespace_removed(ns)
+        if fire_disconnect:
+            await self._fire_hook(
+                ns,
+                Message(
+                    namespace=ns.namespace,
+                    event=ON_NAMESPACE_DISCONNECT,
+                    forced=forced,
+                    local=local,
+                ),
+            )
+
+    # -- closing (spec 11) ----------------------------------------------------------------
+
+    def _overflow(self) -> None:
+        log.warning("%r: send buffer limit exceeded, closing (1008)", self)
+        asyncio.get_running_loop().create_task(
+            self._shutdown(WSCloseCode.POLICY_VIOLATION, "send buffer limit exceeded")
+        )
+
+    async def _shutdown(self, code: int, reason: str) -> None:
+        if self._closed:
+            if not self._ws.closed:
+                await self._ws.close(code=code, message=reason.encode())
+            return
+        self._closed = True
+        self.close_code = code
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(ConnectionClosed("connection closed"))
+        self._waiting.clear()
+        if not self._ws.closed:
+            if self._writer.direct:
+                # The writer may hold a stalled peer's backlog: do not wait behind it.
+                self._writer.close()
+            try:
+                await self._ws.close(code=code, message=reason.encode())
+            except Exception as exc:  # the transport may already be gone
+                log.debug("%r: close failed: %r", self, exc)
+        self._writer.close()
+        if not self._native_only:
+            for ns in list(self._namespaces.values()):
+                await self._remove_namespace(ns, local=True, forced=True)
+        self._namespaces.clear()
+        if self._server is not None:
+            await self._server._connection_closed(self)
+        self._mark_closed()
+
+    def _mark_closed(self) -> None:
+        self._closed = True
+        if self._closed_event is None:
+            self._closed_event = asyncio.Event()
+        self._closed_event.set()
+
+    async def _wait_ack(self) -> None:
+        if self._acked:
+            return
+        if self._ack_event is None:
+            self._ack_event = asyncio.Event()
+        await self._ack_event.wait()

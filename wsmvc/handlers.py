@@ -1,0 +1,103 @@
+"""The handler table: functions per namespace and event (neffos' ``Namespaces``/``Events``).
+
+A handler is ``handler(nsconn, msg)``, sync or async. What it returns answers the message:
+``None`` sends nothing; ``str``, ``bytes`` or :class:`Reply` send that body back with the
+message's token, namespace, room and event. Raising :class:`~wsmvc.EventError` answers with
+the error flag. Controllers compile into this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import attrs
+
+from .protocol import ON_ANY_EVENT, ON_NATIVE_MESSAGE, Message
+
+if TYPE_CHECKING:
+    from .conn import NSConn
+
+__all__ = ["Events", "Handler", "HandlerTable", "Namespaces", "Reply"]
+
+
+@attrs.frozen(slots=True)
+class Reply:
+    """A handler result: answer the incoming message with ``body``."""
+
+    body: bytes | str = b""
+
+    @property
+    def data(self) -> bytes:
+        """The body as bytes."""
+        return self.body.encode() if isinstance(self.body, str) else self.body
+
+
+Handler: TypeAlias = Callable[["NSConn", Message], "Awaitable[object] | object"]
+Events: TypeAlias = Mapping[str, Handler]
+Namespaces: TypeAlias = Mapping[str, Events]
+
+
+class HandlerTable:
+    """Namespaces → events → handlers, with the lookups the dispatcher needs.
+
+    Build it with :meth:`on` or from a ``{namespace: {event: handler}}`` mapping.
+    """
+
+    __slots__ = ("_table",)
+
+    def __init__(self, namespaces: Namespaces | None = None) -> None:
+        self._table: dict[str, dict[str, Handler]] = {}
+        for ns, events in (namespaces or {}).items():
+            for event, fn in events.items():
+                self.add(ns, event, fn)
+
+    def add(self, namespace: str, event: str, handler: Handler) -> None:
+        """Register ``handler`` for ``event`` in ``namespace``; a later one replaces it."""
+        if not callable(handler):
+            raise TypeError(f"handler for {namespace!r}/{event!r} is not callable: {handler!r}")
+        self._table.setdefault(namespace, {})[event] = handler
+
+    def declare(self, namespace: str) -> None:
+        """Declare ``namespace`` with no events yet (clients may still connect it)."""
+        self._table.setdefault(namespace, {})
+
+    def on(self, namespace: str, event: str) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`add`."""
+
+        def register(fn: Handler) -> Handler:
+            self.add(namespace, event, fn)
+            return fn
+
+        return register
+
+    def has_namespace(self, namespace: str) -> bool:
+        return namespace in self._table
+
+    def events(self, namespace: str) -> Mapping[str, Handler]:
+        """The events of ``namespace`` (empty when it is not declared)."""
+        return self._table.get(namespace, _EMPTY)
+
+    def lookup(self, namespace: str, event: str) -> Handler | None:
+        """The handler for ``event``, else the namespace's ``_OnAnyEvent``, else ``None``."""
+        events = self._table.get(namespace)
+        if events is None:
+            return None
+        return events.get(event) or events.get(ON_ANY_EVENT)
+
+    @property
+    def namespaces(self) -> Mapping[str, Mapping[str, Handler]]:
+        return self._table
+
+    @property
+    def native_only(self) -> bool:
+        """Exactly one namespace ``""`` with exactly ``_OnNativeMessage`` (spec 9.1)."""
+        return list(self._table) == [""] and list(self._table[""]) == [ON_NATIVE_MESSAGE]
+
+    @property
+    def accepts_native(self) -> bool:
+        """Namespace ``""`` handles native frames (mixed mode, spec 9.2)."""
+        return ON_NATIVE_MESSAGE in self._table.get("", _EMPTY)
+
+
+_EMPTY: Mapping[str, Any] = {}

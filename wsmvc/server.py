@@ -1,0 +1,344 @@
+"""The neffos server on aiohttp: upgrade, handshake, registry, broadcast, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Literal, TypeAlias
+from urllib.parse import urlsplit
+
+from aiohttp import WSCloseCode, web
+from multidict import CIMultiDict
+
+from .conn import Conn, NSConn
+from .errors import Reject
+from .handlers import Handler, HandlerTable, Namespaces
+from .protocol import ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode
+from .registry import Registry
+from .writer import OP_BINARY, OP_TEXT, DirectWriter, QueuedWriter, Writer, frame
+
+__all__ = ["Server"]
+
+log = logging.getLogger("wsmvc")
+
+IdGenerator: TypeAlias = Callable[[web.Request], "str | Awaitable[str]"]
+ConnHook: TypeAlias = Callable[[Conn], "Awaitable[None] | None"]
+
+QUERY_HEADER_PREFIX = "x-websocket-header-"
+RECONNECT_HEADER = "X-Websocket-Reconnect"
+
+
+def default_id_generator(request: web.Request) -> str:
+    """A random UUID (version 4), like neffos' default."""
+    return str(uuid.uuid4())
+
+
+class Server:
+    """A neffos server: mount it on an aiohttp app with :meth:`mount`.
+
+    Every option is keyword-only:
+
+    * ``namespaces`` - a ``{namespace: {event: handler}}`` mapping or a
+      :class:`~wsmvc.handlers.HandlerTable`; more handlers can be added with :meth:`on`.
+    * ``id_generator(request)`` - sync or async; returns the connection id. Default: a UUID4.
+    * ``on_connect(conn)`` / ``on_disconnect(conn)`` - hooks, sync or async. Raising
+      :class:`~wsmvc.Reject` in ``on_connect`` refuses the client with ``H<reason>``.
+    * ``allowed_origins`` - ``None`` (default): browsers may connect from the same origin only;
+      ``"*"``: any origin; or an iterable of origins such as ``"https://example.com"``.
+      Requests without an ``Origin`` header (non-browser clients) are always allowed.
+    * ``max_message_size`` - larger incoming messages close the connection with 1009
+      (default 1 MiB).
+    * ``heartbeat`` - seconds between server pings; a peer that does not answer is closed.
+    * ``read_timeout`` - close a connection that sends nothing for this many seconds.
+    * ``send_buffer_limit`` - bytes the server may buffer for one peer; a peer that stops
+      reading is closed with 1008 once past it, so it never delays others (default 4 MiB).
+    * ``ask_timeout`` - default timeout of ``ask`` calls, seconds (default 30; ``None``: none).
+    * ``compress`` - accept permessage-deflate when the client offers it (default ``True``).
+    * ``debug_errors`` - send handler exception texts to clients (default ``False``: a
+      generic text, the traceback only in the log).
+    * ``close_timeout`` - seconds to wait for the peer's close frame (default 5).
+    """
+
+    def __init__(
+        self,
+        namespaces: Namespaces | HandlerTable | None = None,
+        *,
+        id_generator: IdGenerator = default_id_generator,
+        on_connect: ConnHook | None = None,
+        on_disconnect: ConnHook | None = None,
+        allowed_origins: Iterable[str] | Literal["*"] | None = None,
+        max_message_size: int = 1 << 20,
+        heartbeat: float | None = None,
+        read_timeout: float | None = None,
+        send_buffer_limit: int = 4 << 20,
+        ask_timeout: float | None = 30.0,
+        compress: bool = True,
+        debug_errors: bool = False,
+        close_timeout: float = 5.0,
+    ) -> None:
+        self.handlers = (
+            namespaces if isinstance(namespaces, HandlerTable) else HandlerTable(namespaces)
+        )
+        self.id_generator = id_generator
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        if allowed_origins is None or allowed_origins == "*":
+            self._origins: frozenset[str] | Literal["*"] | None = allowed_origins
+        else:
+            self._origins = frozenset(o.lower().rstrip("/") for o in allowed_origins)
+        self.max_message_size = max_message_size
+        self.heartbeat = heartbeat
+        self.read_timeout = read_timeout
+        self.send_buffer_limit = send_buffer_limit
+        self.ask_timeout = ask_timeout
+        self.compress = compress
+        self.debug_errors = debug_errors
+        self.close_timeout = close_timeout
+        self._registry = Registry()
+        self._live: set[Conn] = set()
+        self._closing = False
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def on(self, namespace: str, event: str) -> Callable[[Handler], Handler]:
+        """Decorator: register a handler for ``event`` in ``namespace``."""
+        return self.handlers.on(namespace, event)
+
+    # -- aiohttp wiring ----------------------------------------------------------------
+
+    def mount(self, app: web.Application, path: str) -> None:
+        """Serve neffos at ``path`` of ``app`` and close every connection on shutdown."""
+        app.router.add_route("*", path, self.handle)
+        app.on_shutdown.append(self._on_shutdown)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The aiohttp handler: GET upgrades, HEAD answers, other methods get 405."""
+        if request.method == "HEAD":
+            # neffos.js probes with HEAD before it reconnects; any answer will do.
+            return web.Response(status=204)
+        if request.method != "GET":
+            return web.Response(
+                status=405,
+                text="Method Not Allowed\n",
+                headers={"Allow": "GET", "X-Content-Type-Options": "nosniff"},
+            )
+        if self._closing:
+            return web.Response(status=503, text="server is shutting down\n")
+        if not self._origin_allowed(request):
+            log.warning(
+                "refused websocket from origin %r (host %r): not in allowed_origins",
+                request.headers.get("Origin"),
+                request.host,
+            )
+            return web.Response(status=403, text="origin not allowed\n")
+        ws = web.WebSocketResponse(
+            timeout=self.close_timeout,
+            receive_timeout=self.read_timeout,
+            heartbeat=self.heartbeat,
+            compress=self.compress,
+            max_msg_size=self.max_message_size,
+        )
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=400, text="expected a websocket upgrade\n")
+        request = _with_query_headers(request)
+        try:
+            conn_id = self.id_generator(request)
+            if inspect.isawaitable(conn_id):
+                conn_id = await conn_id
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("id_generator failed; refusing the upgrade")
+            return web.Response(status=500, text="internal server error\n")
+        await ws.prepare(request)
+        transport = request.transport
+        direct = not ws.compress and isinstance(transport, asyncio.Transport)
+        limit = self.send_buffer_limit
+
+        def make_writer(on_overflow: Callable[[], None]) -> Writer:
+            if direct:
+                assert isinstance(transport, asyncio.Transport)
+                return DirectWriter(transport, limit, on_overflow)
+            return QueuedWriter(ws, limit, on_overflow)
+
+        conn = Conn(
+            ws,
+            make_writer,
+            self.handlers,
+            id=str(conn_id),
+            server=self,
+            request=request,
+            registry=self._registry,
+            ask_timeout=self.ask_timeout,
+            debug_errors=self.debug_errors,
+        )
+        conn.reconnect_tries = _parse_int(request.headers.get(RECONNECT_HEADER))
+        self._live.add(conn)
+        try:
+            if conn._native_only:
+                reason = await self._run_on_connect(conn)
+                if reason is not None:
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+                    return ws
+                self._connection_acked(conn)
+                self._registry.namespace_added(conn._namespaces[""])
+            await conn._read_loop()
+            await conn.wait_closed()
+        finally:
+            self._live.discard(conn)
+        return ws
+
+    def _origin_allowed(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None or self._origins == "*":
+            return True
+        if self._origins is None:
+            return urlsplit(origin).netloc.lower() == request.host.lower()
+        return origin.lower().rstrip("/") in self._origins
+
+    async def _run_on_connect(self, conn: Conn) -> str | None:
+        """Run ``on_connect``; the refusal reason, or ``None`` to accept."""
+        if self.on_connect is None:
+            return None
+        try:
+            result = self.on_connect(conn)
+            if inspect.isawaitable(result):
+                await result
+        except Reject as exc:
+            return exc.reason
+        except Exception as exc:
+            log.exception("on_connect failed for %r; refusing it", conn)
+            return f"{type(exc).__name__}: {exc}" if self.debug_errors else "server error"
+        return None
+
+    def _connection_acked(self, conn: Conn) -> None:
+        self._registry.conn_added(conn)
+
+    async def _connection_closed(self, conn: Conn) -> None:
+        if conn not in self._registry._conns:
+            return  # refused or never acknowledged: no on_disconnect (spec 11.2)
+        self._registry.conn_removed(conn)
+        if self.on_disconnect is not None:
+            try:
+                result = self.on_disconnect(conn)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("on_disconnect failed for %r", conn)
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop accepting and close every connection with 1001, firing disconnect events."""
+        self._closing = True
+        await asyncio.gather(
+            *(c.close(WSCloseCode.GOING_AWAY, "server shutdown") for c in list(self._live)),
+            return_exceptions=True,
+        )
+
+    # -- inspection --------------------------------------------------------------------
+
+    @property
+    def connections(self) -> list[Conn]:
+        """Every acknowledged connection."""
+        return list(self._registry.connections)
+
+    def get_connections(self, conn_id: str) -> list[Conn]:
+        """The connections whose id is ``conn_id`` (ids need not be unique)."""
+        return list(self._registry.by_id(conn_id))
+
+    def namespace_members(self, namespace: str) -> list[NSConn]:
+        """The connections connected to ``namespace``."""
+        return list(self._registry.in_namespace(namespace))
+
+    def room_members(self, namespace: str, room: str) -> list[NSConn]:
+        """The connections that joined ``room`` of ``namespace`` on this server."""
+        return list(self._registry.in_room(namespace, room))
+
+    def rooms(self, namespace: str) -> list[str]:
+        """The rooms of ``namespace`` with at least one member on this server."""
+        return self._registry.rooms(namespace)
+
+    # -- broadcast ---------------------------------------------------------------------
+
+    async def broadcast(
+        self,
+        msg: Message,
+        *,
+        exclude: Conn | NSConn | str | None = None,
+        to: str | None = None,
+    ) -> None:
+        """Send ``msg`` to every connection of its namespace (and room, if set).
+
+        ``exclude`` skips one connection (a :class:`Conn` or :class:`NSConn`) or every
+        connection with that id (a ``str``); ``to`` delivers only to connections with that
+        id. The message is encoded once, and each receiver gets the same bytes, in order.
+        """
+        self.deliver(msg, exclude=exclude, to=to)
+
+    def deliver(
+        self,
+        msg: Message,
+        *,
+        exclude: Conn | NSConn | str | None = None,
+        to: str | None = None,
+    ) -> int:
+        """Deliver ``msg`` to the matching connections of this process; returns the count."""
+        data = encode(msg)
+        namespace, room = msg.namespace, msg.room
+        check_room = bool(room) and msg.event != ON_ROOM_JOIN and msg.event != ON_ROOM_LEFT
+        if to is not None:
+            targets: Iterable[NSConn] = [
+                ns for c in self._registry.by_id(to) if (ns := c.namespace(namespace))
+            ]
+        elif check_room:
+            targets = self._registry.in_room(namespace, room)
+            check_room = False
+        else:
+            targets = self._registry.in_namespace(namespace)
+        if isinstance(exclude, NSConn):
+            exclude = exclude.conn
+        framed: bytes | None = None
+        binary = msg.binary
+        sent = 0
+        for nsconn in tuple(targets):
+            conn = nsconn.conn
+            if conn is exclude or conn.id == exclude or conn._closed:
+                continue
+            if check_room and room not in nsconn.rooms:
+                continue
+            writer = conn._writer
+            if writer.direct:
+                if framed is None:
+                    framed = frame(data, OP_BINARY if binary else OP_TEXT)
+                writer.write_frame(framed)
+            else:
+                writer.write(data, binary)
+            sent += 1
+        return sent
+
+
+def _with_query_headers(request: web.Request) -> web.Request:
+    """Turn ``X-Websocket-Header-<Name>`` query parameters into headers (spec 1.3)."""
+    extra = [
+        (key[len(QUERY_HEADER_PREFIX) :], value)
+        for key, value in request.query.items()
+        if len(key) > len(QUERY_HEADER_PREFIX) and key.lower().startswith(QUERY_HEADER_PREFIX)
+    ]
+    if not extra:
+        return request
+    headers = CIMultiDict(request.headers)
+    for key, value in extra:
+        headers.add(key, value)
+    return request.clone(headers=headers)
+
+
+def _parse_int(value: str | None) -> int:
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0
