@@ -222,6 +222,7 @@ class Conn:
         is_client: bool = False,
         ask_timeout: float | None = 30.0,
         debug_errors: bool = False,
+        close_timeout: float = 5.0,
     ) -> None:
         self.id = id
         self.request = request
@@ -246,7 +247,9 @@ class Conn:
         self._blocked = False
         self._reader: asyncio.Task[Any] | None = None
         self._closed = False
-        self._closed_event: asyncio.Event | None = None
+        self._finished = False
+        self._finished_event: asyncio.Event | None = None
+        self._close_timeout = close_timeout
         self.close_code: int | None = None
         if self._native_only:
             self._namespaces[""] = NSConn(self, "")
@@ -361,11 +364,11 @@ class Conn:
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed and its disconnect events have run."""
-        if self._closed_event is None:
-            self._closed_event = asyncio.Event()
-        if self._closed and self._reader is None:
+        if self._finished:
             return
-        await self._closed_event.wait()
+        if self._finished_event is None:
+            self._finished_event = asyncio.Event()
+        await self._finished_event.wait()
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
@@ -381,6 +384,7 @@ class Conn:
         native_only = self._native_only
         waiting = self._waiting
         code: int | None = None
+        reason = ""
         try:
             while self._reader is me:
                 frame = await ws.receive()
@@ -426,11 +430,16 @@ class Conn:
                     self._backlog.append(msg)
                     continue
                 await self._handle(msg)
+        except asyncio.TimeoutError:
+            code, reason = WSCloseCode.OK, "read timeout"
         except (ConnectionError, asyncio.CancelledError) as exc:
             log.debug("%r: reader stopped: %r", self, exc)
+        except Exception:
+            log.exception("%r: reader failed", self)
+            code, reason = WSCloseCode.INTERNAL_ERROR, "internal error"
         if self._reader is me:
             self._reader = None
-            await self._shutdown(code if code is not None else WSCloseCode.ABNORMAL_CLOSURE, "")
+            await self._shutdown(code if code is not None else WSCloseCode.ABNORMAL_CLOSURE, reason)
 
     async def _handle(self, msg: Message) -> None:
         """Handle ``msg`` and then the backlog, in order, in the calling task."""
@@ -495,7 +504,7 @@ class Conn:
         self._writer.write(("H" + reason).encode(), False)
         self._closed = True
         self._writer.close()
-        await self._ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"")
+        await self._close_ws(WSCloseCode.POLICY_VIOLATION, "")
         self._mark_closed()
 
     # -- dispatch (spec 4) ------------------------------------------------------------
@@ -719,25 +728,17 @@ class Conn:
         )
 
     async def _shutdown(self, code: int, reason: str) -> None:
+        """The close sequence of spec 11.2, run once: no more writes, pending asks fail,
+        the websocket closes, then rooms, namespaces and ``on_disconnect`` in that order."""
         if self._closed:
-            if not self._ws.closed:
-                await self._ws.close(code=code, message=reason.encode())
             return
         self._closed = True
-        self.close_code = code
+        self._writer.close()
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(ConnectionClosed("connection closed"))
         self._waiting.clear()
-        if not self._ws.closed:
-            if self._writer.direct:
-                # The writer may hold a stalled peer's backlog: do not wait behind it.
-                self._writer.close()
-            try:
-                await self._ws.close(code=code, message=reason.encode())
-            except Exception as exc:  # the transport may already be gone
-                log.debug("%r: close failed: %r", self, exc)
-        self._writer.close()
+        await self._close_ws(code, reason)
         if not self._native_only:
             for ns in list(self._namespaces.values()):
                 await self._remove_namespace(ns, local=True, forced=True)
@@ -746,11 +747,27 @@ class Conn:
             await self._server._connection_closed(self)
         self._mark_closed()
 
+    async def _close_ws(self, code: int, reason: str) -> None:
+        ws = self._ws
+        if ws.closed:
+            self.close_code = ws.close_code if ws.close_code is not None else code
+            return
+        self.close_code = code
+        try:
+            # Bounded: a peer that stopped reading would hold the close frame forever.
+            await asyncio.wait_for(
+                ws.close(code=code, message=reason.encode()), self._close_timeout + 1
+            )
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError) as exc:
+            log.debug("%r: close did not complete: %r", self, exc)
+        transport = self.request.transport if self.request is not None else None
+        if transport is not None and (not ws.closed or transport.get_write_buffer_size()):
+            transport.abort()
+
     def _mark_closed(self) -> None:
-        self._closed = True
-        if self._closed_event is None:
-            self._closed_event = asyncio.Event()
-        self._closed_event.set()
+        self._finished = True
+        if self._finished_event is not None:
+            self._finished_event.set()
 
     async def _wait_ack(self) -> None:
         if self._acked:

@@ -174,6 +174,7 @@ class Server:
             registry=self._registry,
             ask_timeout=self.ask_timeout,
             debug_errors=self.debug_errors,
+            close_timeout=self.close_timeout,
         )
         conn.reconnect_tries = _parse_int(request.headers.get(RECONNECT_HEADER))
         self._live.add(conn)
@@ -235,10 +236,15 @@ class Server:
     async def close(self) -> None:
         """Stop accepting and close every connection with 1001, firing disconnect events."""
         self._closing = True
+        live = list(self._live)
         await asyncio.gather(
-            *(c.close(WSCloseCode.GOING_AWAY, "server shutdown") for c in list(self._live)),
+            *(c.close(WSCloseCode.GOING_AWAY, "server shutdown") for c in live),
             return_exceptions=True,
         )
+        # A connection whose close was already under way finishes in its own task.
+        if live:
+            waits = [asyncio.ensure_future(c.wait_closed()) for c in live]
+            await asyncio.wait(waits, timeout=self.close_timeout + 2)
 
     # -- inspection --------------------------------------------------------------------
 

@@ -1,0 +1,37 @@
+"""Shared fixtures: real aiohttp servers on 127.0.0.1, random ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from wsmvc import Server
+
+Serve = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """``url = await serve(server, path="/ws")``: mount ``server`` on a fresh app and start it.
+
+    Returns the websocket URL (``ws://127.0.0.1:<port><path>``). Everything started is
+    cleaned up (graceful shutdown included) when the test ends.
+    """
+    runners: list[web.AppRunner] = []
+
+    async def start(server: Server, path: str = "/ws", app: web.Application | None = None) -> str:
+        app = app if app is not None else web.Application()
+        server.mount(app, path)
+        runner = web.AppRunner(app, shutdown_timeout=5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        return f"ws://127.0.0.1:{port}{path}"
+
+    yield start
+    for runner in reversed(runners):
+        await runner.cleanup()
