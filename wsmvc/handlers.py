@@ -49,6 +49,7 @@ class HandlerTable:
     def __init__(self, namespaces: Namespaces | None = None) -> None:
         self._table: dict[str, dict[str, Handler]] = {}
         for ns, events in (namespaces or {}).items():
+            self.declare(ns)
             for event, fn in events.items():
                 self.add(ns, event, fn)
 

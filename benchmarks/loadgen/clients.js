@@ -1,0 +1,150 @@
+'use strict';
+// Two client kinds behind one interface, so the scenarios do not care which server they drive:
+//   await client.open()        connected and ready to send (handshake and namespace connect done)
+//   await client.ask(body)     one request/reply round trip; resolves with the reply body
+//   client.fanout(body)        fire the server's broadcast trigger
+//   client.onChat = fn(body)   called with the body of every broadcast received
+//   client.close()
+// NeffosClient speaks the neffos wire protocol by hand over `ws`; SioClient uses socket.io-client.
+
+const WebSocket = require('ws');
+const { io } = require('socket.io-client');
+
+const NAMESPACE = 'default';
+const SEMICOLON = 0x3b;
+const DOLLAR = 0x24;
+const WS_OPTIONS = {
+  perMessageDeflate: false,
+  skipUTF8Validation: true,
+  // An all-zero masking key: ws then skips the XOR pass. Servers must accept any key.
+  generateMask: () => {},
+};
+
+function bodyOf(buf) {
+  // Everything after the sixth ';' (neffos spec 2.4).
+  let at = -1;
+  for (let i = 0; i < 6; i++) {
+    at = buf.indexOf(SEMICOLON, at + 1);
+    if (at < 0) return null;
+  }
+  return buf.toString('latin1', at + 1);
+}
+
+function tokenOf(buf) {
+  const end = buf.indexOf(SEMICOLON);
+  return end < 0 ? null : buf.toString('latin1', 0, end);
+}
+
+class NeffosClient {
+  constructor(url) {
+    this.url = url;
+    this.id = null;
+    this.onChat = null;
+    this.pending = new Map(); // token -> callback(frame Buffer)
+    this.nextToken = 1;
+    this.ws = null;
+  }
+
+  open() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url, WS_OPTIONS);
+      this.ws = ws;
+      ws.on('error', reject);
+      ws.on('open', () => ws.send('M'));
+      ws.once('message', (data) => {
+        const text = data.toString('latin1');
+        if (text[0] !== 'A') {
+          reject(new Error(`handshake refused: ${JSON.stringify(text)}`));
+          return;
+        }
+        this.id = text.slice(1);
+        ws.on('message', (buf) => this.onFrame(buf));
+        const token = this.token();
+        this.pending.set(token, (buf) => {
+          const reply = buf.toString('latin1');
+          if (reply === `${token};;;;;;`) resolve(this);
+          else reject(new Error(`namespace connect refused: ${JSON.stringify(reply)}`));
+        });
+        ws.send(`${token};${NAMESPACE};;_OnNamespaceConnect;0;0;`);
+      });
+    });
+  }
+
+  token() {
+    return `$${this.nextToken++}`;
+  }
+
+  onFrame(buf) {
+    if (buf[0] === DOLLAR) {
+      const token = tokenOf(buf);
+      const callback = this.pending.get(token);
+      if (callback === undefined) throw new Error(`unexpected reply ${buf.toString('latin1')}`);
+      this.pending.delete(token);
+      callback(buf);
+      return;
+    }
+    if (this.onChat !== null) this.onChat(bodyOf(buf));
+  }
+
+  ask(body) {
+    const token = this.token();
+    return new Promise((resolve) => {
+      this.pending.set(token, (buf) => resolve(bodyOf(buf)));
+      this.ws.send(`${token};${NAMESPACE};;ask;0;0;${body}`);
+    });
+  }
+
+  fanout(body) {
+    this.ws.send(`;${NAMESPACE};;fanout;0;0;${body}`);
+  }
+
+  close() {
+    this.ws.close();
+  }
+}
+
+class SioClient {
+  constructor(url) {
+    this.url = url;
+    this.onChat = null;
+    this.socket = null;
+  }
+
+  open() {
+    return new Promise((resolve, reject) => {
+      const socket = io(this.url, {
+        transports: ['websocket'],
+        forceNew: true, // one engine.io connection per client, no multiplexing
+        reconnection: false,
+        perMessageDeflate: false,
+        timeout: 60000,
+      });
+      this.socket = socket;
+      socket.once('connect', () => resolve(this));
+      socket.once('connect_error', reject);
+      socket.on('chat', (body) => {
+        if (this.onChat !== null) this.onChat(body);
+      });
+    });
+  }
+
+  ask(body) {
+    return new Promise((resolve) => this.socket.emit('ask', body, resolve));
+  }
+
+  fanout(body) {
+    this.socket.emit('fanout', body);
+  }
+
+  close() {
+    this.socket.disconnect();
+  }
+}
+
+function makeClient(proto, url) {
+  if (proto === 'neffos') return new NeffosClient(url);
+  if (proto === 'socketio') return new SioClient(url);
+  throw new Error(`unknown protocol ${proto}`);
+}
+
+module.exports = { makeClient };
