@@ -208,3 +208,17 @@ async def test_on_connect_may_connect_the_client_before_answering(serve: Serve) 
         assert welcome.text == "hello " + conn.id
         assert connected == ["news"]
         assert conn.namespace("news") is not None
+
+
+async def test_server_ask_reaches_the_connection_by_id(serve: Serve) -> None:
+    server = Server({"default": {}}, id_generator=lambda request: "alice")
+    url = await serve(server)
+    client = {"default": {"question": lambda ns, m: "alice says " + m.text}}
+    async with await wsmvc.dial(url, client) as conn:
+        await conn.connect("default")
+        answer = await server.ask(
+            Message(namespace="default", event="question", body=b"hi"), to="alice", timeout=5
+        )
+        assert answer.text == "alice says hi"
+        with pytest.raises(EventError, match="bad namespace"):
+            await server.ask(Message(namespace="default", event="question"), to="bob")

@@ -21,8 +21,10 @@ __all__ = ["ClientConn", "dial"]
 class ClientConn(Conn):
     """The client side of a connection; :meth:`close` also releases its HTTP session."""
 
-    _session: aiohttp.ClientSession | None = None
-    _task: asyncio.Task[None] | None = None
+    __slots__ = ("_session", "_task")
+
+    _session: aiohttp.ClientSession | None
+    _task: asyncio.Task[None] | None
 
     async def close(self, code: int = WSCloseCode.OK, reason: str = "") -> None:
         await super().close(code, reason)
@@ -79,6 +81,7 @@ async def dial(
             ask_timeout=ask_timeout,
         )
         conn._session = http if own else None
+        conn._task = None
         if not handlers.native_only:
             await ws.send_str(ACK_REQUEST)
             first = await ws.receive(timeout=timeout)

@@ -209,6 +209,36 @@ def _system(msg: Message, event: str, *, forced: bool = False) -> Message:
 class Conn:
     """One websocket connection speaking neffos, on the server or the client side."""
 
+    __slots__ = (
+        "__weakref__",
+        "_acked",
+        "_allow_native",
+        "_backlog",
+        "_blocked",
+        "_close_timeout",
+        "_closed",
+        "_debug_errors",
+        "_finished",
+        "_finished_event",
+        "_handlers",
+        "_handling",
+        "_namespaces",
+        "_native_only",
+        "_reader",
+        "_registry",
+        "_server",
+        "_waiting",
+        "_writer",
+        "_ws",
+        "ask_timeout",
+        "close_code",
+        "id",
+        "is_client",
+        "reconnect_tries",
+        "request",
+        "store",
+    )
+
     def __init__(
         self,
         ws: WebSocketResponse | ClientWebSocketResponse,
@@ -241,7 +271,6 @@ class Conn:
         self._native_only = handlers.native_only
         self._allow_native = handlers.accepts_native
         self._acked = self._native_only
-        self._ack_event: asyncio.Event | None = None
         self._backlog: collections.deque[Message] = collections.deque()
         self._handling = False
         self._blocked = False
@@ -497,8 +526,6 @@ class Conn:
         self._writer.write((ACK_OK + self.id).encode(), False)
         if self._server is not None:
             self._server._connection_acked(self)
-        if self._ack_event is not None:
-            self._ack_event.set()
 
     async def _refuse(self, reason: str) -> None:
         self._writer.write(("H" + reason).encode(), False)
@@ -768,10 +795,3 @@ class Conn:
         self._finished = True
         if self._finished_event is not None:
             self._finished_event.set()
-
-    async def _wait_ack(self) -> None:
-        if self._acked:
-            return
-        if self._ack_event is None:
-            self._ack_event = asyncio.Event()
-        await self._ack_event.wait()

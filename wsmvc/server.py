@@ -14,9 +14,9 @@ from aiohttp import WSCloseCode, web
 from multidict import CIMultiDict
 
 from .conn import Conn, NSConn
-from .errors import Reject
+from .errors import EventError, Reject
 from .handlers import Handler, HandlerTable, Namespaces
-from .protocol import ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode
+from .protocol import ERR_BAD_NAMESPACE, ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode
 from .registry import Registry
 from .writer import OP_BINARY, OP_TEXT, DirectWriter, QueuedWriter, Writer, frame
 
@@ -269,7 +269,19 @@ class Server:
         """The rooms of ``namespace`` with at least one member on this server."""
         return self._registry.rooms(namespace)
 
-    # -- broadcast ---------------------------------------------------------------------
+    # -- ask and broadcast ----------------------------------------------------------------
+
+    async def ask(self, msg: Message, *, to: str, timeout: float | None = None) -> Message:
+        """Ask the connection with id ``to`` (connected to ``msg.namespace``) and return its answer.
+
+        Raises :class:`~wsmvc.EventError` with ``bad namespace`` when no such connection is
+        connected here, or the client's error text; :class:`~wsmvc.AskTimeout` after
+        ``timeout`` (default: ``ask_timeout``).
+        """
+        for conn in self._registry.by_id(to):
+            if conn.namespace(msg.namespace) is not None:
+                return await conn.ask(msg, timeout=timeout)
+        raise EventError(ERR_BAD_NAMESPACE)
 
     async def broadcast(
         self,

@@ -1,0 +1,150 @@
+'use strict';
+// The three scenarios. Each one quiesces the load before it calls `mark(name)` (no request in
+// flight), so the CPU and memory snapshots the runner takes at a mark cover exactly the work
+// counted between two marks. Times are in milliseconds (performance.now), rates per second.
+
+const { performance } = require('perf_hooks');
+const { makeClient } = require('./clients');
+
+const BODY_SIZE = 64;
+const BODY = 'b'.repeat(BODY_SIZE);
+const DIAL_CONCURRENCY = 64;
+const FANOUT_TIMEOUT_MS = 10000;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function latencySummary(latencies) {
+  const sorted = Float64Array.from(latencies).sort();
+  return { p50_ms: percentile(sorted, 50), p99_ms: percentile(sorted, 99) };
+}
+
+// Open `count` clients, at most DIAL_CONCURRENCY handshakes in flight at a time; the set-up time
+// of each one is pushed to `latencies` when given.
+async function openClients(cfg, count, latencies = null) {
+  const clients = new Array(count);
+  let next = 0;
+  async function worker() {
+    while (next < count) {
+      const i = next++;
+      const t0 = performance.now();
+      clients[i] = await makeClient(cfg.proto, cfg.url).open();
+      if (latencies !== null) latencies.push(performance.now() - t0);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(DIAL_CONCURRENCY, count) }, worker));
+  return clients;
+}
+
+// Run `step()` in `workers` parallel closed loops for `ms` milliseconds, then wait for the loops
+// to finish their last step. Returns the elapsed time, first step to last completion.
+async function closedLoops(workers, ms, step) {
+  let running = true;
+  const t0 = performance.now();
+  const loops = workers.map(async (worker) => {
+    while (running) await step(worker);
+  });
+  await sleep(ms);
+  running = false;
+  await Promise.all(loops);
+  return performance.now() - t0;
+}
+
+async function echo(cfg, mark) {
+  const clients = await openClients(cfg, cfg.conns);
+  const latencies = [];
+  let errors = 0;
+  let record = false;
+  const ask = async (client) => {
+    const t0 = performance.now();
+    const reply = await client.ask(BODY);
+    if (record) latencies.push(performance.now() - t0);
+    if (reply !== BODY) errors++;
+  };
+  await closedLoops(clients, cfg.warmup * 1000, ask);
+  await mark('start');
+  record = true;
+  const elapsed = await closedLoops(clients, cfg.duration * 1000, ask);
+  await mark('stop');
+  return {
+    ops: latencies.length,
+    elapsed_s: elapsed / 1000,
+    rate: latencies.length / (elapsed / 1000),
+    errors,
+    ...latencySummary(latencies),
+  };
+}
+
+async function broadcast(cfg, mark) {
+  const receivers = await openClients(cfg, cfg.receivers);
+  const [sender] = await openClients(cfg, 1);
+  const latencies = [];
+  let errors = 0;
+  let record = false;
+  let seq = 0;
+  let expected = '';
+  let remaining = 0;
+  let done = null;
+  for (const receiver of receivers) {
+    receiver.onChat = (body) => {
+      if (body !== expected) errors++;
+      if (--remaining === 0) done();
+    };
+  }
+  sender.onChat = () => errors++; // the sender is excluded from its own broadcast
+  // One fan-out in flight: send the trigger, wait until the last receiver has the message.
+  const fanout = () =>
+    new Promise((resolve, reject) => {
+      expected = String(++seq).padStart(BODY_SIZE, '0');
+      remaining = receivers.length;
+      const timer = setTimeout(() => reject(new Error(`fan-out ${seq}: ${remaining} missing`)),
+        FANOUT_TIMEOUT_MS);
+      const t0 = performance.now();
+      done = () => {
+        clearTimeout(timer);
+        if (record) latencies.push(performance.now() - t0);
+        resolve();
+      };
+      sender.fanout(expected);
+    });
+  await closedLoops([sender], cfg.warmup * 1000, fanout);
+  await mark('start');
+  record = true;
+  const elapsed = await closedLoops([sender], cfg.duration * 1000, fanout);
+  await mark('stop');
+  const deliveries = latencies.length * receivers.length;
+  return {
+    ops: deliveries,
+    fanouts: latencies.length,
+    elapsed_s: elapsed / 1000,
+    rate: deliveries / (elapsed / 1000),
+    errors,
+    ...latencySummary(latencies),
+  };
+}
+
+async function connect(cfg, mark) {
+  // Warm the server's connection path (lazy imports, first allocations), then let it settle.
+  for (const client of await openClients(cfg, cfg.warmConns)) client.close();
+  await sleep(500);
+  await mark('start');
+  const latencies = [];
+  const t0 = performance.now();
+  const clients = await openClients(cfg, cfg.conns, latencies);
+  const elapsed = performance.now() - t0;
+  await sleep(cfg.settleMs); // idle connections: what stays in memory, and any trailing work
+  await mark('stop');
+  return {
+    ops: clients.length,
+    elapsed_s: elapsed / 1000,
+    rate: clients.length / (elapsed / 1000),
+    errors: 0,
+    ...latencySummary(latencies),
+  };
+}
+
+module.exports = { echo, broadcast, connect };
