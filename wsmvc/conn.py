@@ -61,6 +61,10 @@ LEAVE_ALL_ERROR = "leaveAll is not supported by the protocol: leave each room wi
 
 _EXEMPT_NS = frozenset({ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT})
 _EXEMPT_ROOM = frozenset({ON_ROOM_JOIN, ON_ROOM_LEFT})
+# Events the dispatcher treats specially (everything else goes to its handler).
+_SYSTEM_REQUESTS = frozenset(
+    {ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT, ON_ROOM_JOIN, ON_ROOM_LEAVE, ON_ROOM_LEFT}
+)
 _CLOSE_TYPES = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 
@@ -412,6 +416,8 @@ class Conn:
         allow_native = self._allow_native
         native_only = self._native_only
         waiting = self._waiting
+        namespaces = self._namespaces
+        lookup = self._handlers.lookup
         code: int | None = None
         reason = ""
         try:
@@ -458,7 +464,25 @@ class Conn:
                 if self._handling:
                     self._backlog.append(msg)
                     continue
-                await self._handle(msg)
+                # Fast path: an ordinary event of a connected namespace whose handler
+                # finishes without awaiting is handled right here, without coroutines.
+                ns = namespaces.get(msg.namespace)
+                if ns is None or msg.event in _SYSTEM_REQUESTS:
+                    await self._handle(msg)
+                    continue
+                handler = lookup(msg.namespace, msg.event)
+                if handler is None:
+                    self._unhandled(msg)
+                    continue
+                try:
+                    result = handler(ns, msg)
+                except Exception as exc:
+                    self._answer_failure(msg, exc)
+                    continue
+                if hasattr(result, "__await__"):
+                    await self._handle(msg, result)
+                else:
+                    self._answer_result(msg, result)
         except asyncio.TimeoutError:
             code, reason = WSCloseCode.OK, "read timeout"
         except (ConnectionError, asyncio.CancelledError) as exc:
@@ -470,13 +494,22 @@ class Conn:
             self._reader = None
             await self._shutdown(code if code is not None else WSCloseCode.ABNORMAL_CLOSURE, reason)
 
-    async def _handle(self, msg: Message) -> None:
-        """Handle ``msg`` and then the backlog, in order, in the calling task."""
+    async def _handle(self, msg: Message, pending: Awaitable[object] | None = None) -> None:
+        """Handle ``msg`` (or finish its handler's ``pending`` result), then the backlog,
+        in order, in the calling task."""
         me = self._reader
         self._handling = True
         self._blocked = True
         try:
-            await self._dispatch(msg)
+            if pending is None:
+                await self._dispatch(msg)
+            else:
+                try:
+                    result = await pending
+                except Exception as exc:
+                    self._answer_failure(msg, exc)
+                else:
+                    self._answer_result(msg, result)
             backlog = self._backlog
             while backlog:
                 await self._dispatch(backlog.popleft())
@@ -568,42 +601,61 @@ class Conn:
     async def _fire_event(self, ns: NSConn, msg: Message) -> None:
         handler = self._handlers.lookup(msg.namespace, msg.event)
         if handler is None:
-            if msg.token[:1] == "$" and not self.is_client:
-                self._answer(msg, err=f"unknown event {msg.event!r}")
+            self._unhandled(msg)
             return
-        err = ""
         try:
             result = handler(ns, msg)
             if hasattr(result, "__await__"):
                 result = await result
-            if result is None:
-                return
-            if isinstance(result, Reply):
-                body = result.data
-            elif isinstance(result, bytes):
-                body = result
-            elif isinstance(result, str):
-                body = result.encode()
-            else:
-                raise TypeError(
+        except Exception as exc:
+            self._answer_failure(msg, exc)
+        else:
+            self._answer_result(msg, result)
+
+    def _unhandled(self, msg: Message) -> None:
+        if msg.token[:1] == "$" and not self.is_client:
+            self._answer(msg, err=f"unknown event {msg.event!r}")
+
+    def _answer_result(self, msg: Message, result: object) -> None:
+        """Answer ``msg`` with what its handler returned (spec 7.2)."""
+        if result is None:
+            return
+        if isinstance(result, bytes):
+            body = result
+        elif isinstance(result, str):
+            body = result.encode()
+        elif isinstance(result, Reply):
+            body = result.data
+        else:
+            self._answer_failure(
+                msg,
+                TypeError(
                     f"handler for {msg.event!r} returned {type(result).__name__}; "
                     "return None, str, bytes or Reply"
-                )
-        except EventError as exc:
-            err = exc.text
-        except Exception as exc:
-            log.exception("%r: handler for %r/%r failed", self, msg.namespace, msg.event)
-            err = self._error_text(exc)
+                ),
+            )
+            return
         if msg.err:
             return  # never answer an error: two peers would bounce it forever (spec 7.3)
         if msg.native:
-            if not err:
-                self._writer.write(body, msg.binary)
-            return
-        if err:
-            self._answer(msg, err=err)
+            self._writer.write(body, msg.binary)
         else:
             self._answer(msg, body=body)
+
+    def _answer_failure(self, msg: Message, exc: Exception) -> None:
+        if isinstance(exc, EventError):
+            err = exc.text
+        else:
+            log.error(
+                "%r: handler for %r/%r failed",
+                self,
+                msg.namespace,
+                msg.event,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            err = self._error_text(exc)
+        if not msg.err and not msg.native:
+            self._answer(msg, err=err)
 
     def _answer(self, msg: Message, body: bytes = b"", err: str = "") -> None:
         if self._can_write(msg.namespace, msg.room, msg.event):
@@ -656,12 +708,12 @@ class Conn:
             self._write_raw(encode_empty_reply(msg.token))
             return
         if not self._handlers.has_namespace(msg.namespace):
-            self._write_raw(encode_answer(msg, err=ERR_BAD_NAMESPACE))
+            self._write_raw(encode_answer(msg, err=ERR_BAD_NAMESPACE), msg.binary)
             return
         ns = NSConn(self, msg.namespace)
         refusal = await self._fire_hook(ns, msg)
         if refusal is not None:
-            self._write_raw(encode_answer(msg, err=refusal))
+            self._write_raw(encode_answer(msg, err=refusal), msg.binary)
             return
         if self._closed:
             return
@@ -684,7 +736,7 @@ class Conn:
             return
         refusal = await self._fire_hook(ns, msg)
         if refusal is not None:
-            self._write_raw(encode_answer(msg, err=refusal))
+            self._write_raw(encode_answer(msg, err=refusal), msg.binary)
             return
         await self._remove_namespace(ns, local=False, fire_disconnect=False)
         self._write_raw(encode_empty_reply(msg.token))

@@ -113,34 +113,23 @@ class Message:
         return self.body.decode()
 
 
-def _escape(name: str) -> bytes:
-    if ";" in name:
-        name = name.replace(";", _ESCAPED)
-    return name.encode()
+def _escape(name: str) -> str:
+    return name.replace(";", _ESCAPED)
 
 
 def _unescape(name: str) -> str:
-    if "@" in name:
-        return name.replace(_ESCAPED, ";")
-    return name
+    return name.replace(_ESCAPED, ";")
 
 
 def _join(
     token: str, namespace: str, room: str, event: str, err: str, body: bytes, noop: bool
 ) -> bytes:
+    head = f"{token};{namespace};{room};{event};"
+    if head.count(";") != 4:  # a name contains ";" (the token never does)
+        head = f"{token};{_escape(namespace)};{_escape(room)};{_escape(event)};"
     if err:
-        flag, body = b"1", err.encode()
-    else:
-        flag = b"0"
-    return b"%s;%s;%s;%s;%s;%s;%s" % (
-        token.encode(),
-        _escape(namespace),
-        _escape(room),
-        _escape(event),
-        flag,
-        b"1" if noop else b"0",
-        body,
-    )
+        return (head + ("1;1;" if noop else "1;0;") + err).encode()
+    return (head + ("0;1;" if noop else "0;0;")).encode() + body
 
 
 def encode(msg: Message) -> bytes:
@@ -173,44 +162,55 @@ def decode(data: bytes | str, *, binary: bool = False, allow_native: bool = Fals
         raise ProtocolError("empty frame")
     if isinstance(data, str):
         parts = data.split(";", 6)
-        if len(parts) != 7:
-            if allow_native:
-                return Message(event=ON_NATIVE_MESSAGE, body=data.encode(), native=True)
-            raise ProtocolError("not a neffos message: fewer than six separators")
-        token, ns, room, event, is_err, noop, rest = parts
-        payload = rest.encode()
+        try:
+            if len(parts) != 7:
+                if allow_native:
+                    return Message("", "", ON_NATIVE_MESSAGE, data.encode(), native=True)
+                raise ProtocolError("not a neffos message: fewer than six separators")
+            token, ns, room, event, is_err, noop, rest = parts
+            if is_err == "1" and rest:
+                err, payload = rest, b""
+            else:
+                err, payload = "", rest.encode()
+        except UnicodeEncodeError:  # lone surrogates: never from a real text frame
+            raise ProtocolError("text is not valid Unicode") from None
     else:
         raw = data.split(b";", 6)
         if len(raw) != 7:
             if allow_native:
-                return Message(
-                    event=ON_NATIVE_MESSAGE, body=bytes(data), native=True, binary=binary
-                )
+                return Message("", "", ON_NATIVE_MESSAGE, bytes(data), native=True, binary=binary)
             raise ProtocolError("not a neffos message: fewer than six separators")
         try:
             token, ns, room, event, is_err, noop = (p.decode() for p in raw[:6])
         except UnicodeDecodeError:
             raise ProtocolError("header fields are not UTF-8") from None
         payload = raw[6]
-    msg = Message(
-        namespace=_unescape(ns),
-        room=_unescape(room),
-        event=_unescape(event),
-        binary=binary,
-        noop=noop == "1",
-    )
-    if is_err == "1" and payload:
-        msg.err = payload.decode(errors="replace")
-    else:
-        msg.body = payload
-    if token:
-        if token.startswith(_EXCLUDE_MARKER_PREFIX):
-            msg.marker = token
-        elif len(token) > 2 and token[1] == "!":
-            msg.token = token[0] + token[2:]
-            msg.from_exchange = True
+        if is_err == "1" and payload:
+            err, payload = payload.decode(errors="replace"), b""
         else:
-            msg.token = token
+            err = ""
+    if "@" in ns:
+        ns = _unescape(ns)
+    if "@" in room:
+        room = _unescape(room)
+    if "@" in event:
+        event = _unescape(event)
+    if token and (token[1:2] == "!" or token[:1] == "n"):
+        return _exchange_token(
+            Message(ns, room, event, payload, err, "", binary, False, noop == "1"), token
+        )
+    return Message(ns, room, event, payload, err, token, binary, False, noop == "1")
+
+
+def _exchange_token(msg: Message, token: str) -> Message:
+    """Apply the token forms of an exchange (spec 2.4 step 9) to ``msg``."""
+    if token.startswith(_EXCLUDE_MARKER_PREFIX):
+        msg.marker = token
+    elif len(token) > 2 and token[1] == "!":
+        msg.token = token[0] + token[2:]
+        msg.from_exchange = True
+    else:
+        msg.token = token
     return msg
 
 

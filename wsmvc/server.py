@@ -139,7 +139,8 @@ class Server:
             receive_timeout=self.read_timeout,
             heartbeat=self.heartbeat,
             compress=self.compress,
-            max_msg_size=self.max_message_size,
+            # aiohttp refuses a message whose size reaches max_msg_size; ours is inclusive.
+            max_msg_size=self.max_message_size + 1,
         )
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="expected a websocket upgrade\n")

@@ -73,6 +73,8 @@ class DirectWriter:
         self.closed = False
 
     def write(self, data: bytes, binary: bool) -> bool:
+        if self.closed:
+            return False
         return self.write_frame(frame(data, OP_BINARY if binary else OP_TEXT))
 
     def write_frame(self, framed: bytes) -> bool:
