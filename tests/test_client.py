@@ -222,3 +222,20 @@ async def test_server_ask_reaches_the_connection_by_id(serve: Serve) -> None:
         assert answer.text == "alice says hi"
         with pytest.raises(EventError, match="bad namespace"):
             await server.ask(Message(namespace="default", event="question"), to="bob")
+
+
+async def test_a_burst_to_a_reading_deflate_client_is_delivered_not_dropped(serve: Serve) -> None:
+    """A compressed connection must not be closed for a burst it is reading as it comes."""
+    server = Server({"default": {}}, send_buffer_limit=64 << 10)
+    url = await serve(server)
+    got: asyncio.Queue[Message] = asyncio.Queue()
+    client = {"default": {"chunk": lambda ns, m: got.put_nowait(m)}}
+    async with await wsmvc.dial(url, client, compress=True) as conn:
+        await conn.connect("default")
+        for i in range(40):  # 40 x 16 KiB in one step: ten times the limit
+            await server.broadcast(
+                Message(namespace="default", event="chunk", body=b"%04d" % i + bytes(16 << 10))
+            )
+        bodies = [(await asyncio.wait_for(got.get(), 5)).body[:4] for _ in range(40)]
+        assert bodies == [b"%04d" % i for i in range(40)]
+        assert not conn.closed

@@ -95,9 +95,24 @@ class DirectWriter:
 
 
 class QueuedWriter:
-    """Messages sent through aiohttp's writer (compression, masking) by one task, in order."""
+    """Messages sent through aiohttp's writer (compression, masking) by one task, in order.
 
-    __slots__ = ("_limit", "_on_overflow", "_queue", "_queued", "_task", "_ws", "closed")
+    Only bytes that are still queued one loop iteration after they were written count
+    against the limit: a burst written in one step is the application's doing and is sent
+    as soon as the drain task runs, while bytes that outlive an iteration mean the peer is
+    not reading.
+    """
+
+    __slots__ = (
+        "_fresh",
+        "_limit",
+        "_on_overflow",
+        "_queue",
+        "_queued",
+        "_task",
+        "_ws",
+        "closed",
+    )
     direct = False
 
     def __init__(
@@ -111,22 +126,31 @@ class QueuedWriter:
         self._on_overflow = on_overflow
         self._queue: collections.deque[tuple[bytes, WSMsgType]] = collections.deque()
         self._queued = 0
+        self._fresh = 0
         self._task: asyncio.Task[None] | None = None
         self.closed = False
 
     def write(self, data: bytes, binary: bool) -> bool:
         if self.closed or self._ws.closed:
             return False
-        self._queue.append((data, WSMsgType.BINARY if binary else WSMsgType.TEXT))
-        self._queued += len(data)
-        if self._queued > self._limit:
+        if self._queued - self._fresh > self._limit:
             self.closed = True
             self._queue.clear()
             self._on_overflow()
             return True
+        self._queue.append((data, WSMsgType.BINARY if binary else WSMsgType.TEXT))
+        self._queued += len(data)
+        loop = asyncio.get_running_loop()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+            self._task = loop.create_task(self._drain())
+        if not self._fresh:
+            loop.call_soon(self._age)
+        self._fresh += len(data)
         return True
+
+    def _age(self) -> None:
+        # Runs after the drain task's next step: what it could not send is now old.
+        self._fresh = 0
 
     def write_frame(self, framed: bytes) -> bool:
         raise TypeError("QueuedWriter cannot write pre-built frames")
