@@ -6,7 +6,8 @@ Namespace ``default``: every connect allowed; rooms may be joined and left freel
 ``chat`` emits ``chat`` back to the sender with the same body (into the same room when it
 came in one); event ``ask`` replies ``pong:`` + body; event ``askerr`` fails with the error
 text ``ask failed``. Namespace ``forbidden``: connect refused with ``forbidden namespace``.
-Any other namespace: the protocol's ``bad namespace``.
+Namespace ``default2``: declared with no events, so the server can connect a client to it
+(``server_connect``). Any other namespace: the protocol's ``bad namespace``.
 
 Test hooks (used by the interop tests): event ``server_ask`` makes the server ask the
 client ``question`` with the same body and answer the original ask with the client's reply;
@@ -81,6 +82,9 @@ async def broadcast(ns: NSConn, msg: Message) -> None:
 @server.on("forbidden", "_OnNamespaceConnect")
 def forbidden(ns: NSConn, msg: Message) -> None:
     raise EventError("forbidden namespace")
+
+
+server.handlers.declare("default2")
 
 
 def make_app() -> web.Application:

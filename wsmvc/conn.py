@@ -503,6 +503,9 @@ class Conn:
     def _answer_failure(self, msg: Message, exc: Exception) -> None:
         if isinstance(exc, EventError):
             err = exc.text
+        elif isinstance(exc, ConnectionClosed) and self._closed:
+            log.debug("%r: handler for %r stopped: connection closed", self, msg.event)
+            return
         else:
             log.error(
                 "%r: handler for %r/%r failed",

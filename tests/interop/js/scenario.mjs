@@ -5,8 +5,9 @@
 //
 // Every line is {"step": <name>, ...values}; step names are unique within a scenario.
 // The script only reports: the pytest side (tests/interop/test_neffos_js.py) asserts.
-// It exits 0 when the scenario ran to its end, 1 on an exception or when something it
-// waits for does not happen within its timeout (neffos.js itself never times out).
+// Exit status: 0 when the scenario ran to its end; 1 on an exception, including a reply or
+// event that did not come within its timeout (neffos.js itself never times out); 3 when
+// the whole scenario overran its watchdog; 64 for a usage error.
 //
 // neffos.js in Node imports `ws` itself (dist/neffos.js: `await import('ws')`) and calls
 // `new WebSocket(endpoint, options)` with the dial options, so ws client options such as
@@ -22,11 +23,13 @@ function report(step, fields = {}) {
     process.stdout.write(JSON.stringify({ step, ...fields }) + '\n');
 }
 
-// Resolve with `promise`, or reject when it takes longer than `ms`.
+class Timeout extends Error {}
+
+// Resolve with `promise`, or reject with a Timeout when it takes longer than `ms`.
 function within(promise, what, ms = WAIT_MS) {
     let timer;
     const timeout = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+        timer = setTimeout(() => reject(new Timeout(`timed out after ${ms} ms: ${what}`)), ms);
     });
     return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
@@ -36,7 +39,7 @@ async function outcome(promise, what) {
     try {
         return { resolved: describe(await within(promise, what)) };
     } catch (err) {
-        if (err instanceof Error && err.message.startsWith('timed out after')) {
+        if (err instanceof Timeout) {
             throw err;
         }
         return { rejected: errorText(err) };
@@ -89,13 +92,16 @@ function messageView(msg) {
 
 // Events pushed to the client, in arrival order; `next(event)` waits for the next one.
 class Inbox {
-    constructor() {
+    constructor(timeoutMs = WAIT_MS) {
+        this.timeoutMs = timeoutMs;
         this.items = [];
+        this.history = [];
         this.waiters = [];
     }
 
     push(item) {
         this.items.push(item);
+        this.history.push(item);
         const waiters = this.waiters;
         this.waiters = [];
         for (const wake of waiters) {
@@ -117,12 +123,17 @@ class Inbox {
             };
             look();
         });
-        return within(search, `event ${event}`, this.timeout ?? WAIT_MS);
+        return within(search, `event ${event}`, this.timeoutMs);
     }
 
-    // Every item of `event` received so far, without waiting.
+    // The items of `event` received so far and not taken by `next`, without waiting.
     all(event) {
         return this.items.filter((m) => m.event === event);
+    }
+
+    // Every item of `event` received so far, taken or not.
+    seen(event) {
+        return this.history.filter((m) => m.event === event);
     }
 }
 
@@ -153,13 +164,21 @@ function view(item) {
     return rest;
 }
 
-// Raw frames the websocket delivered to neffos.js, as text (binary frames as byte arrays).
-function frameLog(conn) {
-    const frames = [];
-    conn.conn.addEventListener('message', (evt) => {
-        frames.push(describe(evt.data));
-    });
-    return frames;
+// The raw frames the websocket delivers to neffos.js from now on, as text (binary frames as
+// {ArrayBuffer: bytes}). neffos.js handles each frame before this listener records it, so
+// once an ask resolved, its answer frame is in the log.
+class FrameLog {
+    constructor(conn) {
+        this.frames = [];
+        conn.conn.addEventListener('message', (evt) => {
+            this.frames.push(describe(evt.data));
+        });
+    }
+
+    // The frames received since the last take.
+    take() {
+        return this.frames.splice(0);
+    }
 }
 
 // Close a neffos.js connection and wait for the websocket's close event.
@@ -205,26 +224,30 @@ scenarios.connect = async (url) => {
         }),
         'dial',
     );
+    const frames = new FrameLog(conn);
     const ok = await outcome(conn.connect('default'), 'connect default');
     const connected = await inbox.next(neffos.OnNamespaceConnected);
     report('default', {
         outcome: ok,
         connectedEvent: view(connected),
         connectedNamespaces: Array.from(conn.connectedNamespaces.keys()),
+        frames: frames.take(),
     });
     report('forbidden', {
         outcome: await outcome(conn.connect('forbidden'), 'connect forbidden'),
         connected: conn.namespace('forbidden') !== undefined,
+        frames: frames.take(),
     });
     report('notonserver', {
         outcome: await outcome(conn.connect('notonserver'), 'connect notonserver'),
         connected: conn.namespace('notonserver') !== undefined,
+        frames: frames.take(),
     });
     // The refusals left the accepted namespace working.
     const ns = conn.namespace('default');
     report('after', {
         ask: describe((await within(ns.ask('ask', 'still here'), 'ask')).Body),
-        connectedEvents: inbox.all(neffos.OnNamespaceConnected).map((m) => m.namespace),
+        connectedEvents: inbox.seen(neffos.OnNamespaceConnected).map((m) => m.namespace),
         connectedNamespaces: Array.from(conn.connectedNamespaces.keys()),
     });
     await closeConn(conn);
@@ -241,6 +264,16 @@ scenarios.chat = async (url, ...bodies) => {
         echoes.push({ written, body: echo.body, room: echo.room, err: echo.err });
     }
     report('chat', { echoes });
+    // A burst: every echo arrives, in order.
+    const burst = Array.from({ length: 500 }, (_, i) => `burst ${i};`);
+    for (const body of burst) {
+        ns.emit('chat', body);
+    }
+    const received = [];
+    for (let i = 0; i < burst.length; i++) {
+        received.push((await inbox.next('chat')).body);
+    }
+    report('burst', { inOrder: received.every((b, i) => b === burst[i]), count: received.length });
     await closeConn(conn);
 };
 
@@ -248,8 +281,10 @@ scenarios.rooms = async (url, ...roomNames) => {
     const inbox = new Inbox();
     const conn = await within(neffos.dial(url, { default: recorder(inbox, ['chat']) }), 'dial');
     const ns = await within(conn.connect('default'), 'connect');
+    const frames = new FrameLog(conn);
     for (const name of roomNames) {
         const room = await within(ns.joinRoom(name), `join ${name}`);
+        const joinFrames = frames.take();
         const join = await inbox.next(neffos.OnRoomJoin);
         const joined = await inbox.next(neffos.OnRoomJoined);
         const emitted = room.emit('chat', `to ${name}`);
@@ -261,6 +296,8 @@ scenarios.rooms = async (url, ...roomNames) => {
             lookup: describe(ns.room(name)),
             emitted,
             echo: { body: echo.body, room: echo.room },
+            joinFrames,
+            echoFrames: frames.take(),
         });
         const left = await within(room.leave(), `leave ${name}`);
         const leave = await inbox.next(neffos.OnRoomLeave);
@@ -271,6 +308,7 @@ scenarios.rooms = async (url, ...roomNames) => {
             leftEvent: view(leftEvent),
             lookup: describe(ns.room(name)),
             emitAfterLeave: room.emit('chat', 'too late'),
+            leaveFrames: frames.take(),
         });
     }
     // Nothing was echoed for the emit after the leave: an ask is answered after it would be.
@@ -284,6 +322,9 @@ scenarios.ask = async (url, body) => {
     const ns = await within(conn.connect('default'), 'connect');
     report('ask', await outcome(ns.ask('ask', body), 'ask'));
     report('askerr', await outcome(ns.ask('askerr', body), 'askerr'));
+    // An event the server has no handler for: wsmvc answers the ask with an error
+    // (Go would leave it unanswered, and neffos.js asks have no timeout).
+    report('unknown', await outcome(ns.ask('no such event', body), 'unknown event'));
     // Many asks in flight at once: each answer reaches the ask with its token.
     const many = Array.from({ length: 25 }, (_, i) => ns.ask('ask', `n${i}`));
     const answers = await within(Promise.all(many), 'concurrent asks');
@@ -296,13 +337,60 @@ scenarios.server_ask = async (url, body) => {
     const events = recorder(inbox, [], {
         question: (nsConn, msg) => {
             inbox.push(messageView(msg));
+            if (msg.Body.startsWith('refuse')) {
+                return new Error(`I will not answer ${msg.Body}`);
+            }
             return neffos.reply(`answer to ${msg.Body}`);
         },
     });
     const conn = await within(neffos.dial(url, { default: events }), 'dial');
     const ns = await within(conn.connect('default'), 'connect');
+    const frames = new FrameLog(conn);
     const result = await outcome(ns.ask('server_ask', body), 'server_ask');
-    report('server_ask', { outcome: result, question: await inbox.next('question') });
+    report('server_ask', {
+        outcome: result,
+        question: await inbox.next('question'),
+        frames: frames.take(),
+    });
+    // The client's handler answers with an error: the server's ask fails with that text,
+    // and so does the handler that asked.
+    report('refused', await outcome(ns.ask('server_ask', 'refuse this'), 'refused server_ask'));
+    // Several at once, and a plain ask behind them: the server handles one connection's
+    // messages in order, each server_ask waiting for the client's answer (spec 8.5).
+    const order = [];
+    const asks = [0, 1, 2, 3].map((i) =>
+        ns.ask('server_ask', `q${i}`).then((m) => {
+            order.push(`server_ask q${i}`);
+            return m.Body;
+        }),
+    );
+    asks.push(
+        ns.ask('ask', 'behind').then((m) => {
+            order.push('ask');
+            return m.Body;
+        }),
+    );
+    report('concurrent', { bodies: await within(Promise.all(asks), 'concurrent'), order });
+    await closeConn(conn);
+};
+
+scenarios.server_join_refused = async (url, roomName) => {
+    const inbox = new Inbox();
+    const events = recorder(inbox, ['chat'], {
+        [neffos.OnRoomJoin]: (nsConn, msg) => {
+            inbox.push(messageView(msg));
+            return new Error(`no thanks, not ${msg.Room}`);
+        },
+    });
+    const conn = await within(neffos.dial(url, { default: events }), 'dial');
+    const ns = await within(conn.connect('default'), 'connect');
+    const result = await outcome(ns.ask('server_join', roomName), 'server_join');
+    report('server_join_refused', {
+        outcome: result,
+        joinEvent: view(await inbox.next(neffos.OnRoomJoin)),
+        joinedEvents: inbox.all(neffos.OnRoomJoined).map(view),
+        lookup: describe(ns.room(roomName)),
+    });
     await closeConn(conn);
 };
 
@@ -310,6 +398,7 @@ scenarios.server_join = async (url, roomName) => {
     const inbox = new Inbox();
     const conn = await within(neffos.dial(url, { default: recorder(inbox, ['chat']) }), 'dial');
     const ns = await within(conn.connect('default'), 'connect');
+    const frames = new FrameLog(conn);
     const result = await outcome(ns.ask('server_join', roomName), 'server_join');
     const join = await inbox.next(neffos.OnRoomJoin);
     const joined = await inbox.next(neffos.OnRoomJoined);
@@ -319,6 +408,7 @@ scenarios.server_join = async (url, roomName) => {
         joinEvent: view(join),
         joinedEvent: view(joined),
         lookup: describe(room),
+        frames: frames.take(),
     });
     const emitted = room !== undefined && room.emit('chat', 'in the room the server chose');
     const echo = await inbox.next('chat');
@@ -338,7 +428,7 @@ scenarios.server_connect = async (url, namespace) => {
         outcome: result,
         connected: conn.namespace(namespace) !== undefined,
         connectedEvents: inbox
-            .all(neffos.OnNamespaceConnected)
+            .seen(neffos.OnNamespaceConnected)
             .filter((m) => m.namespace === namespace)
             .map(view),
         connectedNamespaces: Array.from(conn.connectedNamespaces.keys()),
@@ -350,44 +440,59 @@ scenarios.binary = async (url, ...bytes) => {
     const inbox = new Inbox();
     const conn = await within(neffos.dial(url, { default: recorder(inbox, ['binary']) }), 'dial');
     const ns = await within(conn.connect('default'), 'connect');
-    const frames = frameLog(conn);
-    const written = ns.emitBinary('binary', Uint8Array.from(bytes.map(Number)));
+    const frames = new FrameLog(conn);
+    const body = Uint8Array.from(bytes.map(Number));
+    const written = ns.emitBinary('binary', body);
     const answer = await inbox.next('binary');
-    report('binary', {
-        written,
-        answer: view(answer),
-        frames,
-    });
+    report('binary', { written, answer: view(answer), frames: frames.take() });
+    // A binary ask (nsConn.ask has no binary form: a Message with SetBinary through
+    // conn.ask): answered in a binary frame too (spec 2.8).
+    const request = (event) => {
+        const msg = new neffos.Message();
+        msg.Namespace = 'default';
+        msg.Event = event;
+        msg.Body = body;
+        msg.SetBinary = true;
+        return conn.ask(msg);
+    };
+    report('binary_ask', await outcome(request('binary'), 'binary ask'));
+    // An error answer to a binary message is binary as well, and neffos.js then builds the
+    // error from the ArrayBuffer body: the JS code sees "[object ArrayBuffer]" (spec 2.4).
+    report('binary_askerr', await outcome(request('askerr'), 'binary askerr'));
     await closeConn(conn);
 };
 
+// Three clients: the sender (deflate on) and two receivers, one with permessage-deflate
+// and one without, so the server writes the same broadcast both ways.
 scenarios.broadcast = async (url, body) => {
-    const senderInbox = new Inbox();
-    const receiverInbox = new Inbox();
-    const sender = await within(
-        neffos.dial(url, { default: recorder(senderInbox, ['chat']) }),
-        'dial sender',
-    );
-    const receiver = await within(
-        neffos.dial(url, { default: recorder(receiverInbox, ['chat']) }),
-        'dial receiver',
-    );
-    const senderNs = await within(sender.connect('default'), 'connect sender');
-    await within(receiver.connect('default'), 'connect receiver');
-    const written = senderNs.emit('broadcast', body);
-    const received = await receiverInbox.next('chat');
+    const dial = async (name, perMessageDeflate) => {
+        const inbox = new Inbox();
+        const conn = await within(
+            neffos.dial(url, { default: recorder(inbox, ['chat']) }, { perMessageDeflate }),
+            `dial ${name}`,
+        );
+        const ns = await within(conn.connect('default'), `connect ${name}`);
+        return { inbox, conn, ns };
+    };
+    const sender = await dial('sender', true);
+    const plain = await dial('plain receiver', false);
+    const deflate = await dial('deflate receiver', true);
+    const written = sender.ns.emit('broadcast', body);
+    const receivedPlain = await plain.inbox.next('chat');
+    const receivedDeflate = await deflate.inbox.next('chat');
     // The sender is answered in order: once its ask is answered, a broadcast copy to it
     // would already have arrived.
-    await within(senderNs.ask('ask', 'sync'), 'sender ask');
+    await within(sender.ns.ask('ask', 'sync'), 'sender ask');
     report('broadcast', {
         written,
-        received: view(received),
-        senderChats: senderInbox.all('chat').map(view),
-        receiverId: receiver.ID,
-        senderId: sender.ID,
+        received: [view(receivedPlain), view(receivedDeflate)],
+        extensions: [sender, plain, deflate].map((c) => c.conn.conn.extensions),
+        senderChats: sender.inbox.all('chat').map(view),
+        ids: [sender, plain, deflate].map((c) => c.conn.ID),
     });
-    await closeConn(sender);
-    await closeConn(receiver);
+    for (const c of [sender, plain, deflate]) {
+        await closeConn(c.conn);
+    }
 };
 
 scenarios.disconnect = async (url) => {
@@ -429,11 +534,12 @@ scenarios.leave_all = async (url, ...roomNames) => {
         await within(ns.joinRoom(name), `join ${name}`);
     }
     const joinedBefore = Array.from(ns.rooms.keys());
-    const frames = frameLog(conn);
+    const frames = new FrameLog(conn);
     const result = await outcome(ns.leaveAll(), 'leaveAll');
     // The server handles frames in order, so once this ask is answered the answers to
     // leaveAll's requests have arrived too.
     await within(ns.ask('ask', 'sync'), 'ask');
+    const framesAfterLeaveAll = frames.take();
     const leaveEvents = [...inbox.all(neffos.OnRoomLeave), ...inbox.all(neffos.OnRoomLeft)];
     const echoes = [];
     for (const name of roomNames) {
@@ -446,7 +552,7 @@ scenarios.leave_all = async (url, ...roomNames) => {
         joinedBefore,
         joinedAfter: Array.from(ns.rooms.keys()),
         leaveEvents: leaveEvents.map(view),
-        framesAfterLeaveAll: frames,
+        framesAfterLeaveAll,
         echoes,
     });
     await closeConn(conn);
@@ -458,8 +564,7 @@ scenarios.leave_all = async (url, ...roomNames) => {
 // gets that Conn from `dial`; it meets the new NSConn in its `_OnNamespaceConnected`.
 // The test restarts the server after the `ready_for_restart` line.
 scenarios.reconnect = async (url, roomName) => {
-    const inbox = new Inbox();
-    inbox.timeout = RECONNECT_WAIT_MS;
+    const inbox = new Inbox(RECONNECT_WAIT_MS);
     const conn = await within(
         neffos.dial(url, { default: recorder(inbox, ['chat']) }, { reconnect: 100 }),
         'dial',
