@@ -31,22 +31,13 @@ import pytest
 from aiohttp import ClientWebSocketResponse, WSMessage, WSMsgType, web
 
 from wsmvc import Conn, EventError, Message, NSConn, Reject, Reply, Server
+from wsmvc.protocol import SYSTEM_EVENTS
 
 Serve = Callable[..., Awaitable[str]]
 WS: TypeAlias = "ClientWebSocketResponse[bool]"
 
 T = 5.0  # seconds to wait for a frame that must come
 PROBE_NS = "__barrier__"  # never declared by any server below
-
-SYSTEM_EVENTS = (
-    "_OnNamespaceConnect",
-    "_OnNamespaceConnected",
-    "_OnNamespaceDisconnect",
-    "_OnRoomJoin",
-    "_OnRoomJoined",
-    "_OnRoomLeave",
-    "_OnRoomLeft",
-)
 
 
 # -------------------------------------------------------------------------------------------

@@ -16,20 +16,12 @@ from interop_support import EchoServer
 import wsmvc
 from wsmvc import ConnectionClosed, EventError, Message, NSConn, Reply
 from wsmvc.handlers import Handler
+from wsmvc.protocol import SYSTEM_EVENTS
 
 pytestmark = pytest.mark.interop
 
 WAIT = 5.0
 TRICKY_BODY = "hello; world\nline2;;"
-SYSTEM_EVENTS = (
-    "_OnNamespaceConnect",
-    "_OnNamespaceConnected",
-    "_OnNamespaceDisconnect",
-    "_OnRoomJoin",
-    "_OnRoomJoined",
-    "_OnRoomLeave",
-    "_OnRoomLeft",
-)
 
 
 class Inbox:
