@@ -2,6 +2,7 @@
 
 from .client import ClientConn, dial
 from .conn import Conn, NSConn, Room
+from .controller import ControllerError, ControllerHandle, controller, event
 from .errors import (
     AskTimeout,
     ConnectionClosed,
@@ -11,6 +12,7 @@ from .errors import (
     WsmvcError,
 )
 from .handlers import HandlerTable, Reply
+from .injection import DependencyError, connection_scope
 from .protocol import Message
 from .server import Server
 
@@ -19,6 +21,9 @@ __all__ = [
     "ClientConn",
     "Conn",
     "ConnectionClosed",
+    "ControllerError",
+    "ControllerHandle",
+    "DependencyError",
     "EventError",
     "HandlerTable",
     "Message",
@@ -29,5 +34,8 @@ __all__ = [
     "Room",
     "Server",
     "WsmvcError",
+    "connection_scope",
+    "controller",
     "dial",
+    "event",
 ]

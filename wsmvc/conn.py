@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode, WSMsgType
 from aiohttp.client_ws import ClientWebSocketResponse
 from aiohttp.web_ws import WebSocketResponse
 
+from .bodies import encode_body
 from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from .handlers import HandlerTable, Reply
 from .nsconn import NSConn, Registry, Room, as_body, system_event
@@ -485,14 +486,17 @@ class Conn:
         elif isinstance(result, Reply):
             body = result.data
         else:
-            self._answer_failure(
-                msg,
-                TypeError(
-                    f"handler for {msg.event!r} returned {type(result).__name__}; "
-                    "return None, str, bytes or Reply"
-                ),
-            )
-            return
+            try:
+                body = encode_body(result)
+            except Exception as exc:
+                self._answer_failure(
+                    msg,
+                    TypeError(
+                        f"handler for {msg.event!r} returned a {type(result).__name__}"
+                        f" that cannot be sent: {exc}"
+                    ),
+                )
+                return
         if msg.err:
             return  # never answer an error: two peers would bounce it forever (spec 7.3)
         if msg.native:

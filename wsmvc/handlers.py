@@ -63,6 +63,16 @@ class HandlerTable:
         """Declare ``namespace`` with no events yet (clients may still connect it)."""
         self._table.setdefault(namespace, {})
 
+    def set_events(self, namespace: str, events: Events) -> None:
+        """Make ``events`` the whole event table of ``namespace``."""
+        self._table[namespace] = {}
+        for event, fn in events.items():
+            self.add(namespace, event, fn)
+
+    def remove_namespace(self, namespace: str) -> None:
+        """Forget ``namespace`` and its events."""
+        self._table.pop(namespace, None)
+
     def on(self, namespace: str, event: str) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add`."""
 

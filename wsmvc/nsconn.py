@@ -65,11 +65,12 @@ class Room:
 class NSConn:
     """One namespace of a connection: emit, ask, rooms, disconnect."""
 
-    __slots__ = ("__weakref__", "conn", "namespace", "rooms", "store")
+    __slots__ = ("__weakref__", "conn", "controller", "namespace", "rooms", "store")
 
     def __init__(self, conn: Conn, namespace: str) -> None:
         self.conn = conn
         self.namespace = namespace
+        self.controller: Any = None  # the controller instance serving this namespace
         self.rooms: dict[str, Room] = {}
         self.store: dict[str, Any] = {}
 

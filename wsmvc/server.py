@@ -11,11 +11,14 @@ from typing import Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, web
+from injector import Injector
 from multidict import CIMultiDict
 
 from .conn import Conn, NSConn
+from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
 from .errors import EventError, Reject
 from .handlers import Handler, HandlerTable, Namespaces
+from .injection import Injection, ModuleLike
 from .protocol import ERR_BAD_NAMESPACE, ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode
 from .registry import Registry
 from .writer import OP_BINARY, OP_TEXT, DirectWriter, QueuedWriter, Writer, frame
@@ -66,6 +69,9 @@ class Server:
         self,
         namespaces: Namespaces | HandlerTable | None = None,
         *,
+        controllers: Iterable[type] = (),
+        modules: Iterable[ModuleLike] = (),
+        injector: Injector | None = None,
         id_generator: IdGenerator = default_id_generator,
         on_connect: ConnHook | None = None,
         on_disconnect: ConnHook | None = None,
@@ -100,18 +106,107 @@ class Server:
         self._registry = Registry()
         self._live: set[Conn] = set()
         self._closing = False
+        self._injection = Injection(injector, modules, Server)
+        self._controllers: dict[type, ControllerHandle] = {}
+        self._prepared = False
+        for cls in controllers:
+            self.register(cls)
+
+    @property
+    def injector(self) -> Injector:
+        """The root injector controllers are built with."""
+        return self._injection.injector
 
     # -- handlers ------------------------------------------------------------------------
 
     def on(self, namespace: str, event: str) -> Callable[[Handler], Handler]:
         """Decorator: register a handler for ``event`` in ``namespace``."""
+        owner = self._owner(namespace)
+        if owner is not None:
+            raise ControllerError(
+                f"namespace {namespace!r} is served by the controller {owner.cls.__qualname__};"
+                " add the event to the controller instead"
+            )
         return self.handlers.on(namespace, event)
+
+    def register(self, cls: type, *, namespace: str | None = None) -> ControllerHandle:
+        """Serve a controller class; returns a handle (``set_namespace`` moves it).
+
+        Raises :class:`~wsmvc.controller.ControllerError` (bad event methods, a namespace
+        already served) or :class:`~wsmvc.injection.DependencyError` (a dependency
+        annotation that cannot work) right away.
+        """
+        if not isinstance(cls, type):
+            raise ControllerError(f"register() takes a controller class, not {cls!r}")
+        if cls in self._controllers:
+            raise ControllerError(f"{cls.__qualname__} is already registered")
+        spec = spec_of(cls)
+        handle = ControllerHandle(spec, self._injection.plan(cls), self._move_controller)
+        self._install(handle, spec.namespace if namespace is None else namespace)
+        self._controllers[cls] = handle
+        self._prepared = False
+        return handle
+
+    def _owner(self, namespace: str) -> ControllerHandle | None:
+        for handle in self._controllers.values():
+            if handle.namespace == namespace:
+                return handle
+        return None
+
+    def _install(self, handle: ControllerHandle, namespace: str) -> None:
+        owner = self._owner(namespace)
+        if owner is not None and owner is not handle:
+            raise ControllerError(
+                f"{handle.cls.__qualname__} and {owner.cls.__qualname__} both serve namespace"
+                f" {namespace!r}; give one another namespace (set_namespace)"
+            )
+        if owner is None and self.handlers.events(namespace):
+            raise ControllerError(
+                f"namespace {namespace!r} already has handlers (server.on); serve it with"
+                f" {handle.cls.__qualname__} alone"
+            )
+        self.handlers.set_events(
+            namespace, compile_handlers(handle.spec, self._injection, handle.plan)
+        )
+        handle.namespace = namespace
+
+    def _move_controller(self, handle: ControllerHandle, namespace: str) -> None:
+        old = handle.namespace
+        handle.namespace = "\0moving"  # not the owner of either namespace meanwhile
+        try:
+            self._install(handle, namespace)
+        except Exception:
+            handle.namespace = old
+            raise
+        self.handlers.remove_namespace(old)
+
+    def prepare(self) -> None:
+        """Check every controller's dependencies and resolve root singletons (once).
+
+        Runs at application startup when mounted; raises
+        :class:`~wsmvc.injection.DependencyError` naming the class and the field or
+        parameter nothing can provide.
+        """
+        if self._prepared:
+            return
+        for handle in self._controllers.values():
+            self._injection.prepare(handle.plan)
+        self._prepared = True
+        if log.isEnabledFor(logging.DEBUG):
+            for handle in self._controllers.values():
+                log.debug(
+                    "controller %s",
+                    handle.spec.describe().replace(
+                        repr(handle.spec.namespace), repr(handle.namespace)
+                    ),
+                )
 
     # -- aiohttp wiring ----------------------------------------------------------------
 
     def mount(self, app: web.Application, path: str) -> None:
         """Serve neffos at ``path`` of ``app`` and close every connection on shutdown."""
         app.router.add_route("*", path, self.handle)
+        app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -127,6 +222,8 @@ class Server:
             )
         if self._closing:
             return web.Response(status=503, text="server is shutting down\n")
+        if not self._prepared:
+            self.prepare()
         if not self._origin_allowed(request):
             log.warning(
                 "refused websocket from origin %r (host %r): not in allowed_origins",
@@ -230,6 +327,9 @@ class Server:
                     await result
             except Exception:
                 log.exception("on_disconnect failed for %r", conn)
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self.prepare()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close()
