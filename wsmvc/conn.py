@@ -87,6 +87,7 @@ class Conn:
         "_handling",
         "_namespaces",
         "_native_only",
+        "_on_reply",
         "_reader",
         "_registry",
         "_server",
@@ -131,6 +132,7 @@ class Conn:
         self._debug_errors = debug_errors
         self._namespaces: dict[str, NSConn] = {}
         self._waiting: dict[str, asyncio.Future[Message]] = {}
+        self._on_reply: dict[str, Callable[[Message], None]] = {}
         self._native_only = handlers.native_only
         self._allow_native = handlers.accepts_native
         self._acked = self._native_only
@@ -205,10 +207,18 @@ class Conn:
         ns = NSConn(self, namespace)
         msg = Message(namespace=namespace, event=ON_NAMESPACE_CONNECT, local=True)
         await self._fire_hook(ns, msg, raise_error=True)
-        await self.ask(msg, timeout=timeout)
-        if namespace in self._namespaces:  # the peer connected it meanwhile
-            return self._namespaces[namespace]
-        self._add_namespace(ns)
+
+        def connected(reply: Message) -> None:
+            # Now, not when connect() resumes: the peer may already be sending to it.
+            if not reply.err and namespace not in self._namespaces:
+                self._add_namespace(ns)
+
+        await self.ask(msg, timeout=timeout, on_reply=connected)
+        current = self._namespaces.get(namespace)
+        if current is not ns:  # the peer connected it meanwhile, or it is gone again
+            if current is None:
+                raise ConnectionClosed("namespace disconnected before connect() returned")
+            return current
         await self._fire_hook(ns, system_event(msg, ON_NAMESPACE_CONNECTED))
         return ns
 
@@ -217,12 +227,19 @@ class Conn:
         for ns in list(self._namespaces.values()):
             await ns.disconnect(timeout=timeout)
 
-    async def ask(self, msg: Message, *, timeout: float | None = None) -> Message:
+    async def ask(
+        self,
+        msg: Message,
+        *,
+        timeout: float | None = None,
+        on_reply: Callable[[Message], None] | None = None,
+    ) -> Message:
         """Send ``msg`` as a request and wait for the answer with the same token (spec 8).
 
         ``timeout`` defaults to the connection's ``ask_timeout``. An error answer raises
         :class:`EventError`; a closed connection :class:`ConnectionClosed`; no answer in
-        time :class:`AskTimeout`.
+        time :class:`AskTimeout`. ``on_reply(answer)`` runs the moment the answer is read,
+        before any later frame is handled.
         """
         if self._closed:
             raise ConnectionClosed("connection closed")
@@ -230,6 +247,8 @@ class Conn:
         msg.token = token
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiting[token] = fut
+        if on_reply is not None:
+            self._on_reply[token] = on_reply
         try:
             if not self.write(msg):
                 raise (
@@ -246,6 +265,8 @@ class Conn:
                 raise AskTimeout(f"no answer to {msg.event!r} within {wait}s") from None
         finally:
             self._waiting.pop(token, None)
+            if on_reply is not None:
+                self._on_reply.pop(token, None)
         if reply.err:
             raise EventError(reply.err)
         return reply
@@ -317,6 +338,8 @@ class Conn:
                     if token and waiting:
                         fut = waiting.pop(token, None)
                         if fut is not None:
+                            if self._on_reply and token in self._on_reply:
+                                self._on_reply.pop(token)(msg)
                             if not fut.done():
                                 fut.set_result(msg)
                             continue
@@ -683,9 +706,8 @@ class Conn:
                 fut.set_exception(ConnectionClosed("connection closed"))
         self._waiting.clear()
         await self._close_ws(code, reason)
-        if not self._native_only:
-            for ns in list(self._namespaces.values()):
-                await self._remove_namespace(ns, local=True, forced=True)
+        for ns in list(self._namespaces.values()):
+            await self._remove_namespace(ns, local=True, forced=True)
         self._namespaces.clear()
         if self._server is not None:
             await self._server._connection_closed(self)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import attrs
 
 from .bodies import decode_body, require_cattrs
+from .errors import EventError
 from .handlers import Handler
 from .nsconn import NSConn
 from .protocol import (
@@ -169,7 +170,7 @@ class ControllerSpec:
 def spec_of(cls: type) -> ControllerSpec:
     """The (cached) event table of controller class ``cls``; raises :class:`ControllerError`."""
     cached = cls.__dict__.get(_SPEC)
-    if cached is not None:
+    if cached is not None and cached.cls is cls:  # attrs' slotted copy carries the old one
         return typing.cast(ControllerSpec, cached)
     spec = ControllerSpec(cls, _namespace_of(cls), _events_of(cls))
     setattr(cls, _SPEC, spec)
@@ -177,12 +178,17 @@ def spec_of(cls: type) -> ControllerSpec:
 
 
 def _namespace_of(cls: type) -> str:
-    marked = getattr(cls, _NAMESPACE_MARK, None)
-    if marked is not None:
-        return str(marked)
-    static = inspect.getattr_static(cls, "namespace", _UNSET)
-    if static is _UNSET:
-        return ""
+    # The nearest class that says anything decides: its decorator, else its attribute.
+    for klass in cls.__mro__:
+        own = vars(klass)
+        if _NAMESPACE_MARK in own:
+            return str(own[_NAMESPACE_MARK])
+        if "namespace" in own:
+            return _namespace_attribute(cls, own["namespace"])
+    return ""
+
+
+def _namespace_attribute(cls: type, static: Any) -> str:
     if isinstance(static, str):
         return static
     if isinstance(static, (staticmethod, classmethod)):
@@ -221,7 +227,10 @@ def _events_of(cls: type) -> dict[str, EventMethod]:
                 f"{cls.__qualname__}: {events[wire].attr} and {attr} both handle event {wire!r};"
                 " rename one or give it @event('another name')"
             )
-        takes, body_type = _arguments(fn, where, system=wire in SYSTEM_EVENTS)
+        # on_any_event also receives system events (as in neffos): no typed body there.
+        takes, body_type = _arguments(
+            fn, where, system=wire in SYSTEM_EVENTS or wire == ON_ANY_EVENT
+        )
         events[wire] = EventMethod(wire, attr, fn, takes, body_type)
     return events
 
@@ -301,6 +310,8 @@ def _connect_hook(user: EventMethod | None, injection: Injection, plan: Plan) ->
     def connect(ns: NSConn, msg: Message) -> Any:
         try:
             ns.controller = injection.create(plan, ns.conn, ns)
+        except EventError:
+            raise  # a provider refusing with its own text
         except Exception as exc:
             raise DependencyFailure(
                 f"cannot create {plan.cls.__qualname__} for connection {ns.conn.id!r}"

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from .protocol import ON_ANY_EVENT, ON_NATIVE_MESSAGE, Message
+from .protocol import (
+    ON_ANY_EVENT,
+    ON_NAMESPACE_CONNECT,
+    ON_NAMESPACE_CONNECTED,
+    ON_NAMESPACE_DISCONNECT,
+    ON_NATIVE_MESSAGE,
+    Message,
+)
 
 if TYPE_CHECKING:
     from .conn import NSConn
@@ -102,8 +109,15 @@ class HandlerTable:
 
     @property
     def native_only(self) -> bool:
-        """Exactly one namespace ``""`` with exactly ``_OnNativeMessage`` (spec 9.1)."""
-        return list(self._table) == [""] and list(self._table[""]) == [ON_NATIVE_MESSAGE]
+        """Only namespace ``""``, handling only ``_OnNativeMessage`` (spec 9.1).
+
+        Its connect and disconnect hooks may exist too (a controller's do): they run when
+        the websocket opens and closes, as no client sends a namespace request here.
+        """
+        if list(self._table) != [""]:
+            return False
+        events = set(self._table[""])
+        return ON_NATIVE_MESSAGE in events and events <= _NATIVE_ONLY_EVENTS
 
     @property
     def accepts_native(self) -> bool:
@@ -112,3 +126,6 @@ class HandlerTable:
 
 
 _EMPTY: Mapping[str, Any] = {}
+_NATIVE_ONLY_EVENTS = frozenset(
+    {ON_NATIVE_MESSAGE, ON_NAMESPACE_CONNECT, ON_NAMESPACE_CONNECTED, ON_NAMESPACE_DISCONNECT}
+)

@@ -209,7 +209,11 @@ class Injection:
     def _is_singleton(self, dep: _Dep, plan: Plan) -> bool:
         problem = self._unprovidable(dep.kind, set())
         if problem is not None:
-            raise DependencyError(f"nothing can provide {plan.describe(dep)}: {problem}")
+            hint = " (a field that is state, not a dependency, needs a default)"
+            raise DependencyError(
+                f"nothing can provide {plan.describe(dep)}: {problem}"
+                + (hint if dep.where == "field" else "")
+            )
         binding, _ = self.injector.binder.get_binding(dep.kind)
         scope = binding.scope
         if isinstance(scope, injector.ScopeDecorator):
@@ -221,6 +225,8 @@ class Injection:
         if kind in self._context or kind in seen:
             return None
         seen.add(kind)
+        if getattr(kind, "_is_protocol", False):
+            return f"{_type_name(kind)} is a Protocol; bind an implementation in a module"
         binder = self.injector.binder
         explicit = binder.has_explicit_binding_for(kind)
         try:
@@ -230,7 +236,7 @@ class Injection:
         if explicit or not isinstance(binding.provider, injector.ClassProvider):
             return None
         name = _type_name(kind)
-        if kind in (str, bytes, int, float, bool) or getattr(kind, "_is_protocol", False):
+        if kind in (str, bytes, int, float, bool):
             return f"{name} has no binding; bind a value for it in a module"
         if inspect.isabstract(kind):
             return f"{name} is abstract; bind an implementation in a module"

@@ -19,7 +19,16 @@ from .controller import ControllerError, ControllerHandle, compile_handlers, spe
 from .errors import EventError, Reject
 from .handlers import Handler, HandlerTable, Namespaces
 from .injection import Injection, ModuleLike
-from .protocol import ERR_BAD_NAMESPACE, ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode
+from .nsconn import system_event
+from .protocol import (
+    ERR_BAD_NAMESPACE,
+    ON_NAMESPACE_CONNECT,
+    ON_NAMESPACE_CONNECTED,
+    ON_ROOM_JOIN,
+    ON_ROOM_LEFT,
+    Message,
+    encode,
+)
 from .registry import Registry
 from .writer import OP_BINARY, OP_TEXT, DirectWriter, QueuedWriter, Writer, frame
 
@@ -277,18 +286,29 @@ class Server:
         conn.reconnect_tries = _parse_int(request.headers.get(RECONNECT_HEADER))
         self._live.add(conn)
         try:
-            if conn._native_only:
-                reason = await self._run_on_connect(conn)
-                if reason is not None:
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
-                    return ws
-                self._connection_acked(conn)
-                self._registry.namespace_added(conn._namespaces[""])
+            if conn._native_only and not await self._open_native(conn):
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"refused")
+                return ws
             await conn._read_loop()
             await conn.wait_closed()
         finally:
             self._live.discard(conn)
         return ws
+
+    async def _open_native(self, conn: Conn) -> bool:
+        """Native-only mode has no handshake: accept the connection into namespace ``""``."""
+        reason = await self._run_on_connect(conn)
+        ns = conn._namespaces[""]
+        opening = Message(event=ON_NAMESPACE_CONNECT)
+        if reason is None:
+            reason = await conn._fire_hook(ns, opening)
+        if reason is not None:
+            log.info("refused native connection %r: %s", conn, reason)
+            return False
+        self._connection_acked(conn)
+        self._registry.namespace_added(ns)
+        await conn._fire_hook(ns, system_event(opening, ON_NAMESPACE_CONNECTED))
+        return True
 
     def _origin_allowed(self, request: web.Request) -> bool:
         origin = request.headers.get("Origin")
