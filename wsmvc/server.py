@@ -55,6 +55,9 @@ class Server:
 
     * ``namespaces`` - a ``{namespace: {event: handler}}`` mapping or a
       :class:`~wsmvc.handlers.HandlerTable`; more handlers can be added with :meth:`on`.
+    * ``controllers`` - ``@controller`` classes to serve (more with :meth:`register`).
+    * ``modules`` / ``injector`` - the ``injector`` modules controllers' dependencies come
+      from, or a ready root :class:`injector.Injector` (the modules are installed into it).
     * ``id_generator(request)`` - sync or async; returns the connection id. Default: a UUID4.
     * ``on_connect(conn)`` / ``on_disconnect(conn)`` - hooks, sync or async. Raising
       :class:`~wsmvc.Reject` in ``on_connect`` refuses the client with ``H<reason>``.
