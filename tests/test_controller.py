@@ -909,6 +909,9 @@ async def test_typed_body_next_to_message_and_nsconn(typed_ns: NSConn) -> None:
         ("SendLine", '{"count": 1}', "required field missing @ body.text"),
         ("Tally", '{"a": "x"}', "invalid value for type, expected int @ body['a']"),
         ("WithContext", "{}", "required field missing @ body.text"),
+        ("SendLine", '"hello"', "body: expected a JSON object, got a string"),
+        ("SendLine", "[]", "body: expected a JSON object, got an array"),
+        ("SendLine", "null", "body: expected a JSON object, got null"),
     ],
 )
 async def test_a_body_that_does_not_fit_names_the_field(

@@ -671,3 +671,23 @@ async def test_message_and_nsconn_parameters_next_to_injected_fields(serve: Serv
     async with await wsmvc.dial(url, {"mixed": {}}) as conn:
         ns = await conn.connect("mixed")
         assert (await ns.ask("Echo", "hi", timeout=T)).text == "DEV:mixed:hi"
+
+
+class NeedsHost:
+    def __init__(self, host: str) -> None:  # not @inject: injector would call NeedsHost()
+        self.host = host
+
+
+class UsesNeedsHost:
+    mailer: NeedsHost
+
+
+def test_a_constructor_without_inject_is_reported_at_prepare() -> None:
+    server = Server()
+    server.register(controller(namespace="mail")(UsesNeedsHost))
+    with pytest.raises(
+        DependencyError,
+        match=r"UsesNeedsHost\.mailer \(field: NeedsHost\): NeedsHost\.__init__ needs host but"
+        r" is not @inject",
+    ):
+        server.prepare()

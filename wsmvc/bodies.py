@@ -7,14 +7,25 @@ JSON encoding of the value, structured on the way in and unstructured on the way
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
+
+import attrs
 
 from .errors import EventError
 
 __all__ = ["BodyError", "decode_body", "encode_body", "require_cattrs"]
 
 _converter: Any = None
+_JSON_KINDS = {
+    str: "a string",
+    list: "an array",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+}
 
 
 class BodyError(EventError):
@@ -53,6 +64,10 @@ def decode_body(data: bytes, kind: Any) -> Any:
         raw = json.loads(data)
     except ValueError as exc:
         raise BodyError(f"body: invalid JSON ({exc})") from None
+    if not isinstance(raw, dict) and (attrs.has(kind) or dataclasses.is_dataclass(kind)):
+        raise BodyError(
+            f"body: expected a JSON object, got {_JSON_KINDS.get(type(raw), 'a value')}"
+        )
     converter = _json()
     try:
         return converter.structure(raw, kind)

@@ -583,7 +583,7 @@ class Conn:
         except EventError as exc:
             text = exc.text
         except Exception as exc:
-            log.exception("%r: %s handler of %r failed", self, msg.event, ns.namespace)
+            log.exception("%r: %s handler of %r failed: %s", self, msg.event, ns.namespace, exc)
             text = self._error_text(exc)
         if raise_error:
             raise EventError(text)

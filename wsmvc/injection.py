@@ -244,6 +244,17 @@ class Injection:
             needs = injector.get_bindings(kind.__init__)
         except Exception:
             return None
+        if not needs and kind.__init__ is not object.__init__:
+            required = [
+                p.name
+                for p in list(inspect.signature(kind.__init__).parameters.values())[1:]
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
+            if required:
+                return (
+                    f"{name}.__init__ needs {', '.join(required)} but is not @inject:"
+                    " decorate it with @inject, or bind the class in a module"
+                )
         for arg, arg_kind in needs.items():
             problem = self._unprovidable(arg_kind, seen)
             if problem is not None:
