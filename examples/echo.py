@@ -1,4 +1,4 @@
-"""The interop app: a neffos echo server at path ``/echo``.
+"""The interop app: a neffos echo server at path ``/echo``, written as controllers.
 
     python examples/echo.py --host 127.0.0.1 --port 8080
 
@@ -26,65 +26,77 @@ import signal
 
 from aiohttp import web
 
-from wsmvc import EventError, Message, NSConn, Reply, Server
-
-server = Server(allowed_origins="*")
+from wsmvc import Conn, EventError, Message, NSConn, Reply, Server, controller, event
 
 
-@server.on("default", "chat")
-def chat(ns: NSConn, msg: Message) -> None:
-    if msg.room:
-        room = ns.room(msg.room)
-        if room is not None:
-            room.emit("chat", msg.body)
-            return
-    ns.emit("chat", msg.body)
+@controller(namespace="default")
+class EchoController:
+    """One instance per client connected to ``default``."""
+
+    conn: NSConn  # this namespace of the client's connection
+    websocket: Conn  # the client's whole websocket connection
+
+    @event("chat")
+    def chat(self, msg: Message) -> None:
+        if msg.room:
+            room = self.conn.room(msg.room)
+            if room is not None:
+                room.emit("chat", msg.body)
+                return
+        self.conn.emit("chat", msg.body)
+
+    @event("ask")
+    def ask(self, msg: Message) -> bytes:
+        return b"pong:" + msg.body
+
+    @event("askerr")
+    def askerr(self, msg: Message) -> None:
+        raise EventError("ask failed")
+
+    @event("binary")
+    def binary(self, msg: Message) -> Reply:
+        # The answer to a binary message goes out in a binary frame.
+        return Reply(msg.body[::-1])
+
+    @event("server_ask")
+    async def server_ask(self, msg: Message) -> bytes:
+        answer = await self.conn.ask("question", msg.body, timeout=5)
+        return b"client said:" + answer.body
+
+    @event("server_join")
+    async def server_join(self, msg: Message) -> bytes:
+        await self.conn.join_room(msg.text, timeout=5)
+        return b"joined:" + msg.body
+
+    @event("server_connect")
+    async def server_connect(self, msg: Message) -> bytes:
+        await self.websocket.connect(msg.text, timeout=5)
+        return b"connected:" + msg.body
+
+    @event("broadcast")
+    async def broadcast(self, msg: Message) -> None:
+        chat = Message(namespace="default", event="chat", body=msg.body)
+        await self.conn.server.broadcast(chat, exclude=self.conn)
 
 
-@server.on("default", "ask")
-def ask(ns: NSConn, msg: Message) -> bytes:
-    return b"pong:" + msg.body
+@controller(namespace="forbidden")
+class ForbiddenController:
+    """Refuses every connect: the client's ``connect()`` fails with this text."""
+
+    @event
+    def on_namespace_connect(self, msg: Message) -> None:
+        raise EventError("forbidden namespace")
 
 
-@server.on("default", "askerr")
-def askerr(ns: NSConn, msg: Message) -> None:
-    raise EventError("ask failed")
+@controller(namespace="default2")
+class SecondController:
+    """No events: the namespace only exists, so ``server_connect`` can connect a client to it."""
 
 
-@server.on("default", "binary")
-def binary(ns: NSConn, msg: Message) -> Reply:
-    return Reply(msg.body[::-1])
-
-
-@server.on("default", "server_ask")
-async def server_ask(ns: NSConn, msg: Message) -> bytes:
-    answer = await ns.ask("question", msg.body, timeout=5)
-    return b"client said:" + answer.body
-
-
-@server.on("default", "server_join")
-async def server_join(ns: NSConn, msg: Message) -> bytes:
-    await ns.join_room(msg.text, timeout=5)
-    return b"joined:" + msg.body
-
-
-@server.on("default", "server_connect")
-async def server_connect(ns: NSConn, msg: Message) -> bytes:
-    await ns.conn.connect(msg.text, timeout=5)
-    return b"connected:" + msg.body
-
-
-@server.on("default", "broadcast")
-async def broadcast(ns: NSConn, msg: Message) -> None:
-    await ns.server.broadcast(Message(namespace="default", event="chat", body=msg.body), exclude=ns)
-
-
-@server.on("forbidden", "_OnNamespaceConnect")
-def forbidden(ns: NSConn, msg: Message) -> None:
-    raise EventError("forbidden namespace")
-
-
-server.handlers.declare("default2")
+server = Server(
+    allowed_origins="*",
+    controllers=[EchoController, ForbiddenController, SecondController],
+)
 
 
 def make_app() -> web.Application:

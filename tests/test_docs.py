@@ -1,0 +1,503 @@
+"""Every ```python block of ``docs/*.md`` runs, and does what the prose around it says.
+
+The convention: each Python block is preceded by an HTML comment (invisible when the
+markdown is rendered) saying how it is checked:
+
+``<!-- test: run -->``
+    the block runs without an exception.
+``<!-- test: raises NAME: TEXT -->``
+    running the block raises an exception of class ``NAME`` whose message contains ``TEXT``.
+``<!-- test: serve CHECK -->``
+    the block defines ``app``, an aiohttp application with a wsmvc server mounted. The test
+    starts it on 127.0.0.1 (a free port) and awaits ``CHECKS["CHECK"](demo)`` below: real
+    clients (``wsmvc.dial``) exchange messages with it and assert what the prose promises.
+    An ERROR logged by the server fails the test unless the check expects it.
+
+Each block runs as a fresh module (``wsmvc_docs_<file>_<line>``, never ``__main__``, so a
+closing ``if __name__ == "__main__": web.run_app(app)`` is skipped), with the line numbers
+of the markdown file, so a traceback points into the doc. A block without a marker, an
+unknown marker, or a check that no block uses fails the suite. Nothing sleeps: every wait
+is on a reply or an event, with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import sys
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from aiohttp import web
+
+import wsmvc
+from wsmvc import ClientConn, EventError, Message, NSConn
+from wsmvc.handlers import Handler
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+WAIT = 5.0  # seconds for one reply or pushed event
+MODULE_PREFIX = "wsmvc_docs_"  # the modules blocks run as
+
+FENCE_OPEN = re.compile(r"^```python\s*$")
+FENCE_CLOSE = re.compile(r"^```\s*$")
+MARKER = re.compile(r"^<!--\s*test:\s*(?P<spec>.*?)\s*-->\s*$")
+RAISES = re.compile(r"^raises (?P<name>\w+): (?P<text>.+)$")
+SERVE = re.compile(r"^serve (?P<check>\w+)$")
+
+
+# -- the blocks ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Block:
+    doc: Path
+    line: int  # the line of the block's first code line in the doc (1-based)
+    code: str
+    spec: str | None  # the marker's text, None without a marker
+
+    def __str__(self) -> str:
+        return f"{self.doc.name}:{self.line}"
+
+    def compile(self) -> types.CodeType:
+        # Blank lines in front keep the doc's line numbers in tracebacks.
+        return compile("\n" * (self.line - 1) + self.code, str(self.doc), "exec")
+
+
+def blocks_of(doc: Path) -> Iterator[Block]:
+    lines = doc.read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        if not FENCE_OPEN.match(lines[i]):
+            i += 1
+            continue
+        before = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+        marker = MARKER.match(before)
+        start = i + 1
+        end = start
+        while end < len(lines) and not FENCE_CLOSE.match(lines[end]):
+            end += 1
+        assert end < len(lines), f"{doc.name}:{i + 1}: the python block is never closed"
+        code = "\n".join(lines[start:end]) + "\n"
+        yield Block(doc, start + 1, code, marker.group("spec") if marker else None)
+        i = end + 1
+
+
+BLOCKS = [block for doc in sorted(DOCS.glob("*.md")) for block in blocks_of(doc)]
+
+
+@attrs.define
+class Ran:
+    """A block run as a module."""
+
+    module: types.ModuleType
+    error: BaseException | None
+
+
+def run_block(block: Block) -> Ran:
+    name = f"{MODULE_PREFIX}{block.doc.stem.replace('-', '_')}_{block.line}"
+    module = types.ModuleType(name)
+    module.__file__ = str(block.doc)
+    # Registered while it runs: typing.get_type_hints looks classes' modules up there.
+    sys.modules[name] = module
+    try:
+        exec(block.compile(), module.__dict__)
+    except Exception as exc:
+        return Ran(module, exc)
+    return Ran(module, None)
+
+
+@pytest.fixture(autouse=True)
+def _forget_block_modules() -> Iterator[None]:
+    yield
+    for name in [n for n in sys.modules if n.startswith(MODULE_PREFIX)]:
+        del sys.modules[name]
+
+
+# -- what the serve checks use ------------------------------------------------------------
+
+
+class Inbox:
+    """Records what a client's handlers receive, per event, to be awaited in order."""
+
+    def __init__(self) -> None:
+        self._queues: collections.defaultdict[str, asyncio.Queue[Message]] = (
+            collections.defaultdict(asyncio.Queue)
+        )
+
+    def handlers(self, *events: str, **answers: Callable[[Message], str]) -> dict[str, Handler]:
+        """Recording handlers for ``events``; ``answers`` record and answer (a server's ask)."""
+
+        def record(event: str, answer: Callable[[Message], str] | None) -> Handler:
+            def handler(ns: NSConn, msg: Message) -> str | None:
+                self._queues[event].put_nowait(msg)
+                return answer(msg) if answer is not None else None
+
+            return handler
+
+        table = {event: record(event, None) for event in events}
+        table.update({event: record(event, fn) for event, fn in answers.items()})
+        return table
+
+    async def next(self, event: str) -> Message:
+        try:
+            return await asyncio.wait_for(self._queues[event].get(), WAIT)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"the client got no {event!r} within {WAIT}s") from None
+
+    def pending(self, event: str) -> int:
+        return self._queues[event].qsize()
+
+
+@attrs.define
+class Demo:
+    """A served block: its module, its address, and clients that are closed at the end."""
+
+    module: types.ModuleType
+    base: str
+    capsys: pytest.CaptureFixture[str]
+    caplog: pytest.LogCaptureFixture
+    clients: list[ClientConn] = attrs.field(factory=list)
+    errors_expected: bool = False
+
+    def __getattr__(self, name: str) -> Any:
+        """What the block defined: ``demo.server``, ``demo.injector``…"""
+        try:
+            return self.module.__dict__[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    async def dial(
+        self,
+        path: str,
+        namespaces: Mapping[str, Mapping[str, Handler]] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> ClientConn:
+        conn = await wsmvc.dial(
+            self.base + path, namespaces, headers=headers, timeout=WAIT, ask_timeout=WAIT
+        )
+        self.clients.append(conn)
+        return conn
+
+    async def connect(self, conn: ClientConn, namespace: str) -> NSConn:
+        return await conn.connect(namespace, timeout=WAIT)
+
+    def error_records(self) -> list[logging.LogRecord]:
+        return [r for r in self.caplog.records if r.levelno >= logging.ERROR]
+
+
+async def ask_text(ns: NSConn, event: str, body: str = "") -> str:
+    return (await ns.ask(event, body, timeout=WAIT)).text
+
+
+async def ask_error(ns: NSConn, event: str, body: str = "") -> str:
+    """The error text the server answers ``event`` with (failing if it answers normally)."""
+    with pytest.raises(EventError) as refused:
+        await ns.ask(event, body, timeout=WAIT)
+    return refused.value.text
+
+
+async def connect_error(demo: Demo, conn: ClientConn, namespace: str) -> str:
+    with pytest.raises(EventError) as refused:
+        await demo.connect(conn, namespace)
+    assert conn.namespace(namespace) is None
+    return refused.value.text
+
+
+Check = Callable[[Demo], Awaitable[None]]
+CHECKS: dict[str, Check] = {}
+
+
+def check(fn: Check) -> Check:
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+# -- controllers.md -----------------------------------------------------------------------
+
+
+@check
+async def counter(demo: Demo) -> None:
+    first = await demo.dial("/ws", {"chat": {}})
+    second = await demo.dial("/ws", {"chat": {}})
+    ns1 = await demo.connect(first, "chat")
+    ns2 = await demo.connect(second, "chat")
+
+    assert await ask_text(ns1, "OnSay", "hi") == f"{first.id} said 'hi' (1 so far)"
+    assert await ask_text(ns1, "OnSay", "yo") == f"{first.id} said 'yo' (2 so far)"
+    # Its own instance: the second client's count starts again.
+    assert await ask_text(ns2, "OnSay", "hey") == f"{second.id} said 'hey' (1 so far)"
+
+
+@check
+async def answers(demo: Demo) -> None:
+    inbox = Inbox()
+    conn = await demo.dial("/api", {"api": inbox.handlers("OnPing", "OnQuiet")})
+    ns = await demo.connect(conn, "api")
+
+    assert await ask_text(ns, "OnPing") == "pong"
+    assert await ask_text(ns, "stats") == '{"users":3,"rooms":1}'
+    # After a plain emit, the answer comes back as the same event.
+    ns.emit("OnPing")
+    assert (await inbox.next("OnPing")).text == "pong"
+    # None answers nothing: the server handles one client's messages in order, so when
+    # the ask behind it is answered, an answer to OnQuiet would have arrived first.
+    ns.emit("OnQuiet", "psst")
+    assert await ask_text(ns, "OnPing") == "pong"
+    assert inbox.pending("OnQuiet") == 0
+    assert demo.capsys.readouterr().out == "got psst\n"
+
+    assert await ask_text(ns, "OnDivide", "6/3") == "2.0"
+    assert await ask_error(ns, "OnDivide", "1/0") == "cannot divide by zero"
+    assert not demo.error_records()  # an EventError is an answer, not a failure
+    demo.errors_expected = True
+    assert await ask_error(ns, "OnDivide", "one/two") == "internal server error"
+    [record] = demo.error_records()
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError)
+    # The connection stays up.
+    assert await ask_text(ns, "OnPing") == "pong"
+
+
+@check
+async def typed(demo: Demo) -> None:
+    conn = await demo.dial("/ws", {"chat": {}})
+    ns = await demo.connect(conn, "chat")
+
+    assert await ask_text(ns, "OnChat", '{"text": "hello", "priority": 9}') == (
+        '{"length":5,"urgent":true}'
+    )
+    assert await ask_text(ns, "OnShout", "not json, just text") == "NOT JSON, JUST TEXT"
+    # The table of error texts.
+    assert await ask_error(ns, "OnChat", "hello") == (
+        "body: invalid JSON (Expecting value: line 1 column 1 (char 0))"
+    )
+    assert await ask_error(ns, "OnChat", "{}") == "required field missing @ body.text"
+    assert await ask_error(ns, "OnChat", '{"text": "hi", "priority": "high"}') == (
+        "invalid value for type, expected int @ body.priority"
+    )
+    assert await ask_error(ns, "OnChat", '{"priority": "high"}') == (
+        "required field missing @ body.text; invalid value for type, expected int @ body.priority"
+    )
+    # cattrs' leniency: unknown keys ignored, a number for a str arrives as its text.
+    assert await ask_text(ns, "OnChat", '{"text": "hi", "mood": "happy"}') == (
+        '{"length":2,"urgent":false}'
+    )
+    assert await ask_text(ns, "OnChat", '{"text": 12345}') == '{"length":5,"urgent":false}'
+    # The connection stayed up, and the server logged nothing about the bad bodies.
+    assert not conn.closed
+    assert not [r for r in demo.caplog.records if r.name.startswith("wsmvc")]
+
+
+@check
+async def refusals(demo: Demo) -> None:
+    stranger = await demo.dial("/ws", {"lobby": {}})
+    assert await connect_error(demo, stranger, "lobby") == "who are you?"
+    assert not stranger.closed  # the websocket stays open
+
+    inbox = Inbox()
+    member = await demo.dial("/ws?token=let-me-in", {"lobby": inbox.handlers()})
+    ns = await demo.connect(member, "lobby")
+    with pytest.raises(EventError) as refused:
+        await ns.join_room("admin-room", timeout=WAIT)
+    assert refused.value.text == "admins only"
+    room = await ns.join_room("general", timeout=WAIT)
+    assert room.name == "general"
+    assert list(ns.rooms) == ["general"]
+    assert await ask_text(ns, "Dance") == "no handler for Dance"
+
+
+@check
+async def namespaces(demo: Demo) -> None:
+    conn = await demo.dial("/ws", {"rooms": {}, "v1": {}, "v2": {}})
+    rooms = await demo.connect(conn, "rooms")
+    assert await ask_text(rooms, "OnHello") == "hello from rooms"
+    assert await connect_error(demo, conn, "v1") == "bad namespace"
+    v2 = await demo.connect(conn, "v2")
+    assert await ask_text(v2, "OnVersion") == "2.0"
+    assert demo.handle.namespace == "v2"
+
+
+@check
+async def sending(demo: Demo) -> None:
+    def player(answer: str) -> tuple[Inbox, dict[str, Mapping[str, Handler]]]:
+        inbox = Inbox()
+        events = inbox.handlers("OnWelcome", "OnNews", OnQuestion=lambda msg: answer)
+        return inbox, {"quiz": events}
+
+    alice_inbox, alice_events = player("4")
+    bob_inbox, bob_events = player("5")
+    alice = await demo.dial("/ws", alice_events)
+    bob = await demo.dial("/ws", bob_events)
+    alice_ns = await demo.connect(alice, "quiz")
+    bob_ns = await demo.connect(bob, "quiz")
+    assert (await alice_inbox.next("OnWelcome")).text == f"welcome, {alice.id}"
+    assert (await bob_inbox.next("OnWelcome")).text == f"welcome, {bob.id}"
+
+    assert await ask_text(alice_ns, "OnStart") == "4 is right"
+    assert (await alice_inbox.next("OnQuestion")).text == "2 + 2 = ?"
+    assert (await bob_inbox.next("OnNews")).text == "someone was right"
+    # The broadcast was written before the answer: had it reached Alice, it would be here.
+    assert alice_inbox.pending("OnNews") == 0
+
+    assert await ask_text(bob_ns, "OnStart") == "5 is wrong"
+    assert (await alice_inbox.next("OnNews")).text == "someone was wrong"
+    assert bob_inbox.pending("OnNews") == 0
+
+
+# -- dependency-injection.md --------------------------------------------------------------
+
+
+@check
+async def history(demo: Demo) -> None:
+    first_inbox, second_inbox, third_inbox = Inbox(), Inbox(), Inbox()
+    first = await demo.dial("/ws", {"chat": first_inbox.handlers("OnWelcome")})
+    second = await demo.dial("/ws", {"chat": second_inbox.handlers("OnSay")})
+    first_ns = await demo.connect(first, "chat")
+    await demo.connect(second, "chat")
+    assert (await first_inbox.next("OnWelcome")).text == "welcome; lately: "
+
+    for line in "abcd":
+        first_ns.emit("OnSay", line)
+    # History.add runs before the broadcast: once "d" arrived, the history holds it.
+    assert [(await second_inbox.next("OnSay")).text for _ in "abcd"] == list("abcd")
+
+    third = await demo.dial("/ws", {"chat": third_inbox.handlers("OnWelcome")})
+    await demo.connect(third, "chat")
+    assert (await third_inbox.next("OnWelcome")).text == "welcome; lately: b | c | d"
+
+
+@check
+async def cart(demo: Demo) -> None:
+    ann = await demo.dial("/ws", {"shop": {}, "checkout": {}}, headers={"X-User": "ann"})
+    shop = await demo.connect(ann, "shop")
+    assert await ask_text(shop, "OnAdd", "apple") == "1"
+    assert await ask_text(shop, "OnAdd", "pear") == "2"
+    checkout = await demo.connect(ann, "checkout")
+    assert await ask_text(checkout, "OnTotal") == "ann buys apple, pear"
+
+    guest = await demo.dial("/ws", {"shop": {}, "checkout": {}})
+    assert await ask_text(await demo.connect(guest, "checkout"), "OnTotal") == (
+        "guest buys nothing"
+    )
+    assert await ask_text(await demo.connect(guest, "shop"), "OnAdd", "fig") == "1"
+    # Ann's cart did not change.
+    assert await ask_text(checkout, "OnTotal") == "ann buys apple, pear"
+
+
+@check
+async def singletons(demo: Demo) -> None:
+    assert demo.opened == ["database"]  # at startup, before any client
+    first = await demo.dial("/ws", {"db": {}})
+    second = await demo.dial("/ws", {"db": {}})
+    assert await ask_text(await demo.connect(first, "db"), "OnQuery") == "query #1"
+    assert await ask_text(await demo.connect(second, "db"), "OnQuery") == "query #2"
+    assert demo.opened == ["database"]
+    assert demo.injector.get(demo.Database).queries == 2
+
+
+@check
+async def failing(demo: Demo) -> None:
+    demo.errors_expected = True
+    conn = await demo.dial("/ws", {"news": {}, "premium": {}})
+    assert await connect_error(demo, conn, "news") == "internal server error"
+    expected = (
+        f"cannot create News for connection {conn.id!r} in namespace 'news':"
+        " ConnectionError: feed service unavailable"
+    )
+    [record] = demo.error_records()
+    assert record.exc_info is not None
+    failure = record.exc_info[1]
+    assert type(failure).__name__ == "DependencyFailure"
+    assert str(failure) == expected
+    assert demo.caplog.text.rstrip().endswith("DependencyFailure: " + expected)
+
+    # A provider's EventError refuses with its text, and is no failure: nothing logged.
+    demo.caplog.clear()
+    assert await connect_error(demo, conn, "premium") == "subscribers only"
+    assert not demo.caplog.records
+    # The websocket stayed up; a subscriber gets in.
+    assert not conn.closed
+    zoe = await demo.dial("/ws", {"premium": {}}, headers={"X-Subscriber": "zoe"})
+    assert await ask_text(await demo.connect(zoe, "premium"), "OnHello") == "hello, zoe"
+
+    # With debug_errors, the client gets the failure's text.
+    demo.server.debug_errors = True
+    debug = await demo.dial("/ws", {"news": {}})
+    assert await connect_error(demo, debug, "news") == "DependencyFailure: " + expected.replace(
+        repr(conn.id), repr(debug.id)
+    )
+
+
+# -- the test -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner = web.AppRunner(app, shutdown_timeout=5)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return f"ws://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+def test_docs_have_python_blocks() -> None:
+    assert {block.doc.name for block in BLOCKS} >= {"controllers.md", "dependency-injection.md"}
+
+
+def test_every_check_is_used() -> None:
+    used = {m.group("check") for b in BLOCKS if b.spec and (m := SERVE.match(b.spec))}
+    assert set(CHECKS) - used == set()
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=str)
+async def test_block(
+    block: Block,
+    started: Callable[[web.Application], Awaitable[str]],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert block.spec is not None, (
+        f"{block}: put a marker before the block: <!-- test: run | raises NAME: TEXT |"
+        " serve CHECK --> (see tests/test_docs.py)"
+    )
+    ran = run_block(block)
+    if block.spec == "run":
+        if ran.error is not None:
+            raise ran.error
+        return
+    raises = RAISES.match(block.spec)
+    if raises is not None:
+        assert ran.error is not None, f"{block} ran without raising {raises.group('name')}"
+        assert type(ran.error).__name__ == raises.group("name"), repr(ran.error)
+        assert raises.group("text") in str(ran.error)
+        return
+    serve = SERVE.match(block.spec)
+    assert serve is not None, f"{block}: unknown marker {block.spec!r}"
+    assert serve.group("check") in CHECKS, f"{block}: no check named {serve.group('check')!r}"
+    if ran.error is not None:
+        raise ran.error
+    app = ran.module.__dict__.get("app")
+    assert isinstance(app, web.Application), f"{block}: a served block defines `app`"
+
+    demo = Demo(ran.module, await started(app), capsys, caplog)
+    try:
+        await CHECKS[serve.group("check")](demo)
+    finally:
+        for client in demo.clients:
+            await client.close()
+    if not demo.errors_expected:
+        assert not demo.error_records(), caplog.text
