@@ -12,6 +12,12 @@ markdown is rendered) saying how it is checked:
     starts it on 127.0.0.1 (a free port) and awaits ``CHECKS["CHECK"](demo)`` below: real
     clients (``wsmvc.dial``) exchange messages with it and assert what the prose promises.
     An ERROR logged by the server fails the test unless the check expects it.
+``<!-- test: client FN -->``
+    the block defines ``async def FN(url=...)``, a client whose default URL's path is served
+    by the nearest ``serve`` block above it in the same file. The test serves that block and
+    awaits ``FN`` with the test server's URL; the snippet's own asserts are the check.
+
+The README's blocks are checked the same way as the guides'.
 
 Each block runs as a fresh module (``wsmvc_docs_<file>_<line>``, never ``__main__``, so a
 closing ``if __name__ == "__main__": web.run_app(app)`` is skipped), with the line numbers
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import re
 import sys
@@ -31,6 +38,7 @@ import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import pytest
@@ -49,6 +57,8 @@ FENCE_CLOSE = re.compile(r"^```\s*$")
 MARKER = re.compile(r"^<!--\s*test:\s*(?P<spec>.*?)\s*-->\s*$")
 RAISES = re.compile(r"^raises (?P<name>\w+): (?P<text>.+)$")
 SERVE = re.compile(r"^serve (?P<check>\w+)$")
+CLIENT = re.compile(r"^client (?P<fn>\w+)$")
+README = DOCS.parent / "README.md"
 
 
 # -- the blocks ---------------------------------------------------------------------------
@@ -88,7 +98,16 @@ def blocks_of(doc: Path) -> Iterator[Block]:
         i = end + 1
 
 
-BLOCKS = [block for doc in sorted(DOCS.glob("*.md")) for block in blocks_of(doc)]
+BLOCKS = [block for doc in [README, *sorted(DOCS.glob("*.md"))] for block in blocks_of(doc)]
+
+
+def served_before(block: Block) -> Block:
+    """The nearest ``serve`` block above ``block`` in its file."""
+    above = [b for b in BLOCKS if b.doc == block.doc and b.line < block.line]
+    for candidate in reversed(above):
+        if candidate.spec and SERVE.match(candidate.spec):
+            return candidate
+    raise AssertionError(f"{block}: a client block needs a serve block above it")
 
 
 @attrs.define
@@ -217,6 +236,29 @@ CHECKS: dict[str, Check] = {}
 def check(fn: Check) -> Check:
     CHECKS[fn.__name__] = fn
     return fn
+
+
+# -- README.md ----------------------------------------------------------------------------
+
+
+@check
+async def readme(demo: Demo) -> None:
+    alice_inbox, bob_inbox = Inbox(), Inbox()
+    alice = await demo.dial("/echo", {"default": alice_inbox.handlers("OnChat")})
+    bob = await demo.dial("/echo", {"default": bob_inbox.handlers("OnChat")})
+    ns_alice = await demo.connect(alice, "default")
+    ns_bob = await demo.connect(bob, "default")
+
+    assert await ask_text(ns_alice, "ask", "hi") == "pong:hi"
+    ns_alice.emit("OnChat", "hello")
+    assert (await bob_inbox.next("OnChat")).text == "hello"
+    # Not back to the sender: Bob's answer arrives, and nothing came before it.
+    ns_bob.emit("OnChat", "hi alice")
+    assert (await alice_inbox.next("OnChat")).text == "hi alice"
+    assert alice_inbox.pending("OnChat") == 0
+    with pytest.raises(EventError, match=r"^vip only$"):
+        await ns_alice.join_room("vip", timeout=WAIT)
+    assert (await ns_alice.join_room("lobby", timeout=WAIT)).name == "lobby"
 
 
 # -- controllers.md -----------------------------------------------------------------------
@@ -472,7 +514,7 @@ async def test_block(
 ) -> None:
     assert block.spec is not None, (
         f"{block}: put a marker before the block: <!-- test: run | raises NAME: TEXT |"
-        " serve CHECK --> (see tests/test_docs.py)"
+        " serve CHECK | client FN --> (see tests/test_docs.py)"
     )
     ran = run_block(block)
     if block.spec == "run":
@@ -484,6 +526,19 @@ async def test_block(
         assert ran.error is not None, f"{block} ran without raising {raises.group('name')}"
         assert type(ran.error).__name__ == raises.group("name"), repr(ran.error)
         assert raises.group("text") in str(ran.error)
+        return
+    client = CLIENT.match(block.spec)
+    if client is not None:
+        if ran.error is not None:
+            raise ran.error
+        server = run_block(served_before(block))
+        if server.error is not None:
+            raise server.error
+        base = await started(server.module.__dict__["app"])
+        talk = ran.module.__dict__[client.group("fn")]
+        default = inspect.signature(talk).parameters["url"].default
+        await asyncio.wait_for(talk(base + urlsplit(default).path), WAIT * 2)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
         return
     serve = SERVE.match(block.spec)
     assert serve is not None, f"{block}: unknown marker {block.spec!r}"
