@@ -6,22 +6,33 @@ Kept in insertion order so broadcasts reach receivers in the order they connecte
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from .conn import Conn, NSConn
 
-__all__ = ["Registry"]
+__all__ = ["Listener", "Registry"]
 
 _K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class Listener(Protocol):
+    """Told when the first connection of a namespace or id arrives and the last leaves."""
+
+    def namespace_opened(self, namespace: str) -> None: ...
+    def namespace_closed(self, namespace: str) -> None: ...
+    def id_opened(self, conn_id: str) -> None: ...
+    def id_closed(self, conn_id: str) -> None: ...
 
 
 class Registry:
     """The server's index of acknowledged connections, namespaces and rooms."""
 
-    __slots__ = ("_by_id", "_conns", "_namespaces", "_rooms")
+    __slots__ = ("_by_id", "_conns", "_listener", "_namespaces", "_rooms")
 
-    def __init__(self) -> None:
+    def __init__(self, listener: Listener | None = None) -> None:
+        self._listener = listener
         self._conns: dict[Conn, None] = {}
         self._by_id: dict[str, dict[Conn, None]] = {}
         self._namespaces: dict[str, dict[NSConn, None]] = {}
@@ -31,21 +42,25 @@ class Registry:
 
     def conn_added(self, conn: Conn) -> None:
         self._conns[conn] = None
-        self._by_id.setdefault(conn.id, {})[conn] = None
+        same_id = self._by_id.setdefault(conn.id, {})
+        same_id[conn] = None
+        if len(same_id) == 1 and self._listener is not None:
+            self._listener.id_opened(conn.id)
 
     def conn_removed(self, conn: Conn) -> None:
         self._conns.pop(conn, None)
-        same_id = self._by_id.get(conn.id)
-        if same_id is not None:
-            same_id.pop(conn, None)
-            if not same_id:
-                del self._by_id[conn.id]
+        if _discard(self._by_id, conn.id, conn) and self._listener is not None:
+            self._listener.id_closed(conn.id)
 
     def namespace_added(self, nsconn: NSConn) -> None:
-        self._namespaces.setdefault(nsconn.namespace, {})[nsconn] = None
+        members = self._namespaces.setdefault(nsconn.namespace, {})
+        members[nsconn] = None
+        if len(members) == 1 and self._listener is not None:
+            self._listener.namespace_opened(nsconn.namespace)
 
     def namespace_removed(self, nsconn: NSConn) -> None:
-        _discard(self._namespaces, nsconn.namespace, nsconn)
+        if _discard(self._namespaces, nsconn.namespace, nsconn) and self._listener is not None:
+            self._listener.namespace_closed(nsconn.namespace)
 
     def room_added(self, nsconn: NSConn, room: str) -> None:
         self._rooms.setdefault((nsconn.namespace, room), {})[nsconn] = None
@@ -75,9 +90,13 @@ class Registry:
         return [room for (ns, room) in self._rooms if ns == namespace]
 
 
-def _discard(index: dict[_K, dict[NSConn, None]], key: _K, nsconn: NSConn) -> None:
+def _discard(index: dict[_K, dict[_V, None]], key: _K, member: _V) -> bool:
+    """Remove ``member``; whether that emptied (and removed) ``key``."""
     members = index.get(key)
-    if members is not None:
-        members.pop(nsconn, None)
-        if not members:
-            del index[key]
+    if members is None or member not in members:
+        return False
+    del members[member]
+    if members:
+        return False
+    del index[key]
+    return True

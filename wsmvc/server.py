@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 from .conn import Conn, NSConn
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
 from .errors import EventError, Reject
+from .exchange import Exchange
 from .handlers import Handler, HandlerTable, Namespaces
 from .injection import Injection, ModuleLike
 from .nsconn import system_event
@@ -75,6 +76,9 @@ class Server:
     * ``debug_errors`` - send handler exception texts to clients (default ``False``: a
       generic text, the traceback only in the log).
     * ``close_timeout`` - seconds to wait for the peer's close frame (default 5).
+    * ``exchange`` - shares broadcasts with other servers: a
+      :class:`~wsmvc.exchange.redis.RedisExchange`, a :class:`~wsmvc.exchange.nats.NatsExchange`
+      or a :class:`~wsmvc.exchange.LocalExchange`; ``None`` (default): this process only.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class Server:
         controllers: Iterable[type] = (),
         modules: Iterable[ModuleLike] = (),
         injector: Injector | None = None,
+        exchange: Exchange | None = None,
         id_generator: IdGenerator = default_id_generator,
         on_connect: ConnHook | None = None,
         on_disconnect: ConnHook | None = None,
@@ -115,7 +120,10 @@ class Server:
         self.compress = compress
         self.debug_errors = debug_errors
         self.close_timeout = close_timeout
-        self._registry = Registry()
+        self.exchange = exchange
+        if exchange is not None:
+            exchange.attach(self)
+        self._registry = Registry(exchange)
         self._live: set[Conn] = set()
         self._closing = False
         self._injection = Injection(injector, modules, Server)
@@ -220,6 +228,7 @@ class Server:
         app.router.add_route("*", path, self.handle)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._on_cleanup)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler: GET upgrades, HEAD answers, other methods get 405."""
@@ -353,6 +362,12 @@ class Server:
 
     async def _on_startup(self, app: web.Application) -> None:
         self.prepare()
+        if self.exchange is not None:
+            await self.exchange.start()
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        if self.exchange is not None:
+            await self.exchange.stop()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close()
@@ -405,6 +420,9 @@ class Server:
         for conn in self._registry.by_id(to):
             if conn.namespace(msg.namespace) is not None:
                 return await conn.ask(msg, timeout=timeout)
+        if self.exchange is not None:
+            wait = self.ask_timeout if timeout is None else timeout
+            return await self.exchange.ask(msg, to=to, timeout=wait)
         raise EventError(ERR_BAD_NAMESPACE)
 
     async def broadcast(
@@ -419,8 +437,17 @@ class Server:
         ``exclude`` skips one connection (a :class:`Conn` or :class:`NSConn`) or every
         connection with that id (a ``str``); ``to`` delivers only to connections with that
         id. The message is encoded once, and each receiver gets the same bytes, in order.
+        With an ``exchange``, the matching connections of the other servers get it too.
         """
         self.deliver(msg, exclude=exclude, to=to)
+        if self.exchange is not None:
+            conn = exclude.conn if isinstance(exclude, NSConn) else exclude
+            self.exchange.publish(
+                msg,
+                exclude_conn=conn if isinstance(conn, Conn) else None,
+                exclude_id=conn if isinstance(conn, str) else None,
+                to=to,
+            )
 
     def deliver(
         self,

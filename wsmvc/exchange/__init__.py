@@ -1,0 +1,109 @@
+"""Scale-out: how servers share broadcasts.
+
+A server always delivers a broadcast to its own matching connections itself; an exchange
+carries it to the other servers. :class:`LocalExchange` links servers of one process;
+:class:`~wsmvc.exchange.redis.RedisExchange` and :class:`~wsmvc.exchange.nats.NatsExchange`
+link processes and hosts through a broker, with neffos' channel names and payloads.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING
+
+from ..errors import EventError
+from ..protocol import ERR_BAD_NAMESPACE, Message
+
+if TYPE_CHECKING:
+    from ..conn import Conn
+    from ..server import Server
+
+__all__ = ["Exchange", "LocalExchange"]
+
+
+class Exchange(abc.ABC):
+    """The interface a server uses to reach the other servers.
+
+    The server calls :meth:`attach` once, :meth:`start` and :meth:`stop` with its
+    application, the ``*_opened``/``*_closed`` methods when the first connection of a
+    namespace or id arrives on it and when the last one leaves (so subscriptions follow
+    the connections), and :meth:`publish` after delivering a broadcast locally.
+    """
+
+    server: Server | None = None
+
+    def attach(self, server: Server) -> None:
+        """Bind this exchange to ``server`` (one exchange object per server)."""
+        if self.server is not None and self.server is not server:
+            raise RuntimeError("an exchange object serves one server; create one per server")
+        self.server = server
+
+    @property
+    def connected(self) -> bool:
+        """Whether broadcasts currently reach the other servers."""
+        return True
+
+    async def start(self) -> None:
+        """Connect (in the background for brokers: a broker that is down is retried)."""
+
+    async def stop(self) -> None:
+        """Disconnect and release everything."""
+
+    def namespace_opened(self, namespace: str) -> None:
+        """The first connection of ``namespace`` arrived on this server."""
+
+    def namespace_closed(self, namespace: str) -> None:
+        """The last connection of ``namespace`` left this server."""
+
+    def id_opened(self, conn_id: str) -> None:
+        """The first connection with id ``conn_id`` arrived on this server."""
+
+    def id_closed(self, conn_id: str) -> None:
+        """The last connection with id ``conn_id`` left this server."""
+
+    @abc.abstractmethod
+    def publish(
+        self,
+        msg: Message,
+        *,
+        exclude_conn: Conn | None = None,
+        exclude_id: str | None = None,
+        to: str | None = None,
+    ) -> None:
+        """Send a broadcast (already delivered locally) to the other servers, in order."""
+
+    @abc.abstractmethod
+    async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:
+        """Ask the connection ``to`` on another server; its answer, or an error."""
+
+
+class LocalExchange(Exchange):
+    """Links several servers of one process: what one broadcasts, all of them deliver.
+
+    ``a = LocalExchange()`` starts a group; ``LocalExchange(a)`` joins it. Give each server
+    its own: ``Server(exchange=a)``, ``Server(exchange=LocalExchange(a))``.
+    """
+
+    def __init__(self, peer: LocalExchange | None = None) -> None:
+        self._group: list[LocalExchange] = peer._group if peer is not None else []
+        self._group.append(self)
+
+    def _others(self) -> list[Server]:
+        return [p.server for p in self._group if p is not self and p.server is not None]
+
+    def publish(
+        self,
+        msg: Message,
+        *,
+        exclude_conn: Conn | None = None,
+        exclude_id: str | None = None,
+        to: str | None = None,
+    ) -> None:
+        for server in self._others():
+            server.deliver(msg, exclude=exclude_id, to=to)
+
+    async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:
+        for server in self._others():
+            if any(c.namespace(msg.namespace) for c in server.get_connections(to)):
+                return await server.ask(msg, to=to, timeout=timeout)
+        raise EventError(ERR_BAD_NAMESPACE)

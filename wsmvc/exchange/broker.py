@@ -1,0 +1,395 @@
+"""What the Redis and NATS exchanges share: payloads, ordering, reconnection, asks.
+
+Payloads are neffos envelopes (spec §12.3). The token slot carries a marker that Go
+servers strip (anything starting with ``neffos(0x``): ``neffos(0x<server>(<excluded>))``,
+which is Go's own form, optionally followed by ``wsmvc:<flags>:<excluded id>`` for what
+only wsmvc servers read (the binary flag, exclusion by id). A server skips what it
+published itself: it delivered that locally already.
+
+One task connects, listens and, when the broker goes away, reconnects with backoff and
+resubscribes; another sends publications and subscription changes in order. While the
+broker is away, local delivery goes on and publications are dropped (and counted).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import base64
+import collections
+import logging
+import random
+import re
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
+from ..protocol import Message, decode, encode, encode_answer, is_reply_token, new_token
+from . import Exchange
+
+if TYPE_CHECKING:
+    from ..conn import Conn
+
+__all__ = ["BrokerExchange", "Marker", "format_marker", "parse_marker"]
+
+log = logging.getLogger("wsmvc.exchange")
+
+_MARKER = re.compile(
+    r"neffos\(0x(?P<origin>[^(]*)\((?P<identity>.*)\)\)"
+    r"(?:wsmvc:(?P<flags>[a-z]*):(?P<exclude>[A-Za-z0-9_=-]*))?",
+    re.DOTALL,
+)
+
+
+@attrs.frozen
+class Marker:
+    """What the token slot of a publication says about it."""
+
+    origin: str  # the publishing server's id
+    identity: str = ""  # Go's excluded-connection identity, meaningful on the origin only
+    exclude_id: str | None = None
+    binary: bool = False
+
+
+def format_marker(marker: Marker) -> str:
+    text = f"neffos(0x{marker.origin}({marker.identity}))"
+    if marker.binary or marker.exclude_id is not None:
+        flags = ("b" if marker.binary else "") + ("x" if marker.exclude_id is not None else "")
+        excluded = base64.urlsafe_b64encode((marker.exclude_id or "").encode()).decode()
+        text += f"wsmvc:{flags}:{excluded}"
+    return text
+
+
+def parse_marker(text: str) -> Marker | None:
+    match = _MARKER.fullmatch(text)
+    if match is None:
+        return None
+    flags = match["flags"] or ""
+    exclude_id = None
+    if "x" in flags:
+        try:
+            exclude_id = base64.urlsafe_b64decode(match["exclude"]).decode()
+        except ValueError:
+            return None
+    return Marker(match["origin"], match["identity"], exclude_id, "b" in flags)
+
+
+class BrokerExchange(Exchange):
+    """An exchange through a message broker; subclasses speak to one broker."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 5.0,
+        ping_interval: float = 5.0,
+        reconnect_delay: tuple[float, float] = (0.05, 2.0),
+        server_id: str | None = None,
+    ) -> None:
+        import uuid
+
+        self.id = server_id or uuid.uuid4().hex
+        self.timeout = timeout
+        self.ping_interval = ping_interval
+        self.reconnect_delay = reconnect_delay
+        self.dropped = 0  # publications dropped while the broker was away
+        self._connected = False
+        self._connected_event: asyncio.Event | None = None
+        self._namespace_channels: dict[str, str] = {}  # channel -> namespace
+        self._id_channels: dict[str, str] = {}  # channel -> connection id
+        self._ask_channels: dict[str, asyncio.Future[Message]] = {}
+        self._queue: collections.deque[tuple[str, str, bytes]] = collections.deque()
+        self._flushes: dict[str, asyncio.Future[None]] = {}
+        self._wake: asyncio.Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._forwards: set[asyncio.Task[None]] = set()
+
+    # -- what a backend implements ------------------------------------------------------
+
+    @abc.abstractmethod
+    def namespace_channel(self, namespace: str) -> str: ...
+
+    @abc.abstractmethod
+    def id_channel(self, conn_id: str) -> str: ...
+
+    @abc.abstractmethod
+    async def _connect(self) -> None:
+        """Open the broker connections; raise if the broker cannot be reached."""
+
+    @abc.abstractmethod
+    async def _listen(self) -> None:
+        """Deliver messages to :meth:`_received` until the connection fails (then raise)."""
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None:
+        """Close the broker connections; never raises."""
+
+    @abc.abstractmethod
+    async def _subscribe(self, channel: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _unsubscribe(self, channel: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _publish(self, channel: str, payload: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def _roundtrip(self) -> None:
+        """Return once the broker has processed everything sent before."""
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until the broker is connected and every subscription is in place."""
+        if self._connected:
+            return
+        if self._connected_event is None:
+            self._connected_event = asyncio.Event()
+        await asyncio.wait_for(self._connected_event.wait(), timeout)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until the broker has everything asked of this exchange so far: the
+        subscriptions of the connections that arrived, and the broadcasts published."""
+        await self.wait_connected(timeout)
+        key = new_token()
+        done = self._flushes[key] = asyncio.get_running_loop().create_future()
+        self._enqueue("flush", key)
+        try:
+            await asyncio.wait_for(done, timeout)
+        finally:
+            self._flushes.pop(key, None)
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        self._stopping = False
+        self._wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._runner = loop.create_task(self._run())
+        self._pump = loop.create_task(self._send_in_order())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [t for t in (self._runner, self._pump, *self._forwards) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._runner = self._pump = None
+        self._set_connected(False)
+        await self._disconnect()
+
+    def _set_connected(self, value: bool) -> None:
+        self._connected = value
+        if self._connected_event is None:
+            self._connected_event = asyncio.Event()
+        if value:
+            self._connected_event.set()
+        else:
+            self._connected_event.clear()
+
+    async def _run(self) -> None:
+        low, high = self.reconnect_delay
+        delay = low
+        while not self._stopping:
+            try:
+                await self._connect()
+                for channel in self._channels():
+                    await self._subscribe(channel)
+                self._set_connected(True)
+                log.info("%s connected (server %s)", self, self.id)
+                if self.dropped:
+                    log.warning("%s dropped %d broadcasts while away", self, self.dropped)
+                    self.dropped = 0
+                delay = low
+                await self._listen()
+                raise ConnectionError("the broker closed the connection")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._stopping:
+                    return
+                was = self._connected
+                self._set_connected(False)
+                log.warning(
+                    "%s %s: %s; retrying in %.2fs",
+                    self,
+                    "lost its broker" if was else "cannot reach its broker",
+                    exc or type(exc).__name__,
+                    delay,
+                )
+            await self._disconnect()
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, high)
+
+    def _channels(self) -> list[str]:
+        return [*self._namespace_channels, *self._id_channels, *self._ask_channels]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+    # -- subscriptions follow the connections -----------------------------------------------
+
+    def namespace_opened(self, namespace: str) -> None:
+        channel = self.namespace_channel(namespace)
+        self._namespace_channels[channel] = namespace
+        self._enqueue("sub", channel)
+
+    def namespace_closed(self, namespace: str) -> None:
+        channel = self.namespace_channel(namespace)
+        if self._namespace_channels.pop(channel, None) is not None:
+            self._enqueue("unsub", channel)
+
+    def id_opened(self, conn_id: str) -> None:
+        channel = self.id_channel(conn_id)
+        self._id_channels[channel] = conn_id
+        self._enqueue("sub", channel)
+
+    def id_closed(self, conn_id: str) -> None:
+        channel = self.id_channel(conn_id)
+        if self._id_channels.pop(channel, None) is not None:
+            self._enqueue("unsub", channel)
+
+    # -- sending, in order ------------------------------------------------------------------
+
+    def _enqueue(self, op: str, channel: str, payload: bytes = b"") -> None:
+        self._queue.append((op, channel, payload))
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _send_in_order(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                op, channel, payload = self._queue.popleft()
+                if op == "flush":
+                    await self._flushed(channel)
+                    continue
+                if not self._connected:
+                    # Subscriptions are redone from the channel sets on reconnect.
+                    self.dropped += op == "pub"
+                    continue
+                try:
+                    if op == "pub":
+                        await self._publish(channel, payload)
+                    elif op == "sub":
+                        await self._subscribe(channel)
+                    else:
+                        await self._unsubscribe(channel)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.dropped += op == "pub"
+                    log.warning("%s: %s %s failed: %s", self, op, channel, exc)
+
+    async def _flushed(self, key: str) -> None:
+        done = self._flushes.get(key)
+        if done is None or done.done():
+            return
+        try:
+            await asyncio.wait_for(self._roundtrip(), self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            done.set_exception(ConnectionClosed(f"the broker did not answer: {exc}"))
+        else:
+            done.set_result(None)
+
+    def publish(
+        self,
+        msg: Message,
+        *,
+        exclude_conn: Conn | None = None,
+        exclude_id: str | None = None,
+        to: str | None = None,
+    ) -> None:
+        identity = f"{exclude_conn.id}0x{id(exclude_conn):x}" if exclude_conn is not None else ""
+        marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary))
+        payload = encode(attrs.evolve(msg, token="", marker=marker, binary=False))
+        channel = self.id_channel(to) if to is not None else self.namespace_channel(msg.namespace)
+        self._enqueue("pub", channel, payload)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _received(self, channel: str, payload: bytes) -> None:
+        """One payload from the broker on ``channel``."""
+        try:
+            msg = decode(payload)
+        except ProtocolError:
+            log.debug("%s: ignoring a payload that is not a neffos message on %s", self, channel)
+            return
+        waiter = self._ask_channels.get(channel)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(msg)
+            return
+        server = self.server
+        if server is None:
+            return
+        exclude_id: str | None = None
+        if msg.marker:
+            marker = parse_marker(msg.marker)
+            if marker is not None:
+                if marker.origin == self.id:
+                    return  # ours: delivered locally when it was published
+                exclude_id = marker.exclude_id
+                msg.binary = marker.binary
+            msg.marker = ""
+        conn_id = self._id_channels.get(channel)
+        if conn_id is not None and msg.namespace != self._namespace_channels.get(channel):
+            if msg.token and is_reply_token(msg.token):
+                self._forward_ask(msg, conn_id)
+                return
+            server.deliver(msg, exclude=exclude_id, to=conn_id)
+        elif channel in self._namespace_channels:
+            server.deliver(msg, exclude=exclude_id)
+
+    # -- asks across servers ----------------------------------------------------------------
+
+    async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:
+        if not self._connected:
+            raise ConnectionClosed("the exchange is not connected")
+        token = new_token()
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._ask_channels[token] = waiter
+        self._enqueue("sub", token)
+        request = attrs.evolve(msg, token=token, marker="", binary=False)
+        self._enqueue("pub", self.id_channel(to), encode(request))
+        try:
+            reply = await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            raise AskTimeout(f"no answer to {msg.event!r} from {to!r} within {timeout}s") from None
+        finally:
+            del self._ask_channels[token]
+            self._enqueue("unsub", token)
+        if reply.err:
+            raise EventError(reply.err)
+        return reply
+
+    def _forward_ask(self, request: Message, conn_id: str) -> None:
+        server = self.server
+        assert server is not None
+        if not any(c.namespace(request.namespace) for c in server.get_connections(conn_id)):
+            return  # not ours (perhaps our own request): the owner answers
+
+        async def forward() -> None:
+            local = attrs.evolve(request, token="", from_exchange=False)
+            try:
+                answer = await server.ask(local, to=conn_id, timeout=self.timeout * 6)
+                reply = encode_answer(request, body=answer.body)
+            except EventError as exc:
+                reply = encode_answer(request, err=exc.text)
+            except (AskTimeout, ConnectionClosed):
+                return  # the asker times out too
+            self._enqueue("pub", request.token, reply)
+
+        task = asyncio.get_running_loop().create_task(forward())
+        self._forwards.add(task)
+        task.add_done_callback(self._forwards.discard)

@@ -1,0 +1,103 @@
+"""Scale-out through NATS (``pip install 'wsmvc[nats]'``).
+
+Subjects follow neffos' NATS exchange (spec §12.2): ``<prefix>.<namespace>`` and
+``<prefix>.<connection id>``, prefix ``neffos`` by default, and the token itself for the
+answer to a cross-server ask. Go builds the invalid subject ``neffos.`` for the namespace
+``""``; wsmvc uses ``<prefix>._`` for it (Go servers cannot share that namespace at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .broker import BrokerExchange
+
+__all__ = ["NatsExchange"]
+
+
+class NatsExchange(BrokerExchange):
+    """Share broadcasts through the NATS server at ``url`` (``nats://host:port``).
+
+    One NATS connection per server (Go opens one per websocket connection), with echo
+    off: a server does not hear its own publications.
+    """
+
+    def __init__(self, url: str = "nats://127.0.0.1:4222", *, prefix: str = "neffos", **kw: Any):
+        super().__init__(**kw)
+        self.url = url
+        self.prefix = prefix
+        self._nc: Any = None
+        self._subs: dict[str, Any] = {}
+        self._closed: asyncio.Event | None = None
+        self._last_error: Exception | None = None
+
+    def namespace_channel(self, namespace: str) -> str:
+        return f"{self.prefix}.{namespace or '_'}"
+
+    def id_channel(self, conn_id: str) -> str:
+        return f"{self.prefix}.{conn_id}"
+
+    def __repr__(self) -> str:
+        return f"<NatsExchange {self.url} prefix={self.prefix!r}>"
+
+    async def _connect(self) -> None:
+        import nats
+
+        closed = self._closed = asyncio.Event()
+
+        async def on_closed() -> None:
+            closed.set()
+
+        async def on_error(exc: Exception) -> None:
+            if not closed.is_set():
+                self._last_error = exc
+
+        self._last_error = None
+        self._nc = await nats.connect(
+            self.url,
+            connect_timeout=self.timeout,
+            allow_reconnect=False,  # we reconnect and resubscribe ourselves
+            max_reconnect_attempts=0,
+            ping_interval=self.ping_interval,
+            max_outstanding_pings=3,
+            no_echo=True,
+            closed_cb=on_closed,
+            disconnected_cb=on_closed,
+            error_cb=on_error,
+        )
+        self._subs = {}
+
+    async def _listen(self) -> None:
+        assert self._closed is not None
+        await self._closed.wait()
+        raise ConnectionError(str(self._last_error or "connection to NATS closed"))
+
+    async def _disconnect(self) -> None:
+        nc, self._nc = self._nc, None
+        self._subs = {}
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.close(), self.timeout)
+            except Exception:
+                pass
+
+    async def _subscribe(self, channel: str) -> None:
+        if channel in self._subs:
+            return
+
+        async def on_message(msg: Any) -> None:
+            self._received(msg.subject, msg.data)
+
+        self._subs[channel] = await self._nc.subscribe(channel, cb=on_message)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        sub = self._subs.pop(channel, None)
+        if sub is not None:
+            await sub.unsubscribe()
+
+    async def _publish(self, channel: str, payload: bytes) -> None:
+        await self._nc.publish(channel, payload)
+
+    async def _roundtrip(self) -> None:
+        await self._nc.flush(timeout=self.timeout)

@@ -1,0 +1,118 @@
+"""Scale-out through Redis pub/sub (``pip install 'wsmvc[redis]'``).
+
+Channels follow neffos' Redis exchange (spec §12.2): ``<prefix>.<namespace>.`` for a
+namespace, ``<prefix>.<connection id>.`` for one connection, and the token itself for
+the answer to a cross-server ask. Go servers subscribe with patterns; wsmvc subscribes
+to exact channels, so ``*`` or ``?`` in a name is just a character here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..protocol import new_token
+from .broker import BrokerExchange
+
+__all__ = ["RedisExchange"]
+
+
+class RedisExchange(BrokerExchange):
+    """Share broadcasts through Redis at ``url`` (``redis://host:port/db``).
+
+    ``prefix`` is neffos' ``channel`` argument (default ``"neffos"``); servers share
+    broadcasts when they use the same one. ``timeout`` bounds connecting and publishing;
+    the subscriber connection blocks on reads (redis-py 8 would otherwise time it out)
+    and is checked with a PING every ``ping_interval`` seconds instead.
+    """
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "neffos", **kw: Any):
+        super().__init__(**kw)
+        self.url = url
+        self.prefix = prefix
+        self._publisher: Any = None
+        self._subscriber: Any = None
+        self._pubsub: Any = None
+        self._pongs: dict[bytes, asyncio.Future[None]] = {}
+
+    def namespace_channel(self, namespace: str) -> str:
+        return f"{self.prefix}.{namespace}."
+
+    def id_channel(self, conn_id: str) -> str:
+        return f"{self.prefix}.{conn_id}."
+
+    def __repr__(self) -> str:
+        return f"<RedisExchange {self.url} prefix={self.prefix!r}>"
+
+    async def _connect(self) -> None:
+        from redis.asyncio import Redis
+
+        self._publisher = Redis.from_url(
+            self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+        )
+        self._subscriber = Redis.from_url(
+            self.url,
+            socket_timeout=None,  # a pub/sub reader waits as long as there is nothing to read
+            socket_connect_timeout=self.timeout,
+            socket_keepalive=True,
+        )
+        await asyncio.wait_for(self._publisher.ping(), self.timeout)
+        self._pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
+        # A channel of our own, so the connection is in subscriber mode from the start
+        # (PING answers then arrive as pub/sub messages).
+        await self._pubsub.subscribe(f"{self.prefix}.__wsmvc__.{self.id}")
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        pubsub = self._pubsub
+        heard = pinged = loop.time()
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            now = loop.time()
+            if message is not None:
+                heard = now
+                if message["type"] == "pong":
+                    waiter = self._pongs.pop(message["data"], None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+                elif message["type"] in ("message", "pmessage"):
+                    channel = message["channel"]
+                    self._received(
+                        channel.decode() if isinstance(channel, bytes) else channel,
+                        message["data"],
+                    )
+                continue
+            if now - heard > 3 * self.ping_interval:
+                raise ConnectionError(f"no answer from Redis for {now - heard:.1f}s")
+            if now - pinged > self.ping_interval:
+                pinged = now
+                await pubsub.ping()
+
+    async def _disconnect(self) -> None:
+        for closing in (self._pubsub, self._subscriber, self._publisher):
+            if closing is None:
+                continue
+            try:
+                await asyncio.wait_for(closing.aclose(), self.timeout)
+            except Exception:
+                pass
+        self._pubsub = self._subscriber = self._publisher = None
+
+    async def _subscribe(self, channel: str) -> None:
+        await self._pubsub.subscribe(channel)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        await self._pubsub.unsubscribe(channel)
+
+    async def _publish(self, channel: str, payload: bytes) -> None:
+        await self._publisher.publish(channel, payload)
+
+    async def _roundtrip(self) -> None:
+        # A PING on the subscriber connection is answered after its earlier SUBSCRIBEs.
+        key = new_token().encode()
+        answered = self._pongs[key] = asyncio.get_running_loop().create_future()
+        try:
+            await self._pubsub.ping(key)
+            await answered
+        finally:
+            self._pongs.pop(key, None)
