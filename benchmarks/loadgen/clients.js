@@ -13,6 +13,7 @@ const { io } = require('socket.io-client');
 const NAMESPACE = 'default';
 const SEMICOLON = 0x3b;
 const DOLLAR = 0x24;
+const CHAT_PREFIX = `;${NAMESPACE};;chat;0;0;`;
 const WS_OPTIONS = {
   perMessageDeflate: false,
   skipUTF8Validation: true,
@@ -20,14 +21,10 @@ const WS_OPTIONS = {
   generateMask: () => {},
 };
 
-function bodyOf(buf) {
-  // Everything after the sixth ';' (neffos spec 2.4).
-  let at = -1;
-  for (let i = 0; i < 6; i++) {
-    at = buf.indexOf(SEMICOLON, at + 1);
-    if (at < 0) return null;
-  }
-  return buf.toString('latin1', at + 1);
+// A connection the server drops in the middle of a run leaves the run hanging: stop it instead.
+function unexpectedClose(what) {
+  process.stderr.write(`loadgen: the server closed a connection: ${what}\n`);
+  process.exit(2);
 }
 
 function tokenOf(buf) {
@@ -43,6 +40,7 @@ class NeffosClient {
     this.pending = new Map(); // token -> callback(frame Buffer)
     this.nextToken = 1;
     this.ws = null;
+    this.closing = false;
   }
 
   open() {
@@ -50,6 +48,9 @@ class NeffosClient {
       const ws = new WebSocket(this.url, WS_OPTIONS);
       this.ws = ws;
       ws.on('error', reject);
+      ws.on('close', (code, reason) => {
+        if (!this.closing) unexpectedClose(`code ${code} ${reason}`);
+      });
       ws.on('open', () => ws.send('M'));
       ws.once('message', (data) => {
         const text = data.toString('latin1');
@@ -83,14 +84,23 @@ class NeffosClient {
       callback(buf);
       return;
     }
-    if (this.onChat !== null) this.onChat(bodyOf(buf));
+    // Anything else must be a broadcast: `;default;;chat;0;0;<body>`; null marks a wrong frame.
+    const text = buf.toString('latin1');
+    const body = text.startsWith(CHAT_PREFIX) ? text.slice(CHAT_PREFIX.length) : null;
+    if (this.onChat !== null) this.onChat(body);
   }
 
   ask(body) {
+    // The reply repeats token, namespace, room and event, with the answer as body: for an echo
+    // it is the request itself. Anything else resolves to a description of the wrong frame.
     const token = this.token();
+    const frame = `${token};${NAMESPACE};;ask;0;0;${body}`;
     return new Promise((resolve) => {
-      this.pending.set(token, (buf) => resolve(bodyOf(buf)));
-      this.ws.send(`${token};${NAMESPACE};;ask;0;0;${body}`);
+      this.pending.set(token, (buf) => {
+        const reply = buf.toString('latin1');
+        resolve(reply === frame ? body : `wrong reply ${JSON.stringify(reply)}`);
+      });
+      this.ws.send(frame);
     });
   }
 
@@ -99,6 +109,7 @@ class NeffosClient {
   }
 
   close() {
+    this.closing = true;
     this.ws.close();
   }
 }
@@ -108,6 +119,7 @@ class SioClient {
     this.url = url;
     this.onChat = null;
     this.socket = null;
+    this.closing = false;
   }
 
   open() {
@@ -122,6 +134,9 @@ class SioClient {
       this.socket = socket;
       socket.once('connect', () => resolve(this));
       socket.once('connect_error', reject);
+      socket.on('disconnect', (reason) => {
+        if (!this.closing) unexpectedClose(reason);
+      });
       socket.on('chat', (body) => {
         if (this.onChat !== null) this.onChat(body);
       });
@@ -137,6 +152,7 @@ class SioClient {
   }
 
   close() {
+    this.closing = true;
     this.socket.disconnect();
   }
 }

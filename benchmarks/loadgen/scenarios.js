@@ -23,8 +23,8 @@ function latencySummary(latencies) {
   return { p50_ms: percentile(sorted, 50), p99_ms: percentile(sorted, 99) };
 }
 
-// Open `count` clients, at most DIAL_CONCURRENCY handshakes in flight at a time; the set-up time
-// of each one is pushed to `latencies` when given.
+// Open `count` clients, at most `cfg.dialConcurrency` (default DIAL_CONCURRENCY) handshakes in
+// flight at a time; the set-up time of each one is pushed to `latencies` when given.
 async function openClients(cfg, count, latencies = null) {
   const clients = new Array(count);
   let next = 0;
@@ -36,7 +36,8 @@ async function openClients(cfg, count, latencies = null) {
       if (latencies !== null) latencies.push(performance.now() - t0);
     }
   }
-  await Promise.all(Array.from({ length: Math.min(DIAL_CONCURRENCY, count) }, worker));
+  const dialers = Math.min(cfg.dialConcurrency || DIAL_CONCURRENCY, count);
+  await Promise.all(Array.from({ length: dialers }, worker));
   return clients;
 }
 
@@ -101,8 +102,9 @@ async function broadcast(cfg, mark) {
     new Promise((resolve, reject) => {
       expected = String(++seq).padStart(BODY_SIZE, '0');
       remaining = receivers.length;
-      const timer = setTimeout(() => reject(new Error(`fan-out ${seq}: ${remaining} missing`)),
-        FANOUT_TIMEOUT_MS);
+      const timer = setTimeout(() => {
+        reject(new Error(`fan-out ${seq}: ${remaining} receivers still waiting`));
+      }, FANOUT_TIMEOUT_MS);
       const t0 = performance.now();
       done = () => {
         clearTimeout(timer);
@@ -136,6 +138,7 @@ async function connect(cfg, mark) {
   const t0 = performance.now();
   const clients = await openClients(cfg, cfg.conns, latencies);
   const elapsed = performance.now() - t0;
+  await mark('connected');
   await sleep(cfg.settleMs); // idle connections: what stays in memory, and any trailing work
   await mark('stop');
   return {

@@ -12,12 +12,13 @@ import uuid
 from collections import defaultdict
 
 from _common import parse_port, run
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 CONNECT = "_OnNamespaceConnect"
 DISCONNECT = "_OnNamespaceDisconnect"
 
 members: defaultdict[str, set[web.WebSocketResponse]] = defaultdict(set)
+live: set[web.WebSocketResponse] = set()
 
 
 async def handle(request: web.Request) -> web.WebSocketResponse:
@@ -25,6 +26,7 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     joined: set[str] = set()
     acked = False
+    live.add(ws)
     try:
         async for msg in ws:
             if msg.type is not WSMsgType.TEXT:
@@ -37,6 +39,7 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
                 continue
             await on_envelope(ws, data, joined)
     finally:
+        live.discard(ws)
         for ns in joined:
             members[ns].discard(ws)
     return ws
@@ -66,9 +69,15 @@ async def on_envelope(ws: web.WebSocketResponse, data: str, joined: set[str]) ->
                 await other.send_str(frame)
 
 
+async def close_all(app: web.Application) -> None:
+    for ws in tuple(live):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
 def make_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/ws", handle)
+    app.on_shutdown.append(close_all)
     return app
 
 

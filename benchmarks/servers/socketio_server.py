@@ -30,9 +30,14 @@ async def fanout(sid: str, data: Any) -> None:
     await sio.emit("chat", data, skip_sid=sid)
 
 
+async def close_all(app: web.Application) -> None:
+    await sio.shutdown()
+
+
 def make_app() -> web.Application:
     app = web.Application()
     sio.attach(app)
+    app.on_shutdown.append(close_all)
     return app
 
 

@@ -1,0 +1,1 @@
+"""The benchmark runner's parts: /proc sampling, processes, cases and the report."""

@@ -1,0 +1,160 @@
+"""Benchmark wsmvc against raw aiohttp and python-socketio, side by side, in one run.
+
+    npm ci --prefix benchmarks/loadgen
+    python benchmarks/run.py                 # every scenario, 3 repetitions
+    python benchmarks/run.py --quick         # smoke test: short runs, 1 repetition
+    python benchmarks/run.py --scenario echo --reps 5 --json out.json
+
+Each server runs pinned to CPU 0, the Node load generator to CPU 1. Every run gets a fresh
+server process, warmed with one TCP connect-and-close before anything is measured. The
+servers take turns (A B C A B C ...) and the tables show the median of the repetitions.
+See README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.cases import SCENARIOS, SERVERS, Case, ServerSpec, loadgen_config, make_cases, metrics
+from harness.processes import BenchError, ServerProcess, raise_nofile_limit, run_loadgen
+from harness.report import Metrics, as_json, report
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per case (default 3)")
+    parser.add_argument("--quick", action="store_true", help="short runs, 1 repetition")
+    parser.add_argument(
+        "--scenario", action="append", choices=SCENARIOS, help="repeatable; default: all"
+    )
+    parser.add_argument(
+        "--server", action="append", choices=[s.name for s in SERVERS], help="default: all"
+    )
+    parser.add_argument("--duration", type=float, help="measured seconds per run (default 4)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per run (default 1)")
+    parser.add_argument("--json", type=Path, help="write every run and the medians here")
+    args = parser.parse_args()
+    if args.quick:
+        args.reps = 1
+    args.duration = args.duration or (1.0 if args.quick else 4.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.3 if args.quick else 1.0)
+    return args
+
+
+def run_once(case: Case, spec: ServerSpec) -> Metrics:
+    """One measured run of ``case`` against a fresh ``spec`` server."""
+    with ServerProcess(spec.path) as server:
+        try:
+            result, marks = run_loadgen(
+                loadgen_config(case, spec, server.port), server, case.timeout_s
+            )
+        except BenchError as exc:
+            raise BenchError(f"{exc}\n--- server stderr ---\n{server.stderr()}") from exc
+        if server.proc.poll() is not None:
+            raise BenchError(f"server exited during the run:\n{server.stderr()}")
+        noise = server.stderr().strip()
+    if noise:
+        print(f"  ! {spec.name} wrote to stderr:\n{noise[-2000:]}", file=sys.stderr)
+    return metrics(case, result, marks)
+
+
+def describe(m: Metrics, case: Case) -> str:
+    us = m["server_us_per_op"]
+    text = f"{m['rate']:,.0f}/s, {us:.1f} µs/{case.op}" if us is not None else "no ops"
+    if "kib_per_conn" in m and m["kib_per_conn"] is not None:
+        text += f", {m['kib_per_conn']:.1f} KiB/conn"
+    return (
+        text + f", server CPU {m['server_cpu_pct']:.0f}%, loadgen CPU {m['loadgen_cpu_pct']:.0f}%"
+    )
+
+
+def git(*args: str) -> str:
+    """A git command's output, run in the benchmarks directory; empty on failure."""
+    here = str(Path(__file__).resolve().parent)
+    done = subprocess.run(["git", "-C", here, *args], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def environment() -> dict[str, str]:
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    commit = git("rev-parse", "--short", "HEAD") or "no git"
+    if git("status", "--porcelain", "--", "../wsmvc"):
+        commit += " + uncommitted changes"
+    return {
+        "cpu": f"{cpu} ({os.cpu_count()} CPUs)",
+        "load average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "wsmvc": f"{importlib.metadata.version('wsmvc')} ({commit})",
+        "python": platform.python_version(),
+        "node": node,
+        "aiohttp": importlib.metadata.version("aiohttp"),
+        "python-socketio": importlib.metadata.version("python-socketio"),
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    raise_nofile_limit()
+    scenarios = args.scenario or list(SCENARIOS)
+    servers = [s for s in SERVERS if not args.server or s.name in args.server]
+    cases = make_cases(scenarios, args.quick, args.warmup, args.duration)
+    env = environment()  # before the runs: the load average and the wsmvc commit measured
+    results: list[tuple[Case, ServerSpec, list[Metrics]]] = []
+    for case in cases:
+        runs: dict[str, list[Metrics]] = {s.name: [] for s in servers}
+        for rep in range(1, args.reps + 1):
+            for spec in servers:  # interleaved: A B C A B C ...
+                m = run_once(case, spec)
+                runs[spec.name].append(m)
+                print(
+                    f"{case.key} {spec.name} rep {rep}/{args.reps}: {describe(m, case)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        results += [(case, spec, runs[spec.name]) for spec in servers]
+    text, rows = report(results)
+    print(
+        f"\n## Results ({args.reps} repetitions, medians; warm-up {args.warmup:g} s, "
+        f"measured {args.duration:g} s per run)\n"
+    )
+    print("; ".join(f"{k} {v}" for k, v in env.items()) + "\n")
+    print(text)
+    if args.json:
+        runs_json: list[dict[str, Any]] = [
+            {"case": c.key, "server": s.name, "rep": i + 1, **m}
+            for c, s, ms in results
+            for i, m in enumerate(ms)
+        ]
+        doc = {
+            "environment": env,
+            "reps": args.reps,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "medians": as_json(rows),
+            "runs": runs_json,
+        }
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        sys.exit(1)
