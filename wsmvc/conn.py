@@ -377,23 +377,30 @@ class Conn:
             await self._shutdown(code if code is not None else WSCloseCode.ABNORMAL_CLOSURE, reason)
 
     async def _handle(self, msg: Message, pending: Awaitable[object] | None = None) -> None:
-        """Handle ``msg`` (or finish its handler's ``pending`` result), then the backlog,
-        in order, in the calling task."""
+        """Handle ``msg`` (or finish its handler's ``pending`` result), then the backlog."""
+        await self._serially(self._dispatch(msg) if pending is None else self._finish(msg, pending))
+
+    async def _finish(self, msg: Message, pending: Awaitable[object]) -> None:
+        try:
+            result = await pending
+        except Exception as exc:
+            self._answer_failure(msg, exc)
+        else:
+            self._answer_result(msg, result)
+
+    async def _serially(self, first: Awaitable[None]) -> None:
+        """Run ``first``, then every message that arrived meanwhile, in order, in this task.
+
+        While it runs the reader is busy: new messages wait in the backlog, and an ask made
+        meanwhile starts a relief reader.
+        """
         me = self._reader
         self._handling = True
         self._blocked = True
         try:
-            if pending is None:
-                await self._dispatch(msg)
-            else:
-                try:
-                    result = await pending
-                except Exception as exc:
-                    self._answer_failure(msg, exc)
-                else:
-                    self._answer_result(msg, result)
+            await first
             backlog = self._backlog
-            while backlog:
+            while backlog and not self._closed:
                 await self._dispatch(backlog.popleft())
         finally:
             self._handling = False
@@ -416,25 +423,21 @@ class Conn:
             except ProtocolError:
                 pass
             return True
-        assert self._server is not None
-        self._handling = True
-        self._blocked = True
-        me = self._reader
-        try:
-            reason = await self._server._run_on_connect(self)
+        server = self._server
+        assert server is not None
+        refused = False
+
+        async def accept() -> None:
+            nonlocal refused
+            reason = await server._run_on_connect(self)
             if reason is not None and not self._acked:
+                refused = True
                 await self._refuse(reason)
-                return False
-            if not self._acked:
+            elif not self._acked:
                 self._send_ack()
-            backlog = self._backlog
-            while backlog:
-                await self._dispatch(backlog.popleft())
-        finally:
-            self._handling = False
-            if self._reader is me:
-                self._blocked = False
-        return True
+
+        await self._serially(accept())
+        return not refused
 
     def _send_ack(self) -> None:
         self._acked = True
