@@ -9,6 +9,7 @@ answer to a cross-server ask. Go builds the invalid subject ``neffos.`` for the 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from .broker import BrokerExchange
@@ -85,11 +86,21 @@ class NatsExchange(BrokerExchange):
     async def _subscribe(self, channel: str) -> None:
         if channel in self._subs:
             return
+        sub = await self._nc.subscribe(channel, pending_bytes_limit=0)
+        if isinstance(getattr(sub, "_pending_queue", None), asyncio.Queue):
+            # nats-py's reader puts each message into its subscription's queue, in arrival
+            # order. Callback subscriptions then run one task per subscription, which loses
+            # the order between subjects (a namespace broadcast and a `to=` one from the
+            # same sender); taking the messages straight from the reader keeps it.
+            sub._pending_queue = _Inline(self._received)
+        else:  # pragma: no cover - a nats-py without that queue: order per subject only
+            await sub.unsubscribe()
 
-        async def on_message(msg: Any) -> None:
-            self._received(msg.subject, msg.data)
+            async def on_message(msg: Any) -> None:
+                self._received(msg.subject, msg.data)
 
-        self._subs[channel] = await self._nc.subscribe(channel, cb=on_message)
+            sub = await self._nc.subscribe(channel, cb=on_message)
+        self._subs[channel] = sub
 
     async def _unsubscribe(self, channel: str) -> None:
         sub = self._subs.pop(channel, None)
@@ -101,3 +112,22 @@ class NatsExchange(BrokerExchange):
 
     async def _roundtrip(self) -> None:
         await self._nc.flush(timeout=self.timeout)
+
+
+class _Inline:
+    """Stands in for a subscription's queue: hands each message on as it is read."""
+
+    def __init__(self, deliver: Callable[[str, bytes], None]) -> None:
+        self._deliver = deliver
+
+    def put_nowait(self, msg: Any) -> None:
+        self._deliver(msg.subject, msg.data)
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
+
+    def task_done(self) -> None:
+        pass
