@@ -617,6 +617,24 @@ def test_a_bound_dependency_makes_it_fine() -> None:
     Server(modules=[configure], controllers=[NeedsStorage]).prepare()
 
 
+def test_a_bound_protocol_makes_it_fine() -> None:
+    # The error for an unbound Protocol says "bind an implementation in a module"; once
+    # bound (injector itself then resolves it), prepare() must accept it.
+    class EmailNotifier:
+        def notify(self, text: str) -> None: ...
+
+    @controller(namespace="x")
+    class NeedsNotifier:
+        notifier: Notifier
+
+    def configure(binder: Binder) -> None:
+        binder.bind(Notifier, to=EmailNotifier)
+
+    server = Server(modules=[configure], controllers=[NeedsNotifier])
+    assert isinstance(server.injector.get(Notifier), EmailNotifier)
+    server.prepare()
+
+
 async def test_a_failing_provider_refuses_only_that_namespace(
     serve: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:

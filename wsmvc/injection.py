@@ -225,10 +225,10 @@ class Injection:
         if kind in self._context or kind in seen:
             return None
         seen.add(kind)
-        if getattr(kind, "_is_protocol", False):
-            return f"{_type_name(kind)} is a Protocol; bind an implementation in a module"
         binder = self.injector.binder
         explicit = binder.has_explicit_binding_for(kind)
+        if not explicit and getattr(kind, "_is_protocol", False):
+            return f"{_type_name(kind)} is a Protocol; bind an implementation in a module"
         try:
             binding, _ = binder.get_binding(kind)
         except (injector.UnsatisfiedRequirement, injector.UnknownProvider, TypeError):
