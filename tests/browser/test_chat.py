@@ -1,0 +1,246 @@
+"""The chat example (examples/chat) in a real Chromium, with the real neffos.js.
+
+Each test opens the page in one browser context per person and checks what that person
+sees: room lists, online counts, messages, typing notices, the server's error texts, and
+the page coming back by itself after the server restarted. A user never sees what a
+server did not send; where a test says "bob never got it", it reads the websocket frames
+bob's tab received, after a later message proves that anything earlier would be there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from chat_support import ARTIFACTS, ChatApp, ChatPage, OpenPage
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the fixtures skip the suite
+    pass
+
+pytestmark = pytest.mark.browser
+
+AWAY = re.compile(r"\baway\b")
+RECONNECT_TIMEOUT = 20_000  # ms: the server stopped, started again, neffos.js probing every 1 s
+
+
+def login(open_page: OpenPage, app: ChatApp, *names: str) -> list[ChatPage]:
+    """A tab of ``app`` for each name, each in the lobby."""
+    pages = []
+    for name in names:
+        page = open_page(app)
+        page.login(name)
+        pages.append(page)
+    return pages
+
+
+def test_people_chat_in_rooms_and_see_who_is_online(open_page: OpenPage, chat_app: ChatApp) -> None:
+    alice, bob, carol = login(open_page, chat_app, "alice", "bob", "carol")
+    for page in (alice, bob, carol):
+        expect(page.online).to_have_text("3 online")
+        expect(page.names).to_have_text("alice, bob, carol")
+        expect(page.room_count("lobby")).to_have_text("3")
+    expect(alice.notices).to_have_text(["bob joined", "carol joined"])
+
+    alice.join("python")
+    carol.join("python")
+    for page in (alice, carol):
+        expect(page.rooms).to_have_text([re.compile(r"#lobby\s*3"), re.compile(r"#python\s*2")])
+        expect(page.online).to_have_text("2 online")
+        expect(page.names).to_have_text("alice, carol")
+    expect(bob.rooms).to_have_text([re.compile(r"#lobby\s*3")])
+
+    alice.say("anyone for a python meetup?")
+    expect(carol.line("alice", "anyone for a python meetup?")).to_be_visible()
+    carol.say("count me in")
+    expect(alice.line("carol", "count me in")).to_be_visible()
+
+    # In the lobby, which alice and carol are not looking at: an unread badge.
+    bob.say("hello lobby")
+    for page in (alice, carol):
+        expect(page.unread("lobby")).to_have_text("1")
+    alice.open("lobby")
+    expect(alice.line("bob", "hello lobby")).to_be_visible()
+    expect(alice.unread("lobby")).to_have_count(0)
+    alice.say("hi bob, we are in #python")
+    expect(bob.line("alice", "hi bob, we are in #python")).to_be_visible()
+    # The server sent alice's lobby line after her python lines: bob, not in #python,
+    # would have got those first.
+    assert bob.received_text("hi bob, we are in #python")
+    assert not bob.received_text("python meetup"), "a message of #python reached bob"
+    assert not bob.received_text("count me in"), "a message of #python reached bob"
+    expect(bob.lines).to_have_text([re.compile("hello lobby"), re.compile("hi bob")])
+
+    bob.type("sounds fun")
+    expect(alice.typing).to_have_text("bob is typing…")
+    ARTIFACTS.mkdir(exist_ok=True)
+    alice.page.screenshot(path=ARTIFACTS / "chat-conversation.png")
+
+
+def test_typing_notice_goes_to_the_others_in_the_room(
+    open_page: OpenPage, chat_app: ChatApp
+) -> None:
+    alice, bob, carol = login(open_page, chat_app, "alice", "bob", "carol")
+    carol.join("python")  # carol is in the lobby too, but looks at #python
+
+    alice.type("hel")
+    expect(bob.typing).to_have_text("alice is typing…")
+    expect(carol.typing).to_have_text("")
+    expect(alice.typing).to_have_text("")  # not to herself
+    carol.open("lobby")
+    expect(carol.typing).to_have_text("alice is typing…")
+
+    alice.say("hello")  # her line ends her notice at once
+    for page in (bob, carol):
+        expect(page.line("alice", "hello")).to_be_visible()
+        expect(page.typing).to_have_text("")
+
+    bob.type("hey")
+    expect(alice.typing).to_have_text("bob is typing…")
+    alice.type("oh")
+    expect(bob.typing).to_have_text("alice is typing…")
+    expect(carol.typing).to_have_text("bob and alice are typing…")
+
+
+def test_the_server_refuses_empty_and_oversized_messages(
+    open_page: OpenPage, chat_app: ChatApp
+) -> None:
+    alice, bob = login(open_page, chat_app, "alice", "bob")
+
+    alice.send("   ")
+    expect(alice.send_error).to_have_text("the message is empty")
+    alice.send("x" * 501)
+    expect(alice.send_error).to_have_text("the message is too long: 501 characters, at most 500")
+    expect(alice.message_box).to_have_value("x" * 501)  # kept, to be shortened
+
+    alice.say("y" * 500)
+    expect(alice.send_error).to_have_text("")
+    expect(bob.line("alice", "y" * 500)).to_be_visible()
+    expect(bob.lines).to_have_count(1)  # the refused ones reached nobody
+    expect(alice.lines).to_have_count(1)
+
+
+def test_the_server_checks_names_and_room_names(open_page: OpenPage, chat_app: ChatApp) -> None:
+    alice = open_page(chat_app)
+    alice.enter("a-name-much-longer-than-24")
+    expect(alice.page.locator("#login-error")).to_have_text("pick a name of 1 to 24 characters")
+    expect(alice.status).to_have_text("offline")
+    alice.login("alice")
+
+    alice.page.get_by_label("Join a room").fill("no spaces")
+    alice.page.get_by_role("button", name="Join", exact=True).click()
+    expect(alice.page.locator("#join-error")).to_have_text(
+        "room names are 1 to 32 letters, digits, - or _"
+    )
+    expect(alice.rooms).to_have_count(1)
+    alice.join("fine-name_2")
+    expect(alice.page.locator("#join-error")).to_have_text("")
+
+
+def test_counts_drop_when_a_page_closes_or_leaves(open_page: OpenPage, chat_app: ChatApp) -> None:
+    alice, bob, carol = login(open_page, chat_app, "alice", "bob", "carol")
+    for page in (alice, bob, carol):
+        expect(page.online).to_have_text("3 online")
+
+    carol.page.context.close()  # the tab is gone: its connection closes
+    for page in (alice, bob):
+        expect(page.online).to_have_text("2 online")
+        expect(page.names).to_have_text("alice, bob")
+    expect(alice.notices.last).to_have_text("carol left")
+
+    bob.leave()
+    expect(bob.rooms).to_have_count(0)
+    expect(bob.page.get_by_text("You are in no room.")).to_be_visible()
+    expect(alice.online).to_have_text("1 online")
+    expect(alice.room_count("lobby")).to_have_text("1")
+    expect(alice.notices.last).to_have_text("bob left")
+
+    bob.join("lobby")
+    expect(alice.online).to_have_text("2 online")
+    expect(bob.online).to_have_text("2 online")
+
+
+def test_pages_reconnect_by_themselves_after_a_server_restart(
+    open_page: OpenPage, chat_app: ChatApp
+) -> None:
+    alice, bob, carol = login(open_page, chat_app, "alice", "bob", "carol")
+    alice.join("python")
+    bob.join("python")
+    alice.say("before the restart")
+    expect(bob.line("alice", "before the restart")).to_be_visible()
+    for page in (alice, bob):
+        expect(page.room_count("lobby")).to_have_text("3")
+        expect(page.room_count("python")).to_have_text("2")
+
+    port = chat_app.port
+    assert chat_app.stop() == 0
+    for page in (alice, bob, carol):
+        expect(page.status).to_have_text("reconnecting…")
+        expect(page.room_item("lobby")).to_have_class(AWAY)
+    expect(alice.online).to_have_text("reconnecting…")
+
+    chat_app.start(port)
+    for page in (alice, bob, carol):
+        expect(page.status).to_have_text("online", timeout=RECONNECT_TIMEOUT)
+        expect(page.room_item("lobby")).not_to_have_class(AWAY)
+        expect(page.room_count("lobby")).to_have_text("3")
+    for page in (alice, bob):
+        expect(page.room_item("python")).not_to_have_class(AWAY)
+        expect(page.room_count("python")).to_have_text("2")
+        expect(page.title).to_have_text("#python")
+        expect(page.online).to_have_text("2 online")
+    expect(carol.rooms).to_have_count(1)
+
+    # Same rooms, same conversation on the page, and talking works again.
+    expect(bob.line("alice", "before the restart")).to_be_visible()
+    alice.say("after the restart")
+    expect(bob.line("alice", "after the restart")).to_be_visible()
+    carol.say("lobby is back too")
+    for page in (alice, bob):
+        expect(page.unread("lobby")).to_have_text("1")
+    bob.open("lobby")
+    expect(bob.line("carol", "lobby is back too")).to_be_visible()
+    assert carol.received_text("lobby is back too")
+    assert not carol.received_text("after the restart"), "a message of #python reached carol"
+
+
+def test_with_redis_two_servers_share_messages_and_counts(
+    open_page: OpenPage, redis_url: str, start_chat_app: Callable[..., ChatApp]
+) -> None:
+    first = start_chat_app(redis_url)
+    second = start_chat_app(redis_url)
+    (alice,) = login(open_page, first, "alice")
+    bob, carol = login(open_page, second, "bob", "carol")
+    for page in (alice, bob, carol):
+        expect(page.online).to_have_text("3 online")
+        expect(page.names).to_have_text("alice, bob, carol")
+
+    alice.say("hello from the first server")
+    for page in (bob, carol):
+        expect(page.line("alice", "hello from the first server")).to_be_visible()
+
+    alice.join("python")
+    bob.join("python")
+    for page in (alice, bob):
+        expect(page.online).to_have_text("2 online")
+    bob.say("python on the second server")
+    expect(alice.line("bob", "python on the second server")).to_be_visible()
+    bob.open("lobby")
+    bob.say("and the lobby")
+    expect(alice.unread("lobby")).to_have_text("1")
+    expect(carol.line("bob", "and the lobby")).to_be_visible()
+    assert not carol.received_text("python on the second server"), "#python reached carol"
+
+    carol.page.context.close()
+    expect(alice.room_count("lobby")).to_have_text("2")
+    expect(bob.room_count("lobby")).to_have_text("2")
+
+    # The second server stops: its pages leave their rooms, and through Redis the page on
+    # the first server sees them go.
+    second.check_clean_stop()
+    expect(bob.status).to_have_text("reconnecting…")
+    expect(alice.online).to_have_text("1 online")  # alice looks at #python
+    expect(alice.names).to_have_text("alice")
+    expect(alice.room_count("lobby")).to_have_text("1")
