@@ -14,7 +14,7 @@ from .errors import (
 from .handlers import HandlerTable, Reply
 from .injection import DependencyError, connection_scope
 from .protocol import Message
-from .server import Server
+from .server import Server, with_query_headers
 
 __all__ = [
     "AskTimeout",
@@ -38,4 +38,5 @@ __all__ = [
     "controller",
     "dial",
     "event",
+    "with_query_headers",
 ]

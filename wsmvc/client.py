@@ -59,7 +59,9 @@ async def dial(
     ``namespaces`` maps namespace → event → handler for what the server sends (the same
     table the server uses). Returns the connection, acknowledged: call
     ``await conn.connect("namespace")`` next. Raises :class:`~wsmvc.Reject` with the server's
-    reason when the server refuses the connection.
+    reason when the server refuses the connection, and aiohttp's
+    :class:`~aiohttp.WSServerHandshakeError` (with ``.status``) when the HTTP upgrade is
+    refused (401, 403, 503...).
     """
     handlers = namespaces if isinstance(namespaces, HandlerTable) else HandlerTable(namespaces)
     own = session is None

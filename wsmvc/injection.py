@@ -110,7 +110,8 @@ _CONTEXT: dict[Any, Callable[[_Context], Any]] = {
 class _Dep:
     name: str
     kind: Any
-    # "context": taken from the connection; "singleton": resolved once; "inject": per use.
+    # "context": taken from the connection; "singleton": resolved once; "connection": once
+    # per connection (connection_scope); "inject": asked of the injector every time.
     how: str
     where: str  # "field" or "parameter", for messages
 
@@ -194,7 +195,8 @@ class Injection:
         params: list[_Dep] = []
         for deps, out in ((plan.fields, fields), (plan.params, params)):
             for dep in deps:
-                if dep.how == "inject" and self._is_singleton(dep, plan):
+                scope = self._scope(dep, plan) if dep.how == "inject" else None
+                if scope is not None and issubclass(scope, injector.SingletonScope):
                     try:
                         plan.singletons[dep.name] = self.injector.get(dep.kind)
                     except Exception as exc:
@@ -202,11 +204,14 @@ class Injection:
                             f"cannot provide {plan.describe(dep)}: {exc}"
                         ) from exc
                     dep = attrs.evolve(dep, how="singleton")
+                elif scope is not None and issubclass(scope, ConnectionScope):
+                    dep = attrs.evolve(dep, how="connection")
                 out.append(dep)
         plan.fields, plan.params = tuple(fields), tuple(params)
         plan.ready = True
 
-    def _is_singleton(self, dep: _Dep, plan: Plan) -> bool:
+    def _scope(self, dep: _Dep, plan: Plan) -> type | None:
+        """The scope ``dep`` is bound in; raises when nothing can provide it."""
         problem = self._unprovidable(dep.kind, set())
         if problem is not None:
             hint = " (a field that is state, not a dependency, needs a default)"
@@ -218,7 +223,7 @@ class Injection:
         scope = binding.scope
         if isinstance(scope, injector.ScopeDecorator):
             scope = scope.scope
-        return isinstance(scope, type) and issubclass(scope, injector.SingletonScope)
+        return scope if isinstance(scope, type) else None
 
     def _unprovidable(self, kind: Any, seen: set[Any]) -> str | None:
         """Why ``kind`` cannot be provided, or ``None``; follows auto-bound classes."""
@@ -280,10 +285,16 @@ class Injection:
             _current.reset(token)
 
     def _value(self, plan: Plan, dep: _Dep, ctx: _Context) -> Any:
-        if dep.how == "singleton":
+        how = dep.how
+        if how == "singleton":
             return plan.singletons[dep.name]
-        if dep.how == "context":
+        if how == "context":
             return self._context[dep.kind](ctx)
+        if how == "connection":
+            # Built once per connection: after the first namespace, a dict lookup.
+            cache = ctx.conn.store.get(_SCOPE_CACHE)
+            if cache is not None and dep.kind in cache:
+                return cache[dep.kind]
         return self.injector.get(dep.kind)
 
 

@@ -94,6 +94,10 @@ class NSConn:
             Message(namespace=self.namespace, event=event, body=as_body(body), binary=True)
         )
 
+    def send_native(self, data: bytes | str) -> bool:
+        """Send a raw frame without envelope (native messages): text for ``str``."""
+        return self.conn.send_native(data)
+
     async def ask(
         self, event: str, body: bytes | str = b"", *, timeout: float | None = None
     ) -> Message:

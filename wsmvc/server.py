@@ -33,7 +33,7 @@ from .protocol import (
 from .registry import Registry
 from .writer import OP_BINARY, OP_TEXT, DirectWriter, QueuedWriter, Writer, frame
 
-__all__ = ["Server"]
+__all__ = ["Server", "with_query_headers"]
 
 log = logging.getLogger("wsmvc")
 
@@ -263,7 +263,7 @@ class Server:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             # prepare() checks the rest of the handshake (aiohttp answers 400 itself).
             return web.Response(status=400, text="expected a websocket upgrade\n")
-        request = _with_query_headers(request)
+        request = with_query_headers(request)
         try:
             conn_id = self.id_generator(request)
             if inspect.isawaitable(conn_id):
@@ -299,17 +299,21 @@ class Server:
         conn.reconnect_tries = _parse_int(request.headers.get(RECONNECT_HEADER))
         self._live.add(conn)
         try:
-            if conn._native_only and not await self._open_native(conn):
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"refused")
-                return ws
+            if conn._native_only:
+                refusal = await self._open_native(conn)
+                if refusal is not None:
+                    reason = refusal.encode()[:120]  # a close reason fits in 123 bytes
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)
+                    return ws
             await conn._read_loop()
             await conn.wait_closed()
         finally:
             self._live.discard(conn)
         return ws
 
-    async def _open_native(self, conn: Conn) -> bool:
-        """Native-only mode has no handshake: accept the connection into namespace ``""``."""
+    async def _open_native(self, conn: Conn) -> str | None:
+        """Native-only mode has no handshake: accept the connection into namespace ``""``,
+        or return why not (sent as the close reason)."""
         reason = await self._run_on_connect(conn)
         ns = conn._namespaces[""]
         opening = Message(event=ON_NAMESPACE_CONNECT)
@@ -317,11 +321,11 @@ class Server:
             reason = await conn._fire_hook(ns, opening)
         if reason is not None:
             log.info("refused native connection %r: %s", conn, reason)
-            return False
+            return reason
         self._connection_acked(conn)
         self._registry.namespace_added(ns)
         await conn._fire_hook(ns, system_event(opening, ON_NAMESPACE_CONNECTED))
-        return True
+        return None
 
     def _origin_allowed(self, request: web.Request) -> bool:
         origin = request.headers.get("Origin")
@@ -492,8 +496,13 @@ class Server:
         return sent
 
 
-def _with_query_headers(request: web.Request) -> web.Request:
-    """Turn ``X-Websocket-Header-<Name>`` query parameters into headers (spec 1.3)."""
+def with_query_headers(request: web.Request) -> web.Request:
+    """The request with its ``X-Websocket-Header-<Name>`` query parameters as headers.
+
+    Browsers cannot set headers on a websocket, so neffos.js sends them this way
+    (spec 1.3). The server does this before ``id_generator``; call it in a middleware
+    (which runs earlier) to read such a header there, e.g. an ``Authorization`` token.
+    """
     extra = [
         (key[len(QUERY_HEADER_PREFIX) :], value)
         for key, value in request.query.items()

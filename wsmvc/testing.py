@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -34,12 +34,19 @@ __all__ = ["Inbox", "dial", "running"]
 
 @contextlib.asynccontextmanager
 async def running(
-    server: Server, *, path: str = "/ws", app: web.Application | None = None
+    server: Server | None = None, *, path: str = "/ws", app: web.Application | None = None
 ) -> AsyncIterator[str]:
-    """Serve ``server`` at ``path`` of ``app`` (a new one by default) on a free loopback
-    port; yields the websocket URL and shuts everything down gracefully afterwards."""
+    """Serve on a free loopback port; yields the websocket URL of ``path``.
+
+    ``running(server)`` mounts ``server`` at ``path`` of ``app`` (a new one by default);
+    ``running(app=app, path=...)`` serves an application that mounted its server already.
+    Everything shuts down gracefully afterwards.
+    """
+    if server is None and app is None:
+        raise TypeError("running() needs a server or an app")
     app = app if app is not None else web.Application()
-    server.mount(app, path)
+    if server is not None:
+        server.mount(app, path)
     runner = web.AppRunner(app, shutdown_timeout=5)
     await runner.setup()
     try:
@@ -65,13 +72,20 @@ class Inbox:
             collections.defaultdict(asyncio.Queue)
         )
 
-    def handlers(self, *events: str) -> dict[str, Handler]:
-        """Handlers that record ``events`` (answering nothing)."""
+    def handlers(self, *events: str, **answers: Callable[[Message], object]) -> dict[str, Handler]:
+        """Handlers that record ``events``; ``answers`` record and answer (a server's ask):
+        ``inbox.handlers("OnChat", Question=lambda msg: "yes")``."""
 
-        def record(ns: NSConn, msg: Message) -> None:
-            self._queues[msg.event].put_nowait(msg)
+        def recorder(answer: Callable[[Message], object] | None) -> Handler:
+            def record(ns: NSConn, msg: Message) -> object:
+                self._queues[msg.event].put_nowait(msg)
+                return answer(msg) if answer is not None else None
 
-        return dict.fromkeys(events, record)
+            return record
+
+        table = dict.fromkeys(events, recorder(None))
+        table.update({event: recorder(answer) for event, answer in answers.items()})
+        return table
 
     async def next(self, event: str, timeout: float | None = None) -> Message:
         """The next ``event`` received; ``AssertionError`` if none arrives in time."""

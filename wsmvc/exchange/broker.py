@@ -89,6 +89,7 @@ class BrokerExchange(Exchange):
         import uuid
 
         self.id = server_id or uuid.uuid4().hex
+        self._own_marker = f"neffos(0x{self.id}(".encode()
         self.timeout = timeout
         self.ping_interval = ping_interval
         self.reconnect_delay = reconnect_delay
@@ -98,6 +99,7 @@ class BrokerExchange(Exchange):
         self._namespace_channels: dict[str, str] = {}  # channel -> namespace
         self._id_channels: dict[str, str] = {}  # channel -> connection id
         self._ask_channels: dict[str, asyncio.Future[Message]] = {}
+        self._wanted: dict[str, int] = {}  # subscribed channel -> how many reasons
         self._queue: collections.deque[tuple[str, str, bytes]] = collections.deque()
         self._flushes: dict[str, asyncio.Future[None]] = {}
         self._wake: asyncio.Event | None = None
@@ -134,6 +136,11 @@ class BrokerExchange(Exchange):
 
     @abc.abstractmethod
     async def _publish(self, channel: str, payload: bytes) -> None: ...
+
+    async def _publish_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Publish several in order; a backend may send them in one round trip."""
+        for channel, payload in items:
+            await self._publish(channel, payload)
 
     @abc.abstractmethod
     async def _roundtrip(self) -> None:
@@ -228,7 +235,7 @@ class BrokerExchange(Exchange):
             delay = min(delay * 2, high)
 
     def _channels(self) -> list[str]:
-        return [*self._namespace_channels, *self._id_channels, *self._ask_channels]
+        return [*self._wanted, *self._ask_channels]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
@@ -238,22 +245,37 @@ class BrokerExchange(Exchange):
     def namespace_opened(self, namespace: str) -> None:
         channel = self.namespace_channel(namespace)
         self._namespace_channels[channel] = namespace
-        self._enqueue("sub", channel)
+        self._want(channel)
 
     def namespace_closed(self, namespace: str) -> None:
         channel = self.namespace_channel(namespace)
         if self._namespace_channels.pop(channel, None) is not None:
-            self._enqueue("unsub", channel)
+            self._unwant(channel)
 
     def id_opened(self, conn_id: str) -> None:
         channel = self.id_channel(conn_id)
         self._id_channels[channel] = conn_id
-        self._enqueue("sub", channel)
+        self._want(channel)
 
     def id_closed(self, conn_id: str) -> None:
         channel = self.id_channel(conn_id)
         if self._id_channels.pop(channel, None) is not None:
-            self._enqueue("unsub", channel)
+            self._unwant(channel)
+
+    # A connection id may name the same channel as a namespace (Redis "<p>.x." serves
+    # both): subscribe on the first reason, unsubscribe when the last one is gone.
+    def _want(self, channel: str) -> None:
+        self._wanted[channel] = self._wanted.get(channel, 0) + 1
+        if self._wanted[channel] == 1:
+            self._enqueue("sub", channel)
+
+    def _unwant(self, channel: str) -> None:
+        left = self._wanted.get(channel, 0) - 1
+        if left > 0:
+            self._wanted[channel] = left
+            return
+        self._wanted.pop(channel, None)
+        self._enqueue("unsub", channel)
 
     # -- sending, in order ------------------------------------------------------------------
 
@@ -278,15 +300,19 @@ class BrokerExchange(Exchange):
                     continue
                 try:
                     if op == "pub":
-                        await self._publish(channel, payload)
-                    elif op == "sub":
+                        batch = [(channel, payload)]
+                        while self._queue and self._queue[0][0] == "pub":
+                            batch.append(self._queue.popleft()[1:])
+                        await self._publish_many(batch)
+                        continue
+                    if op == "sub":
                         await self._subscribe(channel)
                     else:
                         await self._unsubscribe(channel)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self.dropped += op == "pub"
+                    self.dropped += len(batch) if op == "pub" else 0
                     log.warning("%s: %s %s failed: %s", self, op, channel, exc)
 
     async def _flushed(self, key: str) -> None:
@@ -320,6 +346,8 @@ class BrokerExchange(Exchange):
 
     def _received(self, channel: str, payload: bytes) -> None:
         """One payload from the broker on ``channel``."""
+        if payload.startswith(self._own_marker):
+            return  # ours: delivered locally when it was published
         try:
             msg = decode(payload)
         except ProtocolError:

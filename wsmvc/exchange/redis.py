@@ -107,6 +107,15 @@ class RedisExchange(BrokerExchange):
     async def _publish(self, channel: str, payload: bytes) -> None:
         await self._publisher.publish(channel, payload)
 
+    async def _publish_many(self, items: list[tuple[str, bytes]]) -> None:
+        if len(items) == 1:
+            await self._publish(*items[0])
+            return
+        async with self._publisher.pipeline(transaction=False) as pipe:
+            for channel, payload in items:
+                pipe.publish(channel, payload)
+            await pipe.execute()
+
     async def _roundtrip(self) -> None:
         # A PING on the subscriber connection is answered after its earlier SUBSCRIBEs.
         key = new_token().encode()
