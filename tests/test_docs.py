@@ -16,6 +16,9 @@ markdown is rendered) saying how it is checked:
     the block defines ``async def FN(url=...)``, a client whose default URL's path is served
     by the nearest ``serve`` block above it in the same file. The test serves that block and
     awaits ``FN`` with the test server's URL; the snippet's own asserts are the check.
+``<!-- test: pytest -->``
+    the block is a test module (docs/testing.md): every ``async def test_*`` it defines is
+    awaited in turn, with a timeout; the snippet's own asserts are the check.
 
 The README's blocks are checked the same way as the guides'.
 
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import attrs
 import pytest
 from aiohttp import web
@@ -514,12 +518,25 @@ async def test_block(
 ) -> None:
     assert block.spec is not None, (
         f"{block}: put a marker before the block: <!-- test: run | raises NAME: TEXT |"
-        " serve CHECK | client FN --> (see tests/test_docs.py)"
+        " serve CHECK | client FN | pytest --> (see tests/test_docs.py)"
     )
     ran = run_block(block)
     if block.spec == "run":
         if ran.error is not None:
             raise ran.error
+        return
+    if block.spec == "pytest":
+        if ran.error is not None:
+            raise ran.error
+        tests = [
+            fn
+            for name, fn in ran.module.__dict__.items()
+            if name.startswith("test_") and inspect.iscoroutinefunction(fn)
+        ]
+        assert tests, f"{block}: a pytest block defines async test_* functions"
+        for test in tests:
+            await asyncio.wait_for(test(), WAIT * 2)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
         return
     raises = RAISES.match(block.spec)
     if raises is not None:
@@ -556,3 +573,248 @@ async def test_block(
             await client.close()
     if not demo.errors_expected:
         assert not demo.error_records(), caplog.text
+
+
+# == The guides: getting-started, rooms-and-broadcast, ask-reply, deploying, coming-from-* ==
+#
+# (docs/testing.md has `pytest` blocks only: their own test functions are the check.)
+
+
+def http_url(demo: Demo, path: str) -> str:
+    return "http" + demo.base[len("ws") :] + path
+
+
+async def post(demo: Demo, path: str, body: str = "") -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(http_url(demo, path), data=body.encode()) as response,
+    ):
+        return response.status, await response.text()
+
+
+async def handshake_status(demo: Demo, path: str, headers: Mapping[str, str]) -> int:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await demo.dial(path, {}, headers=headers)
+    return refused.value.status
+
+
+# -- getting-started.md -------------------------------------------------------------------
+
+
+@check
+async def getting_started(demo: Demo) -> None:
+    ann_inbox, bob_inbox = Inbox(), Inbox()
+    ann = await demo.dial("/chat", {"chat": ann_inbox.handlers("OnWelcome", "OnSay")})
+    bob = await demo.dial("/chat", {"chat": bob_inbox.handlers("OnWelcome", "OnSay")})
+    ann_chat = await demo.connect(ann, "chat")
+    bob_chat = await demo.connect(bob, "chat")
+    assert (await ann_inbox.next("OnWelcome")).text == f"welcome, {ann.id}"
+    assert (await bob_inbox.next("OnWelcome")).text == f"welcome, {bob.id}"
+
+    assert await ask_text(ann_chat, "OnName", "ann") == "you are ann"
+    ann_chat.emit("OnSay", "hello")
+    assert (await bob_inbox.next("OnSay")).text == "ann: hello"
+    bob_chat.emit("OnSay", "hi")  # Bob never said his name
+    assert (await ann_inbox.next("OnSay")).text == "anonymous: hi"
+    assert ann_inbox.pending("OnSay") == 0  # her own "hello" would have come first
+
+
+# -- rooms-and-broadcast.md ---------------------------------------------------------------
+
+
+@check
+async def rooms_both_ways(demo: Demo) -> None:
+    inbox = Inbox()
+    conn = await demo.dial("/ws", {"game": inbox.handlers("_OnRoomJoined", "_OnRoomLeft")})
+    game = await demo.connect(conn, "game")
+    with pytest.raises(EventError, match=r"^wait to be matched$"):
+        await game.join_room("match-1", timeout=WAIT)
+    assert list(game.rooms) == []
+
+    assert await ask_text(game, "OnQueue") == "match-1 has 1 player(s)"
+    assert (await inbox.next("_OnRoomJoined")).room == "match-1"  # the client's handler ran
+    assert list(game.rooms) == ["match-1"]
+
+    other = await demo.connect(await demo.dial("/ws", {"game": {}}), "game")
+    await other.join_room("lobby", timeout=WAIT)  # any other room: the client joins itself
+    assert await ask_text(other, "OnQueue") == "match-1 has 2 player(s)"
+    assert await ask_text(game, "OnRooms") == "lobby, match-1"
+
+    assert await ask_text(game, "OnForfeit") == "rooms: none"
+    assert (await inbox.next("_OnRoomLeft")).room == "match-1"
+    assert list(game.rooms) == []
+    assert await ask_text(other, "OnForfeit") == "rooms: lobby"
+    assert await ask_text(other, "OnRooms") == "lobby"
+
+
+@check
+async def broadcast_forms(demo: Demo) -> None:
+    events = ("OnPost", "OnWhisper", "OnNotMe", "OnAnnounce")
+    ann_inbox, bob1_inbox, bob2_inbox = Inbox(), Inbox(), Inbox()
+    ann = await demo.connect(
+        await demo.dial("/ws?user=ann", {"news": ann_inbox.handlers(*events)}), "news"
+    )
+    bob1 = await demo.connect(
+        await demo.dial("/ws?user=bob", {"news": bob1_inbox.handlers(*events)}), "news"
+    )
+    await demo.connect(  # Bob's second tab
+        await demo.dial("/ws?user=bob", {"news": bob2_inbox.handlers(*events)}), "news"
+    )
+
+    # The namespace, then a room, then the namespace again.
+    sports = await ann.join_room("sports", timeout=WAIT)
+    await bob1.join_room("sports", timeout=WAIT)
+    ann.emit("OnPost", "hello")
+    sports.emit("OnPost", "goal")
+    bob1.emit("OnPost", "hey")
+    got = [await bob1_inbox.next("OnPost") for _ in "ab"]
+    assert [(msg.text, msg.room) for msg in got] == [("hello", ""), ("goal", "sports")]
+    assert [(await bob2_inbox.next("OnPost")).text for _ in "ab"] == ["hello", "hey"]
+    first = await ann_inbox.next("OnPost")
+    assert (first.text, first.room) == ("hey", "")  # her own two never came back
+
+    # to= reaches both tabs of Bob; exclude="bob" none of them.
+    assert await ask_text(ann, "OnWhisper", "bob:hi") == "sent"
+    assert (await bob1_inbox.next("OnWhisper")).text == "ann: hi"
+    assert (await bob2_inbox.next("OnWhisper")).text == "ann: hi"
+    assert bob1_inbox.pending("OnPost") == 0  # his own "hey" would have come before
+    bob1.emit("OnNotMe", "psst")
+    assert (await ann_inbox.next("OnNotMe")).text == "psst"
+
+    # From an HTTP handler, outside any websocket event: all three.
+    assert await post(demo, "/announce", "news!") == (200, "3 listening\n")
+    for inbox in (ann_inbox, bob1_inbox, bob2_inbox):
+        assert (await inbox.next("OnAnnounce")).text == "news!"
+        assert inbox.pending("OnNotMe") == 0  # Bob's tabs got no OnNotMe before it
+    assert ann_inbox.pending("OnWhisper") == 0
+
+
+# -- ask-reply.md -------------------------------------------------------------------------
+
+
+@check
+async def ask_server(demo: Demo) -> None:
+    inbox = Inbox()
+    conn = await demo.dial("/ws", {"shop": inbox.handlers("OnLog")})
+    shop = await demo.connect(conn, "shop")
+    assert await ask_text(shop, "OnPrice", "apple") == "0.50"
+    assert await ask_error(shop, "OnPrice", "pear") == "no pear here"
+    shop.emit("OnLog", "just saying")
+    assert await ask_text(shop, "OnPrice", "apple") == "0.50"
+    assert inbox.pending("OnLog") == 0  # None answered nothing
+    assert demo.capsys.readouterr().out == "client says: just saying\n"
+    with pytest.raises(wsmvc.AskTimeout):
+        await shop.ask("OnLog", "anyone?", timeout=0.2)
+
+
+@check
+async def ask_client(demo: Demo) -> None:
+    def contestant(answer: Callable[[Message], str]) -> dict[str, Mapping[str, Handler]]:
+        def question(ns: NSConn, msg: Message) -> str:
+            assert msg.text == "2 + 2 = ?"
+            return answer(msg)
+
+        return {"quiz": {"OnQuestion": question, "OnPoke": lambda ns, msg: f"poked {msg.text}"}}
+
+    def refuse(msg: Message) -> str:
+        raise EventError("no maths today")
+
+    right = await demo.connect(await demo.dial("/ws", contestant(lambda msg: "4")), "quiz")
+    wrong = await demo.connect(await demo.dial("/ws", contestant(lambda msg: "5")), "quiz")
+    grump = await demo.connect(await demo.dial("/ws", contestant(refuse)), "quiz")
+    assert await ask_text(right, "OnStart") == "right"
+    assert await ask_text(wrong, "OnStart") == "wrong"
+    # The client's error, not caught by the handler, answers OnStart with the same text.
+    assert await ask_error(grump, "OnStart") == "no maths today"
+
+    assert await post(demo, f"/poke/{right.id}", "hello") == (200, "poked hello")
+    assert await post(demo, "/poke/nobody", "hello") == (502, "bad namespace")
+
+
+# -- deploying.md -------------------------------------------------------------------------
+
+
+@check
+async def deploying(demo: Demo) -> None:
+    site = {"Origin": "https://chat.example.com"}
+    ann = await demo.dial("/ws", {"chat": {}}, headers=site)
+    inbox = Inbox()
+    bob = await demo.dial("/ws", {"chat": inbox.handlers("OnSay")})  # no Origin: not a browser
+    (await demo.connect(ann, "chat")).emit("OnSay", "hi")
+    await demo.connect(bob, "chat")
+    assert await handshake_status(demo, "/ws", {"Origin": "https://evil.example"}) == 403
+    assert "not in allowed_origins" in demo.caplog.text
+
+    async with aiohttp.ClientSession() as http, http.get(http_url(demo, "/healthz")) as health:
+        assert await health.json() == {"connections": 2}
+
+    # What SIGTERM does through app.on_shutdown: 1001 for everyone, disconnect events run.
+    await demo.server.close()
+    for conn in (ann, bob):
+        await asyncio.wait_for(conn.wait_closed(), WAIT)
+        assert conn.close_code == 1001
+    out = demo.capsys.readouterr().out
+    assert f"{ann.id} left (forced=True)" in out and f"{bob.id} left (forced=True)" in out
+    assert await handshake_status(demo, "/ws", site) == 503
+
+
+# -- coming-from-neffos.md ----------------------------------------------------------------
+
+
+@check
+async def from_neffos(demo: Demo) -> None:
+    with pytest.raises(wsmvc.Reject, match=r"^who are you\?$"):
+        await demo.dial("/echo", {"default": {}})
+    alice_inbox, bob_inbox = Inbox(), Inbox()
+    alice = await demo.dial(
+        "/echo", {"default": alice_inbox.handlers("OnChat")}, headers={"X-Username": "alice"}
+    )
+    bob = await demo.dial(
+        "/echo",
+        {"default": bob_inbox.handlers("OnChat", "OnWhisper")},
+        headers={"X-Username": "bob"},
+    )
+    assert (alice.id, bob.id) == ("alice", "bob")
+    alice_ns = await demo.connect(alice, "default")
+    await demo.connect(bob, "default")
+    assert demo.capsys.readouterr().out == "alice connected\nbob connected\n"
+
+    alice_ns.emit("OnChat", "hi all")
+    assert (await bob_inbox.next("OnChat")).text == "hi all"
+    assert await ask_text(alice_ns, "OnWhisper", "bob:psst") == "sent"
+    assert (await bob_inbox.next("OnWhisper")).text == "alice: psst"
+    assert alice_inbox.pending("OnChat") == 0
+
+
+# -- coming-from-python-socketio.md -------------------------------------------------------
+
+
+@check
+async def from_socketio(demo: Demo) -> None:
+    stranger = await demo.dial("/ws", {"chat": {}})
+    assert await connect_error(demo, stranger, "chat") == "unauthorized"
+
+    ann_inbox, bob_inbox, carl_inbox = Inbox(), Inbox(), Inbox()
+    ann = await demo.connect(
+        await demo.dial("/ws?token=s3cret", {"chat": ann_inbox.handlers("message")}), "chat"
+    )
+    bob = await demo.connect(
+        await demo.dial("/ws?token=s3cret", {"chat": bob_inbox.handlers("message")}), "chat"
+    )
+    carl = await demo.connect(
+        await demo.dial("/ws?token=s3cret", {"chat": carl_inbox.handlers("message")}), "chat"
+    )
+    assert await ask_text(ann, "join", "lobby") == "joined lobby"
+    assert list(ann.rooms) == ["lobby"]  # the server's join reached the client
+    assert await ask_text(bob, "join", "lobby") == "joined lobby"
+
+    ann.emit("message", '{"room": "lobby", "text": "hi"}')
+    relayed = await bob_inbox.next("message")
+    assert (relayed.room, relayed.text) == ("lobby", "hi")
+    # Written to every receiver at once: had Carl been one, it would precede his answer.
+    assert await ask_error(carl, "message", '{"room": "lobby", "text": "me too"}') == (
+        "join lobby first"
+    )
+    assert carl_inbox.pending("message") == 0
+    assert await ask_text(ann, "whoami") == ann.conn.id
+    assert ann_inbox.pending("message") == 0
