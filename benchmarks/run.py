@@ -4,27 +4,51 @@
     python benchmarks/run.py                 # every scenario, 3 repetitions
     python benchmarks/run.py --quick         # smoke test: short runs, 1 repetition
     python benchmarks/run.py --scenario echo --reps 5 --json out.json
+    python benchmarks/run.py --scenario di-connect --scenario exchange-broadcast
 
 Each server runs pinned to CPU 0, the Node load generator to CPU 1. Every run gets a fresh
-server process, warmed with one TCP connect-and-close before anything is measured. The
-servers take turns (A B C A B C ...) and the tables show the median of the repetitions.
-See README.md for what each number means.
+server process (or two, and a fresh broker, for exchange-broadcast), warmed with one TCP
+connect-and-close before anything is measured. The setups of a scenario take turns
+(A B C A B C ...) and the tables show the median of the repetitions. See README.md for what
+each number means.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.cases import SCENARIOS, SERVERS, Case, ServerSpec, loadgen_config, make_cases, metrics
-from harness.processes import BenchError, ServerProcess, raise_nofile_limit, run_loadgen
+from harness.cases import (
+    SCENARIO_SERVERS,
+    SCENARIOS,
+    SERVERS,
+    Case,
+    ServerSpec,
+    loadgen_config,
+    make_cases,
+    metrics,
+    sliced_metrics,
+)
+from harness.processes import (
+    BenchError,
+    BrokerProcess,
+    ProcessGroup,
+    ServerProcess,
+    broker_binary,
+    raise_nofile_limit,
+    run_loadgen,
+)
+from harness.procfs import Sample
 from harness.report import Metrics, as_json, report
 
 
@@ -50,20 +74,73 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_once(case: Case, spec: ServerSpec) -> Metrics:
-    """One measured run of ``case`` against a fresh ``spec`` server."""
-    with ServerProcess(spec.path) as server:
+    """One measured run of ``case`` against fresh ``spec`` server processes (and broker)."""
+    with contextlib.ExitStack() as stack:  # closed in reverse: the servers, then the broker
+        broker = stack.enter_context(BrokerProcess(spec.broker)) if spec.broker else None
+        args = (*spec.args, "--broker", broker.url) if broker is not None else spec.args
+        servers = [
+            stack.enter_context(ServerProcess(spec.path, args)) for _ in range(spec.processes)
+        ]
+
+        def stderr() -> str:
+            return "\n".join(s.stderr() for s in servers).strip()
+
+        broker_marks: dict[str, Sample] = {}
+
+        def on_mark(name: str) -> None:
+            if broker is not None:
+                broker_marks[name] = broker.sample()
+
         try:
             result, marks = run_loadgen(
-                loadgen_config(case, spec, server.port), server, case.timeout_s
+                loadgen_config(case, spec, [s.port for s in servers]),
+                ProcessGroup(servers),
+                case.timeout_s,
+                on_mark,
             )
         except BenchError as exc:
-            raise BenchError(f"{exc}\n--- server stderr ---\n{server.stderr()}") from exc
-        if server.proc.poll() is not None:
-            raise BenchError(f"server exited during the run:\n{server.stderr()}")
-        noise = server.stderr().strip()
+            raise BenchError(f"{exc}\n--- server stderr ---\n{stderr()}") from exc
+        if any(s.proc.poll() is not None for s in servers):
+            raise BenchError(f"server exited during the run:\n{stderr()}")
+        if broker is not None and broker.proc.poll() is not None:
+            raise BenchError(f"broker exited during the run:\n{broker.output()}")
+        noise = stderr()
     if noise:
         print(f"  ! {spec.name} wrote to stderr:\n{noise[-2000:]}", file=sys.stderr)
-    return metrics(case, result, marks)
+    return metrics(case, result, marks, broker_marks or None)
+
+
+def run_together(case: Case, specs: list[ServerSpec]) -> list[Metrics]:
+    """One load generator run of ``case`` against fresh servers of every spec, which take
+    turns in slices (``Case.together``); the metrics of each spec, in order."""
+    if any(spec.processes != 1 or spec.broker for spec in specs):
+        raise BenchError(f"{case.key}: setups that take turns must be single processes")
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(ServerProcess(spec.path, spec.args)) for spec in specs]
+
+        def stderr() -> str:
+            return "\n".join(s.stderr() for s in servers).strip()
+
+        server_marks: dict[str, list[Sample]] = {}
+
+        def on_mark(name: str) -> None:
+            server_marks[name] = [s.sample() for s in servers]
+
+        try:
+            result, marks = run_loadgen(
+                loadgen_config(case, specs[0], [s.port for s in servers]),
+                ProcessGroup(servers),
+                case.timeout_s,
+                on_mark,
+            )
+        except BenchError as exc:
+            raise BenchError(f"{exc}\n--- server stderr ---\n{stderr()}") from exc
+        if any(s.proc.poll() is not None for s in servers):
+            raise BenchError(f"server exited during the run:\n{stderr()}")
+        noise = stderr()
+    if noise:
+        print(f"  ! {case.key} servers wrote to stderr:\n{noise[-2000:]}", file=sys.stderr)
+    return sliced_metrics(case, result, marks, server_marks)
 
 
 def describe(m: Metrics, case: Case) -> str:
@@ -71,6 +148,8 @@ def describe(m: Metrics, case: Case) -> str:
     text = f"{m['rate']:,.0f}/s, {us:.1f} µs/{case.op}" if us is not None else "no ops"
     if "kib_per_conn" in m and m["kib_per_conn"] is not None:
         text += f", {m['kib_per_conn']:.1f} KiB/conn"
+    if m.get("broker_us_per_op") is not None:
+        text += f", broker {m['broker_us_per_op']:.2f} µs/{case.op}"
     return (
         text + f", server CPU {m['server_cpu_pct']:.0f}%, loadgen CPU {m['loadgen_cpu_pct']:.0f}%"
     )
@@ -96,6 +175,11 @@ def environment() -> dict[str, str]:
     commit = git("rev-parse", "--short", "HEAD") or "no git"
     if git("status", "--porcelain", "--", "../wsmvc"):
         commit += " + uncommitted changes"
+    # The servers import wsmvc the way this process does (PYTHONPATH may point elsewhere).
+    found = importlib.util.find_spec("wsmvc")
+    where = Path(found.origin).resolve().parent if found and found.origin else None
+    if where != Path(__file__).resolve().parent.parent / "wsmvc":
+        commit = f"imported from {where}"
     return {
         "cpu": f"{cpu} ({os.cpu_count()} CPUs)",
         "load average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
@@ -104,22 +188,52 @@ def environment() -> dict[str, str]:
         "node": node,
         "aiohttp": importlib.metadata.version("aiohttp"),
         "python-socketio": importlib.metadata.version("python-socketio"),
+        "injector": importlib.metadata.version("injector"),
     }
+
+
+def broker_versions(scenarios: list[str]) -> dict[str, str]:
+    """The versions of the brokers and their Python clients, when a scenario uses them."""
+    if "exchange-broadcast" not in scenarios:
+        return {}
+    out: dict[str, str] = {}
+    for name in ("redis", "nats-py"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    for kind in ("redis", "nats"):
+        try:
+            done = subprocess.run(
+                [broker_binary(kind), "--version"], capture_output=True, text=True
+            )
+        except OSError:
+            out[f"{kind} server"] = "not found"
+            continue
+        out[f"{kind} server"] = done.stdout.strip().split(" sha=")[0]
+    return out
 
 
 def main() -> int:
     args = parse_args()
     raise_nofile_limit()
     scenarios = args.scenario or list(SCENARIOS)
-    servers = [s for s in SERVERS if not args.server or s.name in args.server]
     cases = make_cases(scenarios, args.quick, args.warmup, args.duration)
-    env = environment()  # before the runs: the load average and the wsmvc commit measured
+    # before the runs: the load average and the wsmvc commit measured
+    env = environment() | broker_versions(scenarios)
     results: list[tuple[Case, ServerSpec, list[Metrics]]] = []
     for case in cases:
+        servers = [
+            s for s in SCENARIO_SERVERS[case.scenario] if not args.server or s.name in args.server
+        ]
         runs: dict[str, list[Metrics]] = {s.name: [] for s in servers}
         for rep in range(1, args.reps + 1):
-            for spec in servers:  # interleaved: A B C A B C ...
-                m = run_once(case, spec)
+            done: Iterable[tuple[ServerSpec, Metrics]]
+            if case.together:  # all setups in one run, taking turns in slices
+                done = zip(servers, run_together(case, servers), strict=True)
+            else:  # interleaved: A B C A B C ... (lazily: each run is printed when done)
+                done = ((spec, run_once(case, spec)) for spec in servers)
+            for spec, m in done:
                 runs[spec.name].append(m)
                 print(
                     f"{case.key} {spec.name} rep {rep}/{args.reps}: {describe(m, case)}",

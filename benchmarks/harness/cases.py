@@ -9,14 +9,21 @@ from typing import Any
 from .procfs import Sample
 
 SERVERS_DIR = Path(__file__).resolve().parent.parent / "servers"
-SCENARIOS = ("echo", "broadcast", "connect")
+DI_CONNS = 64  # di-connect: websockets connecting and disconnecting a namespace in parallel
+DI_SLICE_S = 0.5  # di-connect: how long one server is loaded before the other takes its turn
+SCENARIOS = ("echo", "broadcast", "connect", "di-connect", "exchange-broadcast")
 
 
 @dataclass(frozen=True)
 class ServerSpec:
+    """One setup under test: a server script (run ``processes`` times) and maybe a broker."""
+
     name: str
     script: str
     proto: str  # what the load generator speaks to it: "neffos" or "socketio"
+    args: tuple[str, ...] = ()  # extra command line of the script
+    processes: int = 1  # server processes; the load generator spreads its clients over them
+    broker: str | None = None  # "redis" or "nats": started per run, URL given as --broker
 
     @property
     def path(self) -> Path:
@@ -31,16 +38,39 @@ class ServerSpec:
 RAW = ServerSpec("raw-aiohttp", "raw_aiohttp_server.py", "neffos")
 WSMVC = ServerSpec("wsmvc", "wsmvc_server.py", "neffos")
 SOCKETIO = ServerSpec("python-socketio", "socketio_server.py", "socketio")
-SERVERS = (RAW, WSMVC, SOCKETIO)
+# di-connect: the same controller without and with dependencies.
+NO_DEPS = ServerSpec("wsmvc-nodeps", "wsmvc_di_server.py", "neffos")
+WITH_DEPS = ServerSpec("wsmvc-di", "wsmvc_di_server.py", "neffos", ("--deps",))
+# exchange-broadcast: one server, or two sharing a broker.
+IN_PROCESS = ServerSpec("wsmvc-inprocess", "wsmvc_exchange_server.py", "neffos")
+REDIS = ServerSpec(
+    "wsmvc-redis", "wsmvc_exchange_server.py", "neffos", ("--exchange", "redis"), 2, "redis"
+)
+NATS = ServerSpec(
+    "wsmvc-nats", "wsmvc_exchange_server.py", "neffos", ("--exchange", "nats"), 2, "nats"
+)
+
+# The setups each scenario compares; the first one is the baseline of its ratios.
+SCENARIO_SERVERS: dict[str, tuple[ServerSpec, ...]] = {
+    "echo": (RAW, WSMVC, SOCKETIO),
+    "broadcast": (RAW, WSMVC, SOCKETIO),
+    "connect": (RAW, WSMVC, SOCKETIO),
+    "di-connect": (NO_DEPS, WITH_DEPS),
+    "exchange-broadcast": (IN_PROCESS, REDIS, NATS),
+}
+SERVERS = tuple(dict.fromkeys(s for specs in SCENARIO_SERVERS.values() for s in specs))
 
 
 @dataclass(frozen=True)
 class Case:
     scenario: str
     label: str  # the parameter, as shown in the tables: "C=16", "N=1000", "2000"
-    op: str  # what one operation is: "round trip", "delivery", "connection"
+    op: str  # what one operation is: "round trip", "delivery", "connection", ...
     config: dict[str, Any] = field(hash=False)
     timeout_s: float = 120.0
+    # The setups run side by side in one load generator run, taking turns in short slices
+    # (instead of one run each): for differences smaller than the host's drift between runs.
+    together: bool = False
 
     @property
     def key(self) -> str:
@@ -79,22 +109,53 @@ def make_cases(scenarios: list[str], quick: bool, warmup: float, duration: float
                 180.0,
             )
         )
+    if "di-connect" in scenarios:
+        slices = max(2, round(duration / DI_SLICE_S))
+        cases.append(
+            Case(
+                "di-connect",
+                f"C={DI_CONNS}",
+                "namespace connect",
+                {"conns": DI_CONNS, "namespace": "di", "slices": slices, **timing},
+                60 + 2 * (2 * warmup + 2 * duration),
+                together=True,
+            )
+        )
+    if "exchange-broadcast" in scenarios:
+        for receivers in (100,) if quick else (100, 1000):
+            cases.append(
+                Case(
+                    "exchange-broadcast",
+                    f"N={receivers}",
+                    "delivery",
+                    {"receivers": receivers, "probe": True, **timing},
+                    timeout,
+                )
+            )
     return cases
 
 
-def loadgen_config(case: Case, server: ServerSpec, port: int) -> dict[str, Any]:
+def loadgen_config(case: Case, server: ServerSpec, ports: list[int]) -> dict[str, Any]:
+    """What the load generator gets: ``url`` is the first server (the broadcast sender's),
+    ``urls`` every server process (receivers are spread over them in turn)."""
+    urls = [server.url(port) for port in ports]
     return {
         "scenario": case.scenario,
         "proto": server.proto,
-        "url": server.url(port),
+        "url": urls[0],
+        "urls": urls,
         **case.config,
     }
 
 
 def metrics(
-    case: Case, result: dict[str, Any], marks: dict[str, tuple[Sample, Sample]]
+    case: Case,
+    result: dict[str, Any],
+    marks: dict[str, tuple[Sample, Sample]],
+    broker_marks: dict[str, Sample] | None = None,
 ) -> dict[str, float | None]:
-    """The numbers of one run, from the load generator's result and the marks' samples."""
+    """The numbers of one run, from the load generator's result and the marks' samples
+    (the server side summed over its processes; the broker's apart, when there is one)."""
     (server0, loadgen0), (server1, _) = marks["start"], marks["stop"]
     # How busy each side was while the load ran: for connect, the dialling only (not the
     # idle settle time after it, which the CPU per connection does include).
@@ -111,8 +172,48 @@ def metrics(
         "errors": result["errors"],
         "ops": ops,
     }
+    if broker_marks:
+        broker0, broker1 = broker_marks["start"], broker_marks["stop"]
+        out["broker_us_per_op"] = (broker1.cpu_s - broker0.cpu_s) / ops * 1e6 if ops else None
     if case.scenario == "connect":
         out["kib_per_conn"] = (server1.rss_kib - server0.rss_kib) / ops
         out["rss_before_kib"] = server0.rss_kib
         out["rss_after_kib"] = server1.rss_kib
+    return out
+
+
+def sliced_metrics(
+    case: Case,
+    result: dict[str, Any],
+    marks: dict[str, tuple[Sample, Sample]],
+    server_marks: dict[str, list[Sample]],
+) -> list[dict[str, float | None]]:
+    """The numbers of each setup of a run in which they took turns (``Case.together``).
+
+    Each setup's CPU time, the load generator's and the wall time are summed over the slices
+    in which it was the one loaded: ``server_marks[name][t]`` is server ``t`` at mark ``name``.
+    """
+    out: list[dict[str, float | None]] = []
+    for t, target in enumerate(result["targets"]):
+        server_cpu = loadgen_cpu = wall = 0.0
+        for piece in result["slices"]:
+            if piece["target"] != t:
+                continue
+            before, after = server_marks[piece["from"]][t], server_marks[piece["to"]][t]
+            server_cpu += after.cpu_s - before.cpu_s
+            wall += after.wall_s - before.wall_s
+            loadgen_cpu += marks[piece["to"]][1].cpu_s - marks[piece["from"]][1].cpu_s
+        ops = target["ops"]
+        out.append(
+            {
+                "rate": target["rate"],
+                "p50_ms": target["p50_ms"],
+                "p99_ms": target["p99_ms"],
+                "server_us_per_op": server_cpu / ops * 1e6 if ops else None,
+                "server_cpu_pct": 100 * server_cpu / wall if wall else None,
+                "loadgen_cpu_pct": 100 * loadgen_cpu / wall if wall else None,
+                "errors": target["errors"],
+                "ops": ops,
+            }
+        )
     return out

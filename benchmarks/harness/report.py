@@ -1,22 +1,42 @@
-"""Medians over repetitions and the markdown tables, with ratios against raw aiohttp."""
+"""Medians over repetitions and the markdown tables, with ratios against each scenario's
+baseline (raw aiohttp; the controller without dependencies; the in-process server)."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from .cases import RAW, SOCKETIO, WSMVC, Case, ServerSpec
+from .cases import (
+    IN_PROCESS,
+    NO_DEPS,
+    RAW,
+    SCENARIO_SERVERS,
+    SOCKETIO,
+    WITH_DEPS,
+    WSMVC,
+    Case,
+    ServerSpec,
+)
 
 Metrics = dict[str, float | None]
 Row = tuple[Case, ServerSpec, Metrics]
+Results = list[tuple[Case, ServerSpec, list[Metrics]]]
 
 # What a scenario's throughput and latency columns are called.
 TITLES = {
     "echo": ("echo-ask", "C", "round trips/s", "ask→reply"),
     "broadcast": ("broadcast", "N", "deliveries/s", "send→last receiver"),
     "connect": ("connect", "conns", "connections/s", "set-up"),
+    "di-connect": ("di-connect", "C", "namespace connects/s", "connect+disconnect"),
+    "exchange-broadcast": ("exchange-broadcast", "N", "deliveries/s", "send→last receiver"),
 }
+# How the ratio columns name the baseline, the first setup of the scenario.
+BASE_NAMES = {RAW: "raw", NO_DEPS: "no deps", IN_PROCESS: "in-process"}
+# The issue's targets for dependency injection.
+DI_TARGET_US = 20.0  # DI cost per namespace connect, below
+DI_TARGET_RATE = 0.85  # namespace connects/s with dependencies ÷ without, at least
 
 
 def median(runs: Sequence[Metrics]) -> Metrics:
@@ -49,24 +69,25 @@ def table(header: list[str], lines: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def scenario_table(scenario: str, rows: list[Row]) -> str:
-    """One row per case and server, ratios against raw aiohttp of the same case."""
+def scenario_table(scenario: str, rows: list[Row], di_cost: dict[str, DiCost] | None = None) -> str:
+    """One row per case and server, ratios against the baseline setup of the same case.
+
+    ``di_cost``: the paired DI cost per case, for di-connect.
+    """
     title, param, rate_name, latency_name = TITLES[scenario]
     op = rows[0][0].op
+    baseline = SCENARIO_SERVERS[scenario][0]
+    vs = f"vs {BASE_NAMES.get(baseline, baseline.name)}"
     memory = scenario == "connect"
-    header = [
-        param,
-        "server",
-        rate_name,
-        "vs raw",
-        f"{latency_name} p50 ms",
-        "p99 ms",
-        f"server µs/{op}",
-        "vs raw",
-    ]
-    header += ["KiB/idle conn", "vs raw"] if memory else []
+    exchange = scenario == "exchange-broadcast"
+    header = [param, "server", rate_name, vs, f"{latency_name} p50 ms"]
+    header += [vs] if exchange else []
+    header += ["p99 ms", f"server µs/{op}", vs]
+    header += ["KiB/idle conn", vs] if memory else []
+    header += [f"DI µs/{op}"] if di_cost is not None else []
+    header += [f"broker µs/{op}"] if exchange else []
     header += ["server CPU", "loadgen CPU"]
-    base = {case.key: m for case, server, m in rows if server is RAW}
+    base = {case.key: m for case, server, m in rows if server is baseline}
     lines = []
     for case, server, m in rows:
         b = base.get(case.key, {})
@@ -76,17 +97,94 @@ def scenario_table(scenario: str, rows: list[Row]) -> str:
             num(m["rate"], 0),
             ratio(m["rate"], b.get("rate")),
             num(m["p50_ms"], 3),
+        ]
+        if exchange:
+            cells += [ratio(m["p50_ms"], b.get("p50_ms"))]
+        cells += [
             num(m["p99_ms"], 3),
             num(m["server_us_per_op"]),
             ratio(m["server_us_per_op"], b.get("server_us_per_op")),
         ]
         if memory:
             cells += [num(m["kib_per_conn"]), ratio(m["kib_per_conn"], b.get("kib_per_conn"))]
+        if di_cost is not None:
+            cost = di_cost.get(case.key)
+            cells += [f"{cost.us:+.1f}" if cost is not None and server is WITH_DEPS else "-"]
+        if exchange:
+            cells += [num(m.get("broker_us_per_op"), 2)]
         cells += [f"{num(m['server_cpu_pct'], 0)}%", f"{num(m['loadgen_cpu_pct'], 0)}%"]
         if m.get("errors"):
             cells[1] += f" ({m['errors']:.0f} errors)"
         lines.append(cells)
     return f"### {title}\n\n" + table(header, lines)
+
+
+@dataclass(frozen=True)
+class DiCost:
+    """di-connect, medians over the repetitions of each one's two setups side by side."""
+
+    us: float  # server µs per namespace connect, with dependencies - without
+    rate: float  # namespace connects/s, with ÷ without, as measured
+    cpu_rate: float  # server µs without ÷ with: the connects/s ratio of a saturated server
+
+
+def paired_di_cost(results: Results) -> dict[str, DiCost]:
+    """Per di-connect case, the DI cost from each repetition's pair of measurements."""
+    runs: dict[tuple[str, str], list[Metrics]] = {
+        (case.key, spec.name): ms for case, spec, ms in results if case.scenario == "di-connect"
+    }
+    out: dict[str, DiCost] = {}
+    for case in dict.fromkeys(c for c, _, _ in results if c.scenario == "di-connect"):
+        plain, deps = runs.get((case.key, NO_DEPS.name)), runs.get((case.key, WITH_DEPS.name))
+        if not plain or not deps:
+            continue
+        costs: list[float] = []
+        rates: list[float] = []
+        cpu_rates: list[float] = []
+        for a, b in zip(plain, deps, strict=True):
+            ua, ub, ra, rb = a["server_us_per_op"], b["server_us_per_op"], a["rate"], b["rate"]
+            if ua is not None and ub:
+                costs.append(ub - ua)
+                cpu_rates.append(ua / ub)
+            if ra and rb is not None:
+                rates.append(rb / ra)
+        if costs and rates:
+            out[case.key] = DiCost(
+                statistics.median(costs), statistics.median(rates), statistics.median(cpu_rates)
+            )
+    return out
+
+
+def di_targets_table(di_cost: dict[str, DiCost]) -> str:
+    """The DI cost and the throughput ratios against the issue's targets."""
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "missed"
+
+    lines = [
+        [
+            key,
+            f"{cost.us:+.1f} µs",
+            verdict(cost.us < DI_TARGET_US),
+            f"{cost.rate:.2f}x",
+            verdict(cost.rate >= DI_TARGET_RATE),
+            f"{cost.cpu_rate:.2f}x",
+            verdict(cost.cpu_rate >= DI_TARGET_RATE),
+        ]
+        for key, cost in di_cost.items()
+    ]
+    header = [
+        "case",
+        f"DI cost per connect (target < {DI_TARGET_US:g} µs)",
+        "",
+        f"connects/s with ÷ without, measured (target ≥ {DI_TARGET_RATE:.2f}x)",
+        "",
+        "same, server-bound: µs without ÷ with",
+        "",
+    ]
+    return "### di-connect targets (medians over the repetitions of each one's pair)\n\n" + table(
+        header, lines
+    )
 
 
 def versus_table(rows: list[Row]) -> str:
@@ -95,7 +193,7 @@ def versus_table(rows: list[Row]) -> str:
     lines = []
     for case in dict.fromkeys(c for c, _, _ in rows):
         w, s = by.get((case.key, WSMVC.name)), by.get((case.key, SOCKETIO.name))
-        if w is None or s is None:
+        if w is None or s is None or case.scenario not in ("echo", "broadcast", "connect"):
             continue
         lines.append(
             [
@@ -105,6 +203,8 @@ def versus_table(rows: list[Row]) -> str:
                 ratio(s.get("kib_per_conn"), w.get("kib_per_conn")),
             ]
         )
+    if not lines:
+        return ""
     header = [
         "case",
         "throughput wsmvc ÷ socketio",
@@ -114,16 +214,20 @@ def versus_table(rows: list[Row]) -> str:
     return "### wsmvc vs python-socketio (higher = wsmvc better)\n\n" + table(header, lines)
 
 
-def report(results: list[tuple[Case, ServerSpec, list[Metrics]]]) -> tuple[str, list[Row]]:
+def report(results: Results) -> tuple[str, list[Row]]:
     """The markdown report and the median rows it was made from."""
     rows: list[Row] = [(case, server, median(runs)) for case, server, runs in results if runs]
+    di_cost = paired_di_cost(results)
     parts = []
     for scenario in TITLES:
         mine = [r for r in rows if r[0].scenario == scenario]
-        if mine:
-            parts.append(scenario_table(scenario, mine))
+        if not mine:
+            continue
+        parts.append(scenario_table(scenario, mine, di_cost if scenario == "di-connect" else None))
+        if scenario == "di-connect" and di_cost:
+            parts.append(di_targets_table(di_cost))
     parts.append(versus_table(rows))
-    return "\n\n".join(parts) + "\n", rows
+    return "\n\n".join(p for p in parts if p) + "\n", rows
 
 
 def as_json(rows: list[Row]) -> list[dict[str, Any]]:

@@ -6,6 +6,11 @@
 //   client.onChat = fn(body)   called with the body of every broadcast received
 //   client.close()
 // NeffosClient speaks the neffos wire protocol by hand over `ws`; SioClient uses socket.io-client.
+// NeffosClient also has:
+//   await client.open(null)              the handshake only, no namespace connected
+//   await client.connectNamespace(ns)    true when the server accepted (empty reply)
+//   await client.disconnectNamespace(ns) true on the empty reply
+//   await client.ask(body, event)        an ask of another event of `default`
 
 const WebSocket = require('ws');
 const { io } = require('socket.io-client');
@@ -41,9 +46,10 @@ class NeffosClient {
     this.nextToken = 1;
     this.ws = null;
     this.closing = false;
+    this.lastRefusal = null;
   }
 
-  open() {
+  open(namespace = NAMESPACE) {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(this.url, WS_OPTIONS);
       this.ws = ws;
@@ -60,19 +66,43 @@ class NeffosClient {
         }
         this.id = text.slice(1);
         ws.on('message', (buf) => this.onFrame(buf));
-        const token = this.token();
-        this.pending.set(token, (buf) => {
-          const reply = buf.toString('latin1');
-          if (reply === `${token};;;;;;`) resolve(this);
-          else reject(new Error(`namespace connect refused: ${JSON.stringify(reply)}`));
+        if (namespace === null) {
+          resolve(this);
+          return;
+        }
+        this.connectNamespace(namespace).then((accepted) => {
+          if (accepted) resolve(this);
+          else reject(new Error(`namespace connect refused: ${this.lastRefusal}`));
         });
-        ws.send(`${token};${NAMESPACE};;_OnNamespaceConnect;0;0;`);
       });
     });
   }
 
   token() {
     return `$${this.nextToken++}`;
+  }
+
+  // A namespace connect or disconnect: resolves with whether the reply was the empty one
+  // (`$<token>;;;;;;`); otherwise the reply is kept in `lastRefusal`.
+  namespaceRequest(namespace, event) {
+    const token = this.token();
+    return new Promise((resolve) => {
+      this.pending.set(token, (buf) => {
+        const reply = buf.toString('latin1');
+        const accepted = reply === `${token};;;;;;`;
+        if (!accepted) this.lastRefusal = JSON.stringify(reply);
+        resolve(accepted);
+      });
+      this.ws.send(`${token};${namespace};;${event};0;0;`);
+    });
+  }
+
+  connectNamespace(namespace) {
+    return this.namespaceRequest(namespace, '_OnNamespaceConnect');
+  }
+
+  disconnectNamespace(namespace) {
+    return this.namespaceRequest(namespace, '_OnNamespaceDisconnect');
   }
 
   onFrame(buf) {
@@ -90,11 +120,11 @@ class NeffosClient {
     if (this.onChat !== null) this.onChat(body);
   }
 
-  ask(body) {
+  ask(body, event = 'ask') {
     // The reply repeats token, namespace, room and event, with the answer as body: for an echo
     // it is the request itself. Anything else resolves to a description of the wrong frame.
     const token = this.token();
-    const frame = `${token};${NAMESPACE};;ask;0;0;${body}`;
+    const frame = `${token};${NAMESPACE};;${event};0;0;${body}`;
     return new Promise((resolve) => {
       this.pending.set(token, (buf) => {
         const reply = buf.toString('latin1');

@@ -1,8 +1,9 @@
 'use strict';
 // The load generator: `node loadgen.js '<json config>'`.
 //
-// Config: {scenario: "echo"|"broadcast"|"connect", proto: "neffos"|"socketio", url, ...} plus
-// the scenario's own keys (see scenarios.js). It talks to the runner over stdio, one line each:
+// Config: {scenario: "echo"|"broadcast"|"connect"|"di-connect"|"exchange-broadcast",
+// proto: "neffos"|"socketio", url, urls, ...} plus the scenario's own keys (see scenarios.js).
+// It talks to the runner over stdio, one line each:
 //   stdout "MARK <name>"   the load is quiescent; the runner snapshots the server, then
 //   stdin  "<anything>"    lets the load generator go on;
 //   stdout "RESULT <json>" the measurements, last line; then it exits.

@@ -1,7 +1,9 @@
 'use strict';
-// The three scenarios. Each one quiesces the load before it calls `mark(name)` (no request in
+// The scenarios. Each one quiesces the load before it calls `mark(name)` (no request in
 // flight), so the CPU and memory snapshots the runner takes at a mark cover exactly the work
 // counted between two marks. Times are in milliseconds (performance.now), rates per second.
+// `cfg.urls` lists every server process of the setup (`cfg.url` is the first): broadcast
+// receivers are spread over them in turn, the sender stays on the first.
 
 const { performance } = require('perf_hooks');
 const { makeClient } = require('./clients');
@@ -24,15 +26,17 @@ function latencySummary(latencies) {
 }
 
 // Open `count` clients, at most `cfg.dialConcurrency` (default DIAL_CONCURRENCY) handshakes in
-// flight at a time; the set-up time of each one is pushed to `latencies` when given.
-async function openClients(cfg, count, latencies = null) {
+// flight at a time; the set-up time of each one is pushed to `latencies` when given. Client i
+// dials `urlOf(i)` (default: `cfg.url`) and connects `namespace` (null: the handshake only).
+async function openClients(cfg, count, { latencies = null, urlOf = null, namespace } = {}) {
   const clients = new Array(count);
   let next = 0;
   async function worker() {
     while (next < count) {
       const i = next++;
       const t0 = performance.now();
-      clients[i] = await makeClient(cfg.proto, cfg.url).open();
+      const url = urlOf === null ? cfg.url : urlOf(i);
+      clients[i] = await makeClient(cfg.proto, url).open(namespace);
       if (latencies !== null) latencies.push(performance.now() - t0);
     }
   }
@@ -80,9 +84,20 @@ async function echo(cfg, mark) {
   };
 }
 
+// Ask every server process `probe` through one of its receivers: a server with an exchange
+// answers once its broker has the subscriptions of every connection that arrived before.
+async function probeServers(urls, receivers) {
+  for (let u = 0; u < urls.length && u < receivers.length; u++) {
+    const reply = await receivers[u].ask(BODY, 'probe'); // receivers[u] is on urls[u]
+    if (reply !== BODY) throw new Error(`probe of ${urls[u]}: ${reply}`);
+  }
+}
+
 async function broadcast(cfg, mark) {
-  const receivers = await openClients(cfg, cfg.receivers);
+  const urls = cfg.urls || [cfg.url];
+  const receivers = await openClients(cfg, cfg.receivers, { urlOf: (i) => urls[i % urls.length] });
   const [sender] = await openClients(cfg, 1);
+  if (cfg.probe) await probeServers(urls, receivers);
   const latencies = [];
   let errors = 0;
   let record = false;
@@ -136,7 +151,7 @@ async function connect(cfg, mark) {
   await mark('start');
   const latencies = [];
   const t0 = performance.now();
-  const clients = await openClients(cfg, cfg.conns, latencies);
+  const clients = await openClients(cfg, cfg.conns, { latencies });
   const elapsed = performance.now() - t0;
   await mark('connected');
   await sleep(cfg.settleMs); // idle connections: what stays in memory, and any trailing work
@@ -150,4 +165,66 @@ async function connect(cfg, mark) {
   };
 }
 
-module.exports = { echo, broadcast, connect };
+// Namespace connects, A/B: one group of `cfg.conns` websockets (the handshake only) per server
+// of `cfg.urls`, each websocket connecting and disconnecting `cfg.namespace` in a closed loop.
+// The servers take turns in slices of `cfg.duration / cfg.slices` seconds (ABBA order, so each
+// is as often first as second), only one loaded at a time, with a mark after every slice: the
+// two are measured side by side, seconds apart, whatever the host does meanwhile. One operation
+// is one connect + disconnect; its latency covers both round trips. A refused connect or
+// disconnect counts as an error.
+async function namespaceConnect(cfg, mark) {
+  const urls = cfg.urls || [cfg.url];
+  const groups = [];
+  for (const url of urls) {
+    groups.push(await openClients(cfg, cfg.conns, { urlOf: () => url, namespace: null }));
+  }
+  const stats = urls.map(() => ({ ops: 0, elapsed: 0, errors: 0, latencies: [] }));
+  let record = false;
+  const cycleFor = (stat) => async (client) => {
+    const t0 = performance.now();
+    const connected = await client.connectNamespace(cfg.namespace);
+    const disconnected = await client.disconnectNamespace(cfg.namespace);
+    if (!record) return;
+    stat.latencies.push(performance.now() - t0);
+    if (!connected || !disconnected) stat.errors++;
+  };
+  for (let t = 0; t < urls.length; t++) {
+    await closedLoops(groups[t], cfg.warmup * 1000, cycleFor(stats[t]));
+  }
+  const slices = [];
+  let previous = 'start';
+  await mark(previous);
+  record = true;
+  const sliceMs = (cfg.duration * 1000) / cfg.slices;
+  for (let k = 0; k < cfg.slices; k++) {
+    const order = urls.map((_, t) => t);
+    if (k % 2 === 1) order.reverse();
+    for (const t of order) {
+      const stat = stats[t];
+      const before = stat.latencies.length;
+      stat.elapsed += await closedLoops(groups[t], sliceMs, cycleFor(stat));
+      const name = `slice ${k} ${t}`;
+      await mark(name);
+      slices.push({ target: t, from: previous, to: name, ops: stat.latencies.length - before });
+      previous = name;
+    }
+  }
+  return {
+    targets: stats.map((stat) => ({
+      ops: stat.latencies.length,
+      elapsed_s: stat.elapsed / 1000,
+      rate: stat.latencies.length / (stat.elapsed / 1000),
+      errors: stat.errors,
+      ...latencySummary(stat.latencies),
+    })),
+    slices,
+  };
+}
+
+module.exports = {
+  echo,
+  broadcast,
+  connect,
+  'di-connect': namespaceConnect,
+  'exchange-broadcast': broadcast,
+};

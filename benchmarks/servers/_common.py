@@ -1,4 +1,4 @@
-"""What the three benchmark servers share: the command line and the serve-until-SIGTERM loop."""
+"""What the benchmark servers share: the command line and the serve-until-SIGTERM loop."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import resource
 import signal
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -13,10 +14,15 @@ READY = "READY"
 BODY_MAX = 1 << 20
 
 
-def parse_port(description: str) -> int:
+def port_parser(description: str) -> argparse.ArgumentParser:
+    """The command line every server takes (``--port``); servers with options add theirs."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
-    return int(parser.parse_args().port)
+    return parser
+
+
+def parse_port(description: str) -> int:
+    return int(port_parser(description).parse_args().port)
 
 
 def raise_nofile_limit() -> None:
@@ -26,12 +32,23 @@ def raise_nofile_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def serve(app: web.Application, port: int, name: str) -> None:
-    """Serve ``app`` on 127.0.0.1:``port``, print the ready line, stop on SIGTERM or SIGINT."""
+async def serve(
+    app: web.Application,
+    port: int,
+    name: str,
+    ready: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve ``app`` on 127.0.0.1:``port``, print the ready line, stop on SIGTERM or SIGINT.
+
+    ``ready``, when given, is awaited after the app started and before the ready line (a
+    server with a broker prints it only once it can deliver).
+    """
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
     await site.start()
+    if ready is not None:
+        await ready()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -41,6 +58,11 @@ async def serve(app: web.Application, port: int, name: str) -> None:
     await runner.cleanup()
 
 
-def run(app: web.Application, port: int, name: str) -> None:
+def run(
+    app: web.Application,
+    port: int,
+    name: str,
+    ready: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     raise_nofile_limit()
-    asyncio.run(serve(app, port, name))
+    asyncio.run(serve(app, port, name, ready))
