@@ -162,7 +162,12 @@ class BrokerExchange(Exchange):
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until the broker has everything asked of this exchange so far: the
-        subscriptions of the connections that arrived, and the broadcasts published."""
+        subscriptions of the connections that arrived, and the broadcasts published.
+
+        NATS caveat: the server has then processed the subscriptions, but a message that
+        another connection publishes within about a millisecond may still miss them
+        (NATS propagates interest between its client connections asynchronously).
+        """
         await self.wait_connected(timeout)
         key = new_token()
         done = self._flushes[key] = asyncio.get_running_loop().create_future()
@@ -206,8 +211,7 @@ class BrokerExchange(Exchange):
         while not self._stopping:
             try:
                 await self._connect()
-                for channel in self._channels():
-                    await self._subscribe(channel)
+                await self._resubscribe()
                 self._set_connected(True)
                 log.info("%s connected (server %s)", self, self.id)
                 if self.dropped:
@@ -236,6 +240,18 @@ class BrokerExchange(Exchange):
 
     def _channels(self) -> list[str]:
         return [*self._wanted, *self._ask_channels]
+
+    async def _resubscribe(self) -> None:
+        # Connections come and go while this awaits: repeat until nothing is missing,
+        # then drop what is no longer wanted. Nothing awaits between the last check and
+        # the caller marking the exchange connected.
+        done: set[str] = set()
+        while missing := [c for c in self._channels() if c not in done]:
+            for channel in missing:
+                await self._subscribe(channel)
+                done.add(channel)
+        for channel in done.difference(self._channels()):
+            await self._unsubscribe(channel)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"

@@ -58,8 +58,11 @@ class NatsExchange(BrokerExchange):
         self._nc = await nats.connect(
             self.url,
             connect_timeout=self.timeout,
-            allow_reconnect=False,  # we reconnect and resubscribe ourselves
-            max_reconnect_attempts=0,
+            # We reconnect and resubscribe ourselves, with our backoff: nats-py must give
+            # up at once (with 0 attempts it would retry every 2 s inside connect()).
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
             ping_interval=self.ping_interval,
             max_outstanding_pings=3,
             no_echo=True,

@@ -1,0 +1,127 @@
+"""When the broker goes away: local delivery goes on, remote delivery resumes on its return.
+
+Each test has a broker of its own (Redis, then NATS) so it can kill it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from wsmvc import Message, Server
+
+from ..conftest import Serve
+from .conftest import (
+    WAIT,
+    Broker,
+    Peers,
+    StartCluster,
+    eventually,
+    fence,
+    id_from_name,
+    make_exchange,
+    status,
+    until_heard,
+)
+
+
+async def test_broker_killed_and_restarted_in_the_middle_of_a_stream(
+    broker: Broker, start_cluster: StartCluster, peers: Peers
+) -> None:
+    cluster = start_cluster(broker, ["s1", "s2"])
+    sender = await peers.connect(cluster["s1"], "sender")
+    local = await peers.connect(cluster["s1"], "local")
+    remote = await peers.connect(cluster["s2"], "remote")
+    await peers.ready(sender)
+    sent: list[int] = []
+
+    def send(n: int) -> None:
+        sender.emit("broadcast", str(n))
+        sent.append(n)
+
+    # Before: the broker is up, both servers' clients get everything.
+    for n in range(1, 51):
+        send(n)
+    assert await remote.texts(50) == [str(n) for n in range(1, 51)]
+    assert await local.texts(50) == [str(n) for n in range(1, 51)]
+
+    # Down: the broker crashes. Both servers notice; s1's clients still get s1's broadcasts.
+    broker.kill()
+
+    async def both(connected: bool) -> bool:
+        states = await asyncio.gather(status(sender), status(remote))
+        return all(s["connected"] is connected for s in states)
+
+    await eventually(lambda: both(False), "both servers notice the broker is gone")
+    for n in range(51, 101):
+        send(n)
+    assert await local.texts(50) == [str(n) for n in range(51, 101)]
+    assert (await status(sender))["dropped"] == 50  # counted, not queued for later
+
+    # Back: probe until the remote client hears s1 again; that must take a few seconds only.
+    broker.restart()
+    loop = asyncio.get_running_loop()
+    restarted = loop.time()
+    first_back: int | None = None
+    while first_back is None:
+        assert loop.time() - restarted < 10, "remote delivery did not resume within 10s"
+        send(sent[-1] + 1)
+        try:
+            first_back = int((await asyncio.wait_for(remote.inbox.get(), 0.1)).text)
+        except asyncio.TimeoutError:
+            continue
+    resumed_after = loop.time() - restarted
+    assert resumed_after < 5, f"remote delivery resumed {resumed_after:.1f}s after the restart"
+
+    # Once both are connected and flushed, nothing more is lost.
+    await eventually(lambda: both(True), "both servers reconnected")
+    await peers.ready(sender)
+    tail = [sent[-1] + i for i in range(1, 51)]
+    for n in tail:
+        send(n)
+    got = await fence(sender, [local, remote], timeout=10)
+
+    # s1's own client got every broadcast exactly once, in order, whatever the broker did.
+    assert [int(t) for t in got["local@s1"]] == sent[100:]
+    # The remote client: 1..50 before, nothing sent while down, then a gap-free tail;
+    # nothing twice, nothing out of order.
+    after = [first_back, *(int(t) for t in got["remote@s2"])]
+    assert after == sorted(set(after)), f"duplicated or reordered: {after}"
+    assert after[0] > 100, "a broadcast sent while the broker was down arrived later"
+    assert after[-len(tail) :] == tail, (
+        f"before: 50, after the restart: {len(after)} of {len(sent) - 100} "
+        f"(first {after[0]}, resumed after {resumed_after:.2f}s)"
+    )
+
+
+async def test_a_server_starts_without_its_broker_serves_locally_and_joins_when_it_appears(
+    broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    broker.stop()
+    lonely = make_exchange(broker)
+    server = Server({"default": {}}, exchange=lonely, id_generator=id_from_name)
+    url = await serve(server)
+    alice = await peers.connect(url, "alice", at="lonely")
+    bob = await peers.connect(url, "bob", at="lonely")
+    assert not lonely.connected
+
+    await server.broadcast(Message(namespace="default", event="chat", body=b"local only"))
+
+    assert (await alice.next()).text == "local only"
+    assert (await bob.next()).text == "local only"
+
+    broker.restart()
+    await lonely.wait_connected(10)
+    other = make_exchange(broker)
+    other_url = await serve(Server({"default": {}}, exchange=other, id_generator=id_from_name))
+    carol = await peers.connect(other_url, "carol", at="other")
+    await other.flush(WAIT)
+    await lonely.flush(WAIT)
+
+    async def probe(token: str) -> None:
+        await server.broadcast(Message(namespace="default", event="probe", body=token.encode()))
+
+    await until_heard(probe, [carol])
+
+    await server.broadcast(Message(namespace="default", event="chat", body=b"now shared"))
+
+    assert [(await p.next()).text for p in (alice, bob, carol)] == ["now shared"] * 3
