@@ -20,9 +20,7 @@ with the body to every other connection of the namespace.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 
 from aiohttp import web
 
@@ -105,24 +103,13 @@ def make_app() -> web.Application:
     return app
 
 
-async def main(host: str, port: int) -> None:
-    runner = web.AppRunner(make_app())
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"echo server ready on ws://{host}:{port}/echo", flush=True)
-    await stop.wait()
-    await runner.cleanup()
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(main(args.host, args.port))
+    app = make_app()
+    ready = f"echo server ready on ws://{args.host}:{args.port}/echo"
+    # run_app stops on SIGINT and SIGTERM: every websocket is closed with 1001 first.
+    web.run_app(app, host=args.host, port=args.port, print=lambda _: print(ready, flush=True))

@@ -28,14 +28,12 @@ Tokens are ``<payload>.<signature>`` (URL-safe base64), the payload being
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -221,21 +219,6 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
         )
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print(f"auth example ready on ws://{host}:{port}{WS_PATH}", flush=True)
-        await stop.wait()
-    finally:
-        await runner.cleanup()  # closes every websocket with 1001
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -263,7 +246,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.secret == DEFAULT_SECRET:
         log.warning("signing tokens with the default secret: set --secret for real use")
-    asyncio.run(serve(make_app(secret, args.allowed_origin), args.host, args.port))
+    ready = f"auth example ready on ws://{args.host}:{args.port}{WS_PATH}"
+    # run_app stops on SIGINT and SIGTERM: every websocket is closed with 1001 first.
+    web.run_app(
+        make_app(secret, args.allowed_origin),
+        host=args.host,
+        port=args.port,
+        access_log_class=PathOnlyAccessLogger,  # no query strings (tokens) in the log
+        print=lambda _: print(ready, flush=True),
+    )
 
 
 if __name__ == "__main__":

@@ -23,11 +23,9 @@ anything else is refused with 400), or ``guest-`` and four hex digits.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import re
 import secrets
-import signal
 from pathlib import Path
 
 from aiohttp import web
@@ -96,28 +94,16 @@ def make_app() -> web.Application:
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print(f"native example ready on ws://{host}:{port}{WS_PATH}", flush=True)
-        await stop.wait()
-    finally:
-        await runner.cleanup()  # closes every websocket with 1001
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(make_app(), args.host, args.port))
+    app = make_app()
+    ready = f"native example ready on ws://{args.host}:{args.port}{WS_PATH}"
+    # run_app stops on SIGINT and SIGTERM: every websocket is closed with 1001 first.
+    web.run_app(app, host=args.host, port=args.port, print=lambda _: print(ready, flush=True))
 
 
 if __name__ == "__main__":

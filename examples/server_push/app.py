@@ -25,7 +25,6 @@ import contextlib
 import datetime
 import json
 import logging
-import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -126,21 +125,6 @@ def make_app(*, interval: float, ask_timeout: float) -> web.Application:
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print(f"server push example ready on ws://{host}:{port}{WS_PATH}", flush=True)
-        await stop.wait()
-    finally:
-        await runner.cleanup()  # closes every websocket with 1001, then stops the ticker
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -156,7 +140,10 @@ def main() -> None:
         parser.error("--interval-ms must be positive")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = make_app(interval=args.interval_ms / 1000, ask_timeout=args.ask_timeout)
-    asyncio.run(serve(app, args.host, args.port))
+    ready = f"server push example ready on ws://{args.host}:{args.port}{WS_PATH}"
+    # run_app stops on SIGINT and SIGTERM: every websocket is closed with 1001, then the
+    # ticker is stopped.
+    web.run_app(app, host=args.host, port=args.port, print=lambda _: print(ready, flush=True))
 
 
 if __name__ == "__main__":

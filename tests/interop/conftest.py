@@ -11,38 +11,17 @@ The suite needs Node.js and the pinned client packages in ``tests/interop/node_m
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from interop_support import (
-    NEFFOS_JS_VERSION,
-    NODE_MODULES,
-    SETUP_HINT,
-    EchoServer,
-    NodeRunner,
-    problem_lines,
-)
+from interop_support import EchoServer, NodeRunner, problem_lines, require_node
 
 
 @pytest.fixture(scope="session")
 def node() -> str:
     """The ``node`` executable; skips the suite when Node or the npm packages are missing."""
-    executable = shutil.which("node")
-    if executable is None:
-        pytest.skip(f"interop tests need Node.js (`node` is not on PATH); then {SETUP_HINT}")
-    package = NODE_MODULES / "neffos.js" / "package.json"
-    if not package.exists() or not (NODE_MODULES / "ws").is_dir():
-        pytest.skip(f"interop tests need tests/interop/node_modules: {SETUP_HINT}")
-    version = json.loads(package.read_text())["version"]
-    if version != NEFFOS_JS_VERSION:
-        pytest.fail(
-            f"tests/interop/node_modules has neffos.js {version}, the suite pins "
-            f"{NEFFOS_JS_VERSION}: {SETUP_HINT}"
-        )
-    return executable
+    return require_node("interop tests need")
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +50,7 @@ def echo_server(_session_echo_server: EchoServer) -> Iterator[EchoServer]:
     """The shared echo server; fails the test if the server logged an error meanwhile."""
     offset = _session_echo_server.log_size()
     yield _session_echo_server
-    problems = problem_lines(_session_echo_server.log_text(offset))
+    problems = problem_lines(_session_echo_server.log(offset))
     assert not problems, "echo server logged errors during the test:\n" + "\n".join(problems)
 
 
