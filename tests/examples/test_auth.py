@@ -205,6 +205,7 @@ async def test_a_client_refused_from_a_room_cannot_talk_into_it(auth: Auth) -> N
     assert erin_inbox.pending("Said") == 0
 
 
+@pytest.mark.interop  # Node + npm neffos.js/ws: run by tox -e interop
 async def test_neffos_js_with_a_header_a_query_token_and_none(auth: Auth, node: Node) -> None:
     url = auth.app.url
     bob = auth.token("bob", "staff")

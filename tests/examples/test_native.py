@@ -99,6 +99,7 @@ async def test_the_page_uses_a_plain_websocket(native: Native) -> None:
     assert "new WebSocket(" in page and "<script src" not in page  # no client library
 
 
+@pytest.mark.interop  # Node + npm neffos.js/ws: run by tox -e interop
 async def test_a_raw_node_ws_client(native: Native, node: Node) -> None:
     py = await native.join("py")
     scenario = node.start("native.mjs", native.app.url, "node")

@@ -146,6 +146,7 @@ async def test_post_notify_and_get_clients(push: Push) -> None:
     assert outsider.pending("Notice") == 0
 
 
+@pytest.mark.interop  # Node + npm neffos.js/ws: run by tox -e interop
 async def test_neffos_js_hears_ticks_and_answers_asks(push: Push, node: Node) -> None:
     scenario = node.start("server_push.mjs", push.app.url)
     try:
