@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
+import wsmvc
 from wsmvc import Message, Server
+from wsmvc.testing import running
 
 from ..conftest import Serve
 from .conftest import (
@@ -125,3 +127,43 @@ async def test_a_server_starts_without_its_broker_serves_locally_and_joins_when_
     await server.broadcast(Message(namespace="default", event="chat", body=b"now shared"))
 
     assert [(await p.next()).text for p in (alice, bob, carol)] == ["now shared"] * 3
+
+
+async def test_broadcasts_published_during_shutdown_are_sent_before_the_exchange_stops(
+    broker: Broker,
+) -> None:
+    """A server's last broadcasts (its connections' leave events) reach the other servers."""
+    first, second = make_exchange(broker), make_exchange(broker)
+    sender = Server({"default": {}}, exchange=first)
+    receiver = Server({"default": {}}, exchange=second)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    handlers = {"default": {"bye": lambda ns, m: got.put_nowait(m.body)}}
+
+    async def send(body: bytes) -> None:
+        await sender.broadcast(Message(namespace="default", event="bye", body=body))
+
+    async with running(receiver) as url, await wsmvc.dial(url, handlers) as client:
+        await client.connect("default")
+        await second.flush(WAIT)
+        await first.start()
+        await first.wait_connected(WAIT)
+        # NATS may miss what is published right after a subscription (see until_heard):
+        # probe until one arrives, within a deadline.
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while True:
+            assert asyncio.get_running_loop().time() < deadline, "no probe arrived"
+            await send(b"probe")
+            try:
+                await asyncio.wait_for(got.get(), 0.1)
+                break
+            except asyncio.TimeoutError:
+                continue
+        for i in range(200):
+            await send(b"%d" % i)
+        await first.stop()  # right away, with the publications still queued
+        bodies: list[bytes] = []
+        while len(bodies) < 200:
+            body = await asyncio.wait_for(got.get(), WAIT)
+            if body != b"probe":  # a late probe
+                bodies.append(body)
+        assert bodies == [b"%d" % i for i in range(200)]

@@ -187,6 +187,13 @@ class BrokerExchange(Exchange):
         self._pump = loop.create_task(self._send_in_order())
 
     async def stop(self) -> None:
+        # What the server's shutdown published (its connections' last events) goes out
+        # first, within the timeout.
+        if self._connected and self._queue:
+            try:
+                await self.flush(self.timeout)
+            except Exception as exc:
+                log.warning("%s: stopping with broadcasts unsent: %s", self, exc)
         self._stopping = True
         tasks = [t for t in (self._runner, self._pump, *self._forwards) if t is not None]
         for task in tasks:
