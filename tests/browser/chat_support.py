@@ -1,29 +1,25 @@
 """Helpers of the browser suite: the chat example as a child process, and a page object.
 
 Nothing here sleeps: a child's ready line is read with a deadline, and every wait on a
-page is a Playwright ``expect`` (which polls the page until its timeout).
+page is a Playwright ``expect`` (which polls the page until its timeout). The child
+processes are the interop suite's (``tests/interop/interop_support.py``).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import select
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from tests.interop.interop_support import REPO_ROOT, AppProcess
 
 try:
     from playwright.sync_api import Locator, Page, expect
 except ImportError:  # the fixtures skip the suite with SETUP_HINT
     pass
 
-BROWSER_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BROWSER_DIR.parents[1]
 CHAT_APP = REPO_ROOT / "examples" / "chat" / "app.py"
 ARTIFACTS = REPO_ROOT / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -47,127 +43,46 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-START_TIMEOUT = 15.0
-STOP_TIMEOUT = 15.0
 READY_LINE = re.compile(r"^chat ready on (http://\S+)")
-LOG_PROBLEM = re.compile(r"^(ERROR|CRITICAL) |^Traceback ", re.MULTILINE)
 
 # The open_page fixture: open_page() (or open_page(another_app)) opens a fresh tab.
 OpenPage = Callable[..., "ChatPage"]
 
 
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ChatApp:
-    """``examples/chat/app.py`` as a child process; its log (stderr) goes to a file."""
+class ChatApp(AppProcess):
+    """``examples/chat/app.py`` as a child process (``--redis redis_url`` if given, and
+    never ``WSMVC_REDIS`` from this environment); its log (stderr) goes to a file in
+    ``log_dir``, one for each run. Its first line must be its ready line."""
 
     def __init__(self, log_dir: Path, *, redis_url: str | None = None, label: str = "chat") -> None:
+        super().__init__(
+            label,
+            CHAT_APP,
+            log_dir,
+            ready=READY_LINE,
+            args=("--redis", redis_url) if redis_url else (),
+            env={k: v for k, v in os.environ.items() if k != "WSMVC_REDIS"},
+        )
         self.redis_url = redis_url
-        self.log_path = log_dir / f"{label}.log"
-        self.port = 0
-        self.url = ""
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    def _is_ready_line(self, line: str, port: int) -> bool:
+        if super()._is_ready_line(line, port):
+            return True
+        raise RuntimeError(
+            f"the chat app printed {line!r} instead of its ready line; log:\n{self.log()}"
+        )
 
-    def start(self, port: int | None = None) -> None:
-        """Start on ``port`` (a restart), or on a free port (tried three times)."""
-        if port is not None:
-            self._start_on(port)
-            return
-        failure = ""
-        for _ in range(3):
-            try:
-                self._start_on(free_port())
-                return
-            except RuntimeError as exc:  # the port was taken meanwhile
-                failure = str(exc)
-        raise RuntimeError(failure)
-
-    def _start_on(self, port: int) -> None:
-        command = [sys.executable, "-u", str(CHAT_APP), "--host", "127.0.0.1", "--port", str(port)]
-        if self.redis_url:
-            command += ["--redis", self.redis_url]
-        env = {k: v for k, v in os.environ.items() if k != "WSMVC_REDIS"}
-        with self.log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=log
-            )
-        assert proc.stdout is not None
-        line = _read_line(proc.stdout.fileno(), START_TIMEOUT)
-        match = READY_LINE.match(line)
-        if match is None:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
-            raise RuntimeError(
-                f"the chat app printed {line!r} instead of its ready line; log:\n{self.log()}"
-            )
-        self._proc, self.port, self.url = proc, port, match.group(1)
-
-    def stop(self) -> int:
-        """SIGTERM, as a user's Ctrl-C or a service manager would; returns the exit code."""
-        proc = self._proc
-        assert proc is not None, "the chat app is not running"
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
-            raise AssertionError(f"the chat app ignored SIGTERM; log:\n{self.log()}") from None
-        finally:
-            assert proc.stdout is not None
-            proc.stdout.close()
-        self._proc = None
-        return code
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:  # type: ignore[override]
+        """SIGTERM, as a user's Ctrl-C or a service manager would; fails unless the app
+        exits with status 0 having logged no error. Returns the exit status."""
+        super().stop(sig)
+        assert self.returncode is not None
+        return self.returncode
 
     def check_clean_stop(self) -> None:
-        """Stop it if it runs; fail unless it exited with 0 and logged no error."""
-        code = self.stop() if self.running else 0
-        assert code == 0, f"the chat app exited with {code} on SIGTERM; log:\n{self.log()}"
-        problems = self.problems()
-        assert not problems, "the chat app logged errors:\n" + "\n".join(problems)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def problems(self) -> list[str]:
-        """The lines of the log that report an error or a traceback."""
-        return [line for line in self.log().splitlines() if LOG_PROBLEM.match(line)]
-
-
-def _read_line(fd: int, timeout: float) -> str:
-    """The first line written to ``fd`` (``""`` if it closes first); TimeoutError after timeout."""
-    return read_lines_until(fd, "\n", timeout).partition("\n")[0]
-
-
-def read_lines_until(fd: int, text: str, timeout: float) -> str:
-    """Read ``fd`` until ``text`` shows up or it closes; what was read.
-
-    Raises :class:`TimeoutError` when neither happens within ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    data = b""
-    needle = text.encode()
-    while needle not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"no {text!r} within {timeout}s; got {data!r}")
-        readable, _, _ = select.select([fd], [], [], remaining)
-        if readable:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-    return data.decode(errors="replace")
+        """Stop it if it runs (:meth:`stop` checks the exit status and the log)."""
+        if self.running:
+            self.stop()
 
 
 class ChatPage:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,14 +35,12 @@ from chat_support import (
     NEFFOS_HINT,
     NEFFOS_JS,
     SETUP_HINT,
-    START_TIMEOUT,
-    STOP_TIMEOUT,
     ChatApp,
     ChatPage,
     OpenPage,
-    free_port,
-    read_lines_until,
 )
+
+from tests.interop.interop_support import START_TIMEOUT, STOP_TIMEOUT, LineReader, free_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Route
@@ -156,7 +155,16 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     )
     assert proc.stdout is not None
     try:
-        read_lines_until(proc.stdout.fileno(), "Ready to accept connections", START_TIMEOUT)
+        reader = LineReader(proc.stdout)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            line = reader.readline(max(0.0, deadline - time.monotonic()))
+            if line is None:
+                raise RuntimeError(
+                    f"redis-server exited with status {proc.wait()} before it was ready"
+                )
+            if "Ready to accept connections" in line:
+                break
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()

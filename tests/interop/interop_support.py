@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -94,8 +95,9 @@ def problem_lines(log_text: str) -> list[str]:
 
 class AppProcess:
     """A Python app (an example) as a child process on 127.0.0.1, started as
-    ``python -u <app> --host 127.0.0.1 --port <port> <args>``: its stdout is read line by
-    line, its stderr (its log) goes to a file in ``log_dir``, one for each run.
+    ``python -u <app> --host 127.0.0.1 --port <port> <args>`` (with ``env`` as its
+    environment if given, else this one): its stdout is read line by line, its stderr (its
+    log) goes to a file in ``log_dir``, one for each run.
 
     :meth:`start` waits for the ready line (any line ``ready`` finds, its group 1 being the
     URL; subclasses may be stricter, see :meth:`_is_ready_line`); :meth:`stop` sends a
@@ -111,10 +113,12 @@ class AppProcess:
         *,
         ready: re.Pattern[str],
         args: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name  # in messages and in the names of the log files
         self.app = app
         self.args = args
+        self.env = env
         self.ready = ready
         self._log_dir = log_dir
         self._proc: subprocess.Popen[bytes] | None = None
@@ -125,6 +129,7 @@ class AppProcess:
         self.url = ""  # from the ready line
         self.ready_line = ""
         self.lines: list[str] = []  # stdout after the ready line, as read so far
+        self.returncode: int | None = None  # the exit status of the last run stopped
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -152,6 +157,7 @@ class AppProcess:
             proc = subprocess.Popen(
                 [*argv, *self.args],
                 cwd=REPO_ROOT,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -204,7 +210,7 @@ class AppProcess:
         try:
             while (line := reader.readline(max(0.0, deadline - time.monotonic()))) is not None:
                 self.lines.append(line)
-            status = proc.wait(STOP_TIMEOUT)
+            status = self.returncode = proc.wait(STOP_TIMEOUT)
         except (TimeoutError, subprocess.TimeoutExpired):
             raise AssertionError(
                 f"{self.name} did not exit within {STOP_TIMEOUT}s of {sig.name}; log:\n{self.log()}"
