@@ -162,8 +162,10 @@ class ControllerSpec:
     namespace: str
     events: dict[str, EventMethod]
 
-    def describe(self) -> str:
-        rows = (f"  {self.namespace!r} {w} -> {m.attr}" for w, m in sorted(self.events.items()))
+    def describe(self, namespace: str | None = None) -> str:
+        """The event table, one ``namespace event -> method`` line each."""
+        ns = self.namespace if namespace is None else namespace
+        rows = (f"  {ns!r} {w} -> {m.attr}" for w, m in sorted(self.events.items()))
         return f"{self.cls.__qualname__}:\n" + "\n".join(rows)
 
 

@@ -74,6 +74,9 @@ class Registry:
     def connections(self) -> Iterable[Conn]:
         return self._conns.keys()
 
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._conns
+
     def __len__(self) -> int:
         return len(self._conns)
 

@@ -192,12 +192,7 @@ class Server:
 
     def _move_controller(self, handle: ControllerHandle, namespace: str) -> None:
         old = handle.namespace
-        handle.namespace = "\0moving"  # not the owner of either namespace meanwhile
-        try:
-            self._install(handle, namespace)
-        except Exception:
-            handle.namespace = old
-            raise
+        self._install(handle, namespace)  # raises, changing nothing, if it cannot move
         self.handlers.remove_namespace(old)
 
     def prepare(self) -> None:
@@ -214,12 +209,7 @@ class Server:
         self._prepared = True
         if log.isEnabledFor(logging.DEBUG):
             for handle in self._controllers.values():
-                log.debug(
-                    "controller %s",
-                    handle.spec.describe().replace(
-                        repr(handle.spec.namespace), repr(handle.namespace)
-                    ),
-                )
+                log.debug("controller %s", handle.spec.describe(handle.namespace))
 
     # -- aiohttp wiring ----------------------------------------------------------------
 
@@ -252,6 +242,9 @@ class Server:
                 request.host,
             )
             return web.Response(status=403, text="origin not allowed\n")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            # prepare() checks the rest of the handshake (aiohttp answers 400 itself).
+            return web.Response(status=400, text="expected a websocket upgrade\n")
         ws = web.WebSocketResponse(
             timeout=self.close_timeout,
             receive_timeout=self.read_timeout,
@@ -260,9 +253,6 @@ class Server:
             # aiohttp refuses a message whose size reaches max_msg_size; ours is inclusive.
             max_msg_size=self.max_message_size + 1,
         )
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            # prepare() checks the rest of the handshake (aiohttp answers 400 itself).
-            return web.Response(status=400, text="expected a websocket upgrade\n")
         request = with_query_headers(request)
         try:
             conn_id = self.id_generator(request)
@@ -354,7 +344,7 @@ class Server:
         self._registry.conn_added(conn)
 
     async def _connection_closed(self, conn: Conn) -> None:
-        if conn not in self._registry._conns:
+        if conn not in self._registry:
             return  # refused or never acknowledged: no on_disconnect (spec 11.2)
         self._registry.conn_removed(conn)
         if self.on_disconnect is not None:
