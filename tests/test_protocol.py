@@ -51,6 +51,7 @@ class Vector:
     binary: bool = False
     encodes: bool = True
     allow_native: bool = False
+    exchange: bool = False  # a payload from an exchange (its token forms are read)
 
 
 def _m(**kw: object) -> Message:
@@ -339,6 +340,7 @@ VECTORS: list[Vector] = [
             event="chat",
             body=b"hi from alice",
         ),
+        exchange=True,
     ),
     Vector(
         "v48-direct-payload",
@@ -365,14 +367,15 @@ VECTORS: list[Vector] = [
         b"$!123;default;;ping;0;0;x",
         _m(token="$123", from_exchange=True, namespace="default", event="ping", body=b"x"),
         encodes=False,  # the "!" is never written back (from_exchange is local only)
+        exchange=True,
     ),
 ]
 
 
 def _decode_vector(v: Vector) -> Message:
     if v.binary:
-        return decode(v.frame, binary=True, allow_native=v.allow_native)
-    return decode(v.frame.decode(), allow_native=v.allow_native)
+        return decode(v.frame, binary=True, allow_native=v.allow_native, exchange=v.exchange)
+    return decode(v.frame.decode(), allow_native=v.allow_native, exchange=v.exchange)
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=[v.id for v in VECTORS])
@@ -394,7 +397,7 @@ def test_vector_encodes_to_exact_bytes(v: Vector) -> None:
 )
 def test_text_vector_decodes_the_same_from_bytes(v: Vector) -> None:
     """Spec 2.4: splitting the bytes or the decoded text gives the same result."""
-    assert decode(v.frame, allow_native=v.allow_native) == v.expected
+    assert decode(v.frame, allow_native=v.allow_native, exchange=v.exchange) == v.expected
 
 
 # -- vectors that are answers to a request (§15 "answer ..." columns) -------------------------
@@ -760,10 +763,18 @@ def test_binary_native_frame() -> None:
 
 
 def test_marker_is_moved_out_of_token() -> None:
-    msg = decode("neffos(0xabc(alice0x1));default;;chat;0;0;hi")
+    msg = decode("neffos(0xabc(alice0x1));default;;chat;0;0;hi", exchange=True)
     assert msg.marker == "neffos(0xabc(alice0x1))"
     assert msg.token == ""
     assert msg.from_exchange is False
+
+
+@pytest.mark.parametrize("token", ["neffos(0xabc(alice0x1))", "$!123", "1!795"])
+def test_a_peers_token_is_opaque(token: str) -> None:
+    """Exchange token forms mean something only on what comes from an exchange: a client
+    cannot plant a marker (it would reach others when its message is re-broadcast)."""
+    msg = decode(f"{token};default;;chat;0;0;hi")
+    assert (msg.token, msg.marker, msg.from_exchange) == (token, "", False)
 
 
 def test_marker_written_in_token_slot() -> None:
@@ -783,7 +794,7 @@ def test_marker_written_in_token_slot() -> None:
     ],
 )
 def test_exchange_flagged_token(token: str, expected: str, flagged: bool) -> None:
-    msg = decode(f"{token};default;;ping;0;0;")
+    msg = decode(f"{token};default;;ping;0;0;", exchange=True)
     assert msg.token == expected
     assert msg.from_exchange is flagged
     assert msg.marker == ""
@@ -935,14 +946,15 @@ _text_bodies = _wire_text.map(str.encode)
 def test_round_trip_text(msg: Message) -> None:
     data = encode(msg)
     assert isinstance(data, bytes)
-    assert decode(data.decode("utf-8")) == msg
-    assert decode(data) == msg
+    assert decode(data.decode("utf-8"), exchange=True) == msg
+    assert decode(data, exchange=True) == msg
+    assert decode(data).token == (msg.marker or msg.token)  # from a peer: opaque
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.filter_too_much])
 @given(_messages(st.binary(max_size=64), binary=True))
 def test_round_trip_binary(msg: Message) -> None:
-    assert decode(encode(msg), binary=True) == msg
+    assert decode(encode(msg), binary=True, exchange=True) == msg
 
 
 @settings(max_examples=300)

@@ -714,10 +714,11 @@ async def test_disconnect_when_not_connected(serve: Serve, session: aiohttp.Clie
         assert rec.calls == []
 
 
-async def test_replies_in_a_room_not_joined_are_suppressed(
+async def test_replies_in_a_room_not_joined_are_suppressed_and_asks_told(
     serve: Serve, session: aiohttp.ClientSession
 ) -> None:
-    """Spec 4 / 16.9: the handler runs, its answer is not written."""
+    """Spec 4 / 16.9: the handler runs, its answer is not written. A client's ask (``$``
+    token) is answered with the known error ``bad room`` instead, so it does not hang."""
     calls: list[tuple[str, str]] = []
 
     def failing(nsconn: NSConn, msg: Message) -> None:
@@ -733,6 +734,7 @@ async def test_replies_in_a_room_not_joined_are_suppressed(
         await ready(ws)
         await ws.send_str(";default;notjoined;fail;0;0;")
         await ws.send_str("$q;default;notjoined;ping;0;0;x")
+        await expect(ws, "$q;default;notjoined;ping;1;0;bad room")
         await barrier(ws)
         assert calls == [("fail", "notjoined"), ("ping", "notjoined")]
         await join(ws, "r")

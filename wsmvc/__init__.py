@@ -1,7 +1,7 @@
 """wsmvc: real-time websocket controllers for aiohttp, speaking the neffos protocol."""
 
 from .client import ClientConn, dial
-from .conn import Conn, NSConn, Room
+from .conn import Conn
 from .controller import ControllerError, ControllerHandle, controller, event
 from .errors import (
     AskTimeout,
@@ -13,6 +13,7 @@ from .errors import (
 )
 from .handlers import HandlerTable, Reply
 from .injection import DependencyError, connection_scope
+from .nsconn import NSConn, Room
 from .protocol import Message
 from .server import Server, with_query_headers
 

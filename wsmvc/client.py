@@ -21,16 +21,12 @@ __all__ = ["ClientConn", "dial"]
 class ClientConn(Conn):
     """The client side of a connection; :meth:`close` also releases its HTTP session."""
 
-    __slots__ = ("_session", "_task")
+    __slots__ = ("_session",)
 
     _session: aiohttp.ClientSession | None
-    _task: asyncio.Task[None] | None
 
     async def close(self, code: int = WSCloseCode.OK, reason: str = "") -> None:
         await super().close(code, reason)
-        task = self._task
-        if task is not None and task is not asyncio.current_task():
-            await asyncio.gather(task, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
@@ -52,16 +48,21 @@ async def dial(
     compress: bool = False,
     max_message_size: int = 4 << 20,
     send_buffer_limit: int = 16 << 20,
+    max_queue: int = 64,
+    max_queue_bytes: int = 1 << 20,
     heartbeat: float | None = None,
 ) -> ClientConn:
     """Connect to a neffos server at ``url`` and complete the handshake.
 
     ``namespaces`` maps namespace → event → handler for what the server sends (the same
     table the server uses). Returns the connection, acknowledged: call
-    ``await conn.connect("namespace")`` next. Raises :class:`~wsmvc.Reject` with the server's
-    reason when the server refuses the connection, and aiohttp's
-    :class:`~aiohttp.WSServerHandshakeError` (with ``.status``) when the HTTP upgrade is
-    refused (401, 403, 503...).
+    ``await conn.connect("namespace")`` next. ``timeout`` bounds the upgrade, the
+    handshake and the close (seconds); ``ask_timeout`` is the default of asks;
+    ``max_queue``/``max_queue_bytes`` bound what is kept unhandled while an ask waits
+    (see :class:`~wsmvc.Server`). Raises :class:`~wsmvc.Reject` with the server's reason
+    when the server refuses the connection, :class:`~wsmvc.ConnectionClosed` when it
+    closes during the handshake, and aiohttp's :class:`~aiohttp.WSServerHandshakeError`
+    (with ``.status``) when the HTTP upgrade is refused (401, 403, 503...).
     """
     handlers = namespaces if isinstance(namespaces, HandlerTable) else HandlerTable(namespaces)
     own = session is None
@@ -81,10 +82,15 @@ async def dial(
             handlers,
             is_client=True,
             ask_timeout=ask_timeout,
+            close_timeout=timeout,
+            max_queue=max_queue,
+            max_queue_bytes=max_queue_bytes,
         )
         conn._session = http if own else None
-        conn._task = None
-        if not handlers.native_only:
+        if handlers.native_only:  # no handshake (spec 9.1): open, in namespace ""
+            conn.session.acknowledged()
+            conn.session.connect_finished(conn.session.connect_started(""), True)
+        else:
             await ws.send_str(ACK_REQUEST)
             first = await ws.receive(timeout=timeout)
             if first.type is not WSMsgType.TEXT:
@@ -98,8 +104,8 @@ async def dial(
                 await ws.close()
                 raise ProtocolError(f"handshake failed: unexpected first frame {data[:40]!r}")
             conn.id = data[1:]
-            conn._acked = True
-        conn._task = asyncio.get_running_loop().create_task(conn._read_loop())
+            conn.session.acknowledged()
+        asyncio.get_running_loop().create_task(conn.serve())  # Conn keeps it once it runs
         return conn
     except BaseException:
         if own:

@@ -1,111 +1,120 @@
-"""One websocket connection (:class:`Conn`), its namespaces (:class:`NSConn`) and rooms.
+"""One websocket connection speaking neffos: :class:`Conn`, the asyncio side of a session.
 
-The same machinery serves both ends: the server wraps each accepted websocket in a
-``Conn``, and :func:`wsmvc.client.dial` wraps the client's. Everything follows
-``neffos-protocol.md`` §4 to §11.
+The protocol state lives in a :class:`~wsmvc.session.Session`; a ``Conn`` runs it over an
+aiohttp websocket, on the server or on the client side. One task serves the connection
+for its whole life (on a server the aiohttp request handler's task, on a client the task
+:func:`~wsmvc.dial` starts), and does everything in order: it reads frames between
+handlers, handles each message in arrival order (inline, with no task or queue per
+message), and once the connection closes it fires the disconnect events and
+``on_disconnect``: after the handler that was running, never inside it, once.
 
-Reading and ordering: one task reads frames and runs their handlers inline, one message
-at a time, in arrival order, with no task or queue per message. Replies to this side's
-own asks are matched by token as frames arrive. When a handler awaits an ask (which
-needs the reader), a relief reader takes over reading: replies resolve at once, other
-messages wait in a backlog that the handling task works through before it stops.
+Asks need reading while that task may be busy (a handler awaiting ``ns.ask(...)``): while
+an ask waits and the serving task is not reading, a helper task reads. It resolves
+answers at once and queues the other messages for their turn; past ``max_queue`` messages
+or ``max_queue_bytes`` it stops reading until they are handled, so TCP pushes back on the
+peer. It ends as soon as no ask waits.
+
+Closing is one path, whoever asks for it (:meth:`Conn.close`, the peer, a read error, the
+send-buffer limit, shutdown): the session becomes ``CLOSING`` (pending asks fail at once),
+the close frame is sent after everything written before it, the serving task fires the
+disconnect events, and every caller of :meth:`Conn.close` returns once they ran.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSCloseCode, WSMsgType
-from aiohttp.client_ws import ClientWebSocketResponse
-from aiohttp.web_ws import WebSocketResponse
+import attrs
+from aiohttp import WSCloseCode, WSMessage, WSMsgType
 
-from .bodies import encode_body
+from .dispatch import Dispatcher
 from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
-from .handlers import HandlerTable, Reply
-from .nsconn import NSConn, Registry, Room, as_body, system_event
+from .handlers import HandlerTable
+from .nsconn import DEFAULT, NSConn, Registry, Timeout, as_body
 from .protocol import (
-    ACK_OK,
     ERR_BAD_NAMESPACE,
     ON_NAMESPACE_CONNECT,
     ON_NAMESPACE_CONNECTED,
     ON_NAMESPACE_DISCONNECT,
     ON_NATIVE_MESSAGE,
-    ON_ROOM_JOIN,
-    ON_ROOM_JOINED,
-    ON_ROOM_LEAVE,
-    ON_ROOM_LEFT,
     Message,
     decode,
     encode,
-    encode_answer,
-    encode_empty_reply,
     new_client_token,
     new_token,
 )
-from .writer import Writer
+from .session import ConnState, NsState, Session
+from .writer import AnyWebSocket, Writer
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from .server import Server
 
-__all__ = ["Conn", "NSConn", "Room"]
+__all__ = ["Conn", "OnOpen"]
 
 log = logging.getLogger("wsmvc")
 
-GENERIC_ERROR = "internal server error"
-LEAVE_ALL_ERROR = "leaveAll is not supported by the protocol: leave each room with room.leave()"
+OnOpen = Callable[["Conn"], Awaitable["str | None"]]
+"""The server's ``on_connect`` runner: the reason that refuses the connection, or ``None``."""
 
-_EXEMPT_NS = frozenset({ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT})
-_EXEMPT_ROOM = frozenset({ON_ROOM_JOIN, ON_ROOM_LEFT})
-# Events the dispatcher treats specially (everything else goes to its handler).
-_SYSTEM_REQUESTS = frozenset(
-    {ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT, ON_ROOM_JOIN, ON_ROOM_LEAVE, ON_ROOM_LEFT}
-)
 _CLOSE_TYPES = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+_WAKE = "wsmvc: wake the serving task"
+
+
+def _fail(waiter: asyncio.Future[Message], reason: str) -> None:
+    if not waiter.done():
+        waiter.set_exception(ConnectionClosed(reason))
 
 
 class Conn:
-    """One websocket connection speaking neffos, on the server or the client side."""
+    """One websocket connection speaking neffos, on the server or the client side.
+
+    Public: ``id``, ``request`` (the upgrade request, server side), ``store`` (a dict for the
+    application), ``ask_timeout``, ``close_code``, ``reconnect_tries``. ``session`` and
+    ``writer`` are the protocol state and the write path (used by the server's broadcast).
+    """
 
     __slots__ = (
         "__weakref__",
-        "_acked",
         "_allow_native",
-        "_backlog",
-        "_blocked",
-        "_close_timeout",
-        "_closed",
-        "_debug_errors",
-        "_finished",
-        "_finished_event",
-        "_handlers",
-        "_handling",
-        "_namespaces",
+        "_closed_event",
+        "_closer",
+        "_connecting",
+        "_deferred",
+        "_drained",
+        "_helper",
         "_native_only",
         "_on_reply",
-        "_reader",
+        "_opened",
+        "_reading",
         "_registry",
         "_server",
-        "_waiting",
-        "_writer",
+        "_task",
+        "_wakeup",
+        "_waking",
         "_ws",
         "ask_timeout",
         "close_code",
+        "close_timeout",
+        "dispatcher",
+        "handshake_timeout",
         "id",
         "is_client",
         "reconnect_tries",
         "request",
+        "session",
         "store",
+        "writer",
     )
 
     def __init__(
         self,
-        ws: WebSocketResponse | ClientWebSocketResponse,
+        ws: AnyWebSocket,
         make_writer: Callable[[Callable[[], None]], Writer],
         handlers: HandlerTable,
         *,
@@ -117,6 +126,9 @@ class Conn:
         ask_timeout: float | None = 30.0,
         debug_errors: bool = False,
         close_timeout: float = 5.0,
+        handshake_timeout: float | None = 10.0,
+        max_queue: int = 64,
+        max_queue_bytes: int = 1 << 20,
     ) -> None:
         self.id = id
         self.request = request
@@ -124,31 +136,41 @@ class Conn:
         self.reconnect_tries = 0
         self.store: dict[str, Any] = {}
         self.ask_timeout = ask_timeout
+        self.close_timeout = close_timeout
+        self.handshake_timeout = handshake_timeout
+        self.close_code: int | None = None
         self._server = server
         self._ws = ws
-        self._writer = make_writer(self._overflow)
-        self._handlers = handlers
         self._registry = registry
-        self._debug_errors = debug_errors
-        self._namespaces: dict[str, NSConn] = {}
-        self._waiting: dict[str, asyncio.Future[Message]] = {}
-        self._on_reply: dict[str, Callable[[Message], None]] = {}
+        self.session: Session[NSConn, asyncio.Future[Message]] = Session(
+            new_namespace=lambda name: NSConn(self, name),
+            declared=handlers.has_namespace,
+            fail_ask=_fail,
+            members=registry,
+            client=is_client,
+            max_queue=max_queue,
+            max_queue_bytes=max_queue_bytes,
+        )
+        self.writer = make_writer(self._overflow)
+        self.dispatcher = Dispatcher(
+            self.session, self.writer.write, handlers, name=self.__repr__, debug_errors=debug_errors
+        )
         self._native_only = handlers.native_only
         self._allow_native = handlers.accepts_native
-        self._acked = self._native_only
-        self._backlog: collections.deque[Message] = collections.deque()
-        self._handling = False
-        self._blocked = False
-        self._reader: asyncio.Task[Any] | None = None
-        self._closed = False
-        self._finished = False
-        self._finished_event: asyncio.Event | None = None
-        self._close_timeout = close_timeout
-        self.close_code: int | None = None
-        if self._native_only:
-            self._namespaces[""] = NSConn(self, "")
+        self._on_reply: dict[str, Callable[[Message], None]] = {}
+        self._connecting: dict[str, asyncio.Future[NSConn]] = {}
+        self._deferred: list[tuple[NSConn, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[Any] | None = None
+        self._helper: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._reading = False  # the serving task waits in ws.receive()
+        self._waking = False  # a cancellation of that wait is ours (see _wake)
+        self._wakeup = asyncio.Event()  # the helper read something, or the session changed
+        self._drained = asyncio.Event()  # the queue has room again (the helper may read)
+        self._closed_event = asyncio.Event()
+        self._opened = False  # on_connect accepted the connection: on_disconnect will run
 
-    # -- public surface -------------------------------------------------------------
+    # -- public surface -------------------------------------------------------------------
 
     @property
     def server(self) -> Server:
@@ -158,8 +180,15 @@ class Conn:
         return self._server
 
     @property
+    def state(self) -> ConnState:
+        """The connection state: :class:`~wsmvc.session.ConnState`."""
+        return self.session.state
+
+    @property
     def closed(self) -> bool:
-        return self._closed
+        """Whether the connection is closing or closed: nothing more is sent."""
+        state = self.session.state
+        return state is ConnState.CLOSING or state is ConnState.CLOSED
 
     @property
     def was_reconnected(self) -> bool:
@@ -167,573 +196,502 @@ class Conn:
         return self.reconnect_tries > 0
 
     @property
-    def namespaces(self) -> dict[str, NSConn]:
-        """The connected namespaces by name (read-only by convention)."""
-        return self._namespaces
+    def namespaces(self) -> Mapping[str, NSConn]:
+        """The connected namespaces by name (a snapshot)."""
+        return {name: ns for name, ns in self.session.namespaces.items() if ns.connected}
 
     def namespace(self, name: str) -> NSConn | None:
         """The connected namespace ``name``, or ``None``."""
-        return self._namespaces.get(name)
+        return self.session.namespace(name)
 
     def write(self, msg: Message) -> bool:
-        """Send ``msg`` if the write rules allow it (spec 4.1); ``False`` when they do not."""
-        if self._closed:
+        """Send ``msg`` if the write rules allow it (spec 4.1); ``False`` when they do not.
+
+        Writing during ``on_connect`` acknowledges the connection first (as Go does).
+        """
+        session = self.session
+        if session.state is ConnState.CONNECTING:
+            self._ack_early()
+        if not session.can_write(msg.namespace, msg.room, msg.event):
             return False
-        if msg.event not in _EXEMPT_NS:
-            ns = self._namespaces.get(msg.namespace)
-            if ns is None:
-                return False
-            if msg.room and msg.event not in _EXEMPT_ROOM and msg.room not in ns.rooms:
-                return False
-        if not self._acked:
-            self._send_ack()
-        return self._writer.write(encode(msg), msg.binary)
+        return self.writer.write(encode(msg), msg.binary)
 
     def send_native(self, data: bytes | str) -> bool:
         """Send a raw frame without envelope (native messages, spec 9): text for ``str``."""
-        if self._closed:
+        if not self.session.open:
             return False
         if isinstance(data, str):
-            return self._writer.write(data.encode(), False)
-        return self._writer.write(data, True)
+            return self.writer.write(data.encode(), False)
+        return self.writer.write(data, True)
 
-    async def connect(self, namespace: str, *, timeout: float | None = None) -> NSConn:
-        """Connect ``namespace`` from this side (spec 5.1 on a client, 5.2 on a server)."""
-        ns = self._namespaces.get(namespace)
+    async def connect(self, namespace: str, *, timeout: Timeout = DEFAULT) -> NSConn:
+        """Connect ``namespace`` from this side (spec 5.1 on a client, 5.2 on a server).
+
+        Fires the local ``_OnNamespaceConnect`` (which may refuse), asks the peer, then
+        fires ``_OnNamespaceConnected``. Returns the namespace (at once when connected
+        already; a connect under way is shared). Raises :class:`~wsmvc.EventError`
+        (``bad namespace``, or the refusal), :class:`~wsmvc.AskTimeout` and
+        :class:`~wsmvc.ConnectionClosed`.
+        """
+        ns = self.session.namespace(namespace)
         if ns is not None:
             return ns
-        if not self._handlers.has_namespace(namespace):
+        if not self.session.declares(namespace):
             raise EventError(ERR_BAD_NAMESPACE)
-        ns = NSConn(self, namespace)
-        msg = Message(namespace=namespace, event=ON_NAMESPACE_CONNECT, local=True)
-        await self._fire_hook(ns, msg, raise_error=True)
+        under_way = self._connecting.get(namespace)
+        if under_way is not None:
+            return await asyncio.shield(under_way)
+        done: asyncio.Future[NSConn] = asyncio.get_running_loop().create_future()
+        self._connecting[namespace] = done
+        try:
+            ns = await self._connect(namespace, timeout)
+        except BaseException as exc:
+            if not done.done():
+                done.set_exception(exc)
+                done.exception()  # retrieved: the waiters, if any, get it too
+            raise
+        else:
+            done.set_result(ns)
+            return ns
+        finally:
+            del self._connecting[namespace]
 
-        def connected(reply: Message) -> None:
-            # Now, not when connect() resumes: the peer may already be sending to it.
-            if not reply.err and namespace not in self._namespaces:
-                self._add_namespace(ns)
+    async def _connect(self, namespace: str, timeout: Timeout) -> NSConn:
+        self._ensure_open()
+        session = self.session
+        ns = session.connect_started(namespace)
+        local = Message(namespace=namespace, event=ON_NAMESPACE_CONNECT, local=True)
+        refusal = await self.dispatcher.fire(ns, local)
+        if refusal is not None or ns.state is not NsState.CONNECTING:
+            session.connect_finished(ns, False)
+            if refusal is not None:
+                raise EventError(refusal)
+            raise ConnectionClosed("connection closed before connect() finished")
 
-        await self.ask(msg, timeout=timeout, on_reply=connected)
-        current = self._namespaces.get(namespace)
-        if current is not ns:  # the peer connected it meanwhile, or it is gone again
-            if current is None:
-                raise ConnectionClosed("namespace disconnected before connect() returned")
-            return current
-        await self._fire_hook(ns, system_event(msg, ON_NAMESPACE_CONNECTED))
+        def answered(reply: Message) -> None:
+            # Now, not when connect() resumes: the peer may be sending to it already.
+            session.connect_finished(ns, not reply.err)
+
+        try:
+            await self.ask(
+                Message(namespace=namespace, event=ON_NAMESPACE_CONNECT),
+                timeout=timeout,
+                on_reply=answered,
+            )
+        finally:
+            session.connect_finished(ns, False)  # no answer: no namespace (no-op otherwise)
+        if not ns.connected:
+            raise ConnectionClosed(f"{ns!r} went away before connect() returned")
+        await self.dispatcher.fire(ns, Message(namespace, event=ON_NAMESPACE_CONNECTED, local=True))
         return ns
 
-    async def disconnect_all(self, *, timeout: float | None = None) -> None:
+    async def disconnect_namespace(self, ns: NSConn, *, timeout: Timeout = DEFAULT) -> None:
+        """Ask the peer to disconnect ``ns`` (spec 5.3 on a client, 5.4 on a server).
+
+        Once the peer agreed, ``ns`` leaves its rooms and is removed; its disconnect events
+        (``_OnRoomLeave``/``_OnRoomLeft`` forced, then ``_OnNamespaceDisconnect``) run in the
+        connection's serving task, after the handler running there. Called from another
+        task this returns once they ran; called from a handler of this connection it
+        returns at once and they run right after that handler. Raises
+        :class:`~wsmvc.EventError` (``bad namespace`` when not connected, or the peer's
+        refusal) and :class:`~wsmvc.AskTimeout`.
+        """
+        if self.session.namespace(ns.namespace) is not ns:
+            raise EventError(ERR_BAD_NAMESPACE)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def agreed(reply: Message) -> None:
+            if not reply.err:
+                self._deferred.append((ns, done))
+
+        inside = asyncio.current_task() is self._task
+        try:
+            await self.ask(
+                Message(namespace=ns.namespace, event=ON_NAMESPACE_DISCONNECT),
+                timeout=timeout,
+                on_reply=agreed,
+            )
+        except ConnectionClosed:
+            # Gone anyway: the peer's own disconnect removed it, or the connection closes
+            # (and its close fires the events).
+            if self.closed and not inside:
+                await self.wait_closed()
+            return
+        if not inside:
+            await asyncio.shield(done)
+
+    async def disconnect_all(self, *, timeout: Timeout = DEFAULT) -> None:
         """Disconnect every connected namespace, one after another."""
-        for ns in list(self._namespaces.values()):
-            await ns.disconnect(timeout=timeout)
+        for ns in list(self.namespaces.values()):
+            if ns.connected:
+                await self.disconnect_namespace(ns, timeout=timeout)
 
     async def ask(
         self,
         msg: Message,
         *,
-        timeout: float | None = None,
+        timeout: Timeout = DEFAULT,
         on_reply: Callable[[Message], None] | None = None,
     ) -> Message:
         """Send ``msg`` as a request and wait for the answer with the same token (spec 8).
 
-        ``timeout`` defaults to the connection's ``ask_timeout``. An error answer raises
-        :class:`EventError`; a closed connection :class:`ConnectionClosed`; no answer in
-        time :class:`AskTimeout`. ``on_reply(answer)`` runs the moment the answer is read,
-        before any later frame is handled.
+        ``msg`` itself is not changed (a copy gets the token). ``timeout``: seconds;
+        ``None`` waits without limit, ``0`` fails at once, left out it is the connection's
+        ``ask_timeout``. Raises :class:`~wsmvc.EventError` for an error answer (and
+        ``bad namespace`` when ``msg``'s namespace is not connected),
+        :class:`~wsmvc.ConnectionClosed` the moment the connection closes or the
+        namespace is disconnected, :class:`~wsmvc.AskTimeout` when no answer came in time.
+        ``on_reply(answer)`` runs the moment the answer is read, before any later frame.
         """
-        if self._closed:
-            raise ConnectionClosed("connection closed")
+        self._ensure_open()
+        session = self.session
+        wait = self.ask_timeout if timeout is DEFAULT else timeout
+        if wait is not None and wait <= 0:
+            raise AskTimeout(f"no answer to {msg.event!r}: the timeout is {wait}s")
+        if not session.can_write(msg.namespace, msg.room, msg.event):
+            raise EventError(ERR_BAD_NAMESPACE)
         token = new_client_token() if self.is_client else new_token()
-        msg.token = token
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = fut
+        request = attrs.evolve(msg, token=token, marker="")
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        session.ask_started(token, msg.namespace, waiter)
         if on_reply is not None:
             self._on_reply[token] = on_reply
+        inside = asyncio.current_task() is self._task
         try:
-            if not self.write(msg):
-                raise (
-                    EventError(ERR_BAD_NAMESPACE)
-                    if not self._closed
-                    else ConnectionClosed("connection closed")
-                )
-            if self._blocked:
-                self._start_relief_reader()
-            wait = self.ask_timeout if timeout is None else timeout
+            self.writer.write(encode(request), request.binary)
+            if not self._reading:
+                self._help_reading()
             try:
-                reply = await asyncio.wait_for(fut, wait) if wait else await fut
+                reply = await (asyncio.wait_for(waiter, wait) if wait is not None else waiter)
             except asyncio.TimeoutError:
-                raise AskTimeout(f"no answer to {msg.event!r} within {wait}s") from None
+                raise AskTimeout(self._timeout_text(msg, wait, inside)) from None
         finally:
-            self._waiting.pop(token, None)
-            if on_reply is not None:
-                self._on_reply.pop(token, None)
+            session.ask_ended(token)
+            self._on_reply.pop(token, None)
         if reply.err:
             raise EventError(reply.err)
         return reply
 
+    def _timeout_text(self, msg: Message, wait: float | None, inside: bool) -> str:
+        text = f"no answer to {msg.event!r} within {wait}s"
+        if inside:
+            waiting = sum(1 for m, _ in self.session.inbox if self.session.is_request(m.token))
+            if waiting:
+                text += (
+                    f"; meanwhile the peer sent {waiting} request(s) of its own, which wait for"
+                    " this handler to return: a peer that asks back before it answers cannot"
+                    " answer an ask made inside a handler of its own connection"
+                )
+        return text
+
     async def close(self, code: int = WSCloseCode.OK, reason: str = "") -> None:
-        """Close the connection, firing the local disconnect events (spec 11.2) once."""
-        await self._shutdown(code, reason)
+        """Close the connection (spec 11.2): the close frame goes after everything written
+        before; pending asks fail; the disconnect events run once, in the serving task.
+
+        Returns once they ran, except when called from a handler of this very connection
+        (they run right after that handler returns). Never raises.
+        """
+        self._request_close(code, reason)
+        if self._task is not None and asyncio.current_task() is not self._task:
+            await self._closed_event.wait()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed and its disconnect events have run."""
-        if self._finished:
-            return
-        if self._finished_event is None:
-            self._finished_event = asyncio.Event()
-        await self._finished_event.wait()
+        await self._closed_event.wait()
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
-        return f"<Conn {self.id!r} {side}{' closed' if self._closed else ''}>"
+        return f"<Conn {self.id!r} {side} {self.session.state.value}>"
 
-    # -- reading ----------------------------------------------------------------------
+    # -- serving ----------------------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        me = asyncio.current_task()
-        self._reader = me
-        ws = self._ws
-        allow_native = self._allow_native
-        native_only = self._native_only
-        waiting = self._waiting
-        namespaces = self._namespaces
-        lookup = self._handlers.lookup
-        code: int | None = None
-        reason = ""
-        try:
-            while self._reader is me:
-                frame = await ws.receive()
-                kind = frame.type
-                if kind is WSMsgType.TEXT:
-                    data: str | bytes = frame.data
-                    binary = False
-                elif kind is WSMsgType.BINARY:
-                    data = frame.data
-                    binary = True
-                elif kind in _CLOSE_TYPES:
-                    code = ws.close_code
-                    break
-                else:
-                    continue
-                if not data:
-                    continue
-                if native_only:
-                    msg = Message(
-                        event=ON_NATIVE_MESSAGE,
-                        body=as_body(data),
-                        native=True,
-                        binary=binary,
-                    )
-                else:
-                    if not self._acked:
-                        if await self._handshake_frame(data, binary):
-                            continue
-                        break
-                    try:
-                        msg = decode(data, binary=binary, allow_native=allow_native)
-                    except ProtocolError as exc:
-                        log.debug("%r: ignoring frame: %s", self, exc)
-                        continue
-                    token = msg.token
-                    if token and waiting:
-                        fut = waiting.pop(token, None)
-                        if fut is not None:
-                            if self._on_reply and token in self._on_reply:
-                                self._on_reply.pop(token)(msg)
-                            if not fut.done():
-                                fut.set_result(msg)
-                            continue
-                if self._handling:
-                    self._backlog.append(msg)
-                    continue
-                # Fast path: an ordinary event of a connected namespace whose handler
-                # finishes without awaiting is handled right here, without coroutines.
-                ns = namespaces.get(msg.namespace)
-                if ns is None or msg.event in _SYSTEM_REQUESTS:
-                    await self._handle(msg)
-                    continue
-                handler = lookup(msg.namespace, msg.event)
-                if handler is None:
-                    self._unhandled(msg)
-                    continue
-                try:
-                    result = handler(ns, msg)
-                except Exception as exc:
-                    self._answer_failure(msg, exc)
-                    continue
-                if hasattr(result, "__await__"):
-                    await self._handle(msg, result)
-                else:
-                    self._answer_result(msg, result)
-        except asyncio.TimeoutError:
-            code, reason = WSCloseCode.OK, "read timeout"
-        except (ConnectionError, asyncio.CancelledError) as exc:
-            log.debug("%r: reader stopped: %r", self, exc)
-        except Exception:
-            log.exception("%r: reader failed", self)
-            code, reason = WSCloseCode.INTERNAL_ERROR, "internal error"
-        if self._reader is me:
-            self._reader = None
-            await self._shutdown(code if code is not None else WSCloseCode.ABNORMAL_CLOSURE, reason)
+    async def serve(self, on_open: OnOpen | None = None, on_close: OnOpen | None = None) -> None:
+        """Serve the connection until it is closed and its disconnect events ran.
 
-    async def _handle(self, msg: Message, pending: Awaitable[object] | None = None) -> None:
-        """Handle ``msg`` (or finish its handler's ``pending`` result), then the backlog."""
-        await self._serially(self._dispatch(msg) if pending is None else self._finish(msg, pending))
-
-    async def _finish(self, msg: Message, pending: Awaitable[object]) -> None:
-        try:
-            result = await pending
-        except Exception as exc:
-            self._answer_failure(msg, exc)
-        else:
-            self._answer_result(msg, result)
-
-    async def _serially(self, first: Awaitable[None]) -> None:
-        """Run ``first``, then every message that arrived meanwhile, in order, in this task.
-
-        While it runs the reader is busy: new messages wait in the backlog, and an ask made
-        meanwhile starts a relief reader.
+        Server side: ``on_open(conn)`` runs when the client's ``M`` arrives (the server's
+        ``on_connect``; a returned reason refuses with ``H<reason>``) and ``on_close(conn)``
+        once the disconnect events ran, if ``on_open`` accepted. Cancellation closes the
+        connection (1006), runs the disconnect events and is re-raised.
         """
-        me = self._reader
-        self._handling = True
-        self._blocked = True
+        self._task = asyncio.current_task()
         try:
-            await first
-            backlog = self._backlog
-            while backlog and not self._closed:
-                await self._dispatch(backlog.popleft())
-        finally:
-            self._handling = False
-            if self._reader is me:
-                self._blocked = False
-
-    def _start_relief_reader(self) -> None:
-        # The reader is stuck inside a handler that now waits on the network: hand
-        # reading over to a new task so the awaited reply (and everything after it) is read.
-        self._blocked = False
-        task = asyncio.get_running_loop().create_task(self._read_loop())
-        self._reader = task
-
-    async def _handshake_frame(self, data: str | bytes, binary: bool) -> bool:
-        """Handle a frame that arrived before the ack; ``False`` ends the connection."""
-        if binary or not isinstance(data, str) or data[0] != "M":
-            # Keep it until the ack (spec 3: frames before M are handled after A<id>).
-            try:
-                self._backlog.append(decode(data, binary=binary, allow_native=self._allow_native))
-            except ProtocolError:
-                pass
-            return True
-        server = self._server
-        assert server is not None
-        refused = False
-
-        async def accept() -> None:
-            nonlocal refused
-            reason = await server._run_on_connect(self)
-            if reason is not None and not self._acked:
-                refused = True
-                await self._refuse(reason)
-            elif not self._acked:
-                self._send_ack()
-
-        await self._serially(accept())
-        return not refused
-
-    def _send_ack(self) -> None:
-        self._acked = True
-        self._writer.write((ACK_OK + self.id).encode(), False)
-        if self._server is not None:
-            self._server._connection_acked(self)
-
-    async def _refuse(self, reason: str) -> None:
-        self._writer.write(("H" + reason).encode(), False)
-        self._closed = True
-        self._writer.close()
-        await self._close_ws(WSCloseCode.POLICY_VIOLATION, "")
-        self._mark_closed()
-
-    # -- dispatch (spec 4) ------------------------------------------------------------
-
-    async def _dispatch(self, msg: Message) -> None:
-        try:
-            event = msg.event
-            if event == ON_NAMESPACE_CONNECT:
-                await self._reply_connect(msg)
-                return
-            if event == ON_NAMESPACE_DISCONNECT:
-                await self._reply_disconnect(msg)
-                return
-            ns = self._namespaces.get(msg.namespace)
-            if ns is None:
-                # Go drops it, leaving a client's ask waiting forever: answer requests.
-                if msg.token[:1] == "$" and not self.is_client:
-                    self._write_raw(encode_answer(msg, err=ERR_BAD_NAMESPACE), msg.binary)
-                return
-            if event == ON_ROOM_JOIN:
-                await self._reply_join(ns, msg)
-            elif event == ON_ROOM_LEAVE:
-                await self._reply_leave(ns, msg)
-            elif event == ON_ROOM_LEFT and msg.token[:1] == "$" and not self.is_client:
-                # neffos.js leaveAll() asks with _OnRoomLeft (spec 16.12); answering with an
-                # error ends its promises and keeps both sides' rooms in agreement.
-                log.warning("%r: %s", self, LEAVE_ALL_ERROR)
-                self._answer(msg, err=LEAVE_ALL_ERROR)
-            else:
-                await self._fire_event(ns, msg)
-        except Exception:
-            log.exception("%r: failed to handle %r", self, msg)
-
-    async def _fire_event(self, ns: NSConn, msg: Message) -> None:
-        handler = self._handlers.lookup(msg.namespace, msg.event)
-        if handler is None:
-            self._unhandled(msg)
-            return
-        try:
-            result = handler(ns, msg)
-            if hasattr(result, "__await__"):
-                result = await result
-        except Exception as exc:
-            self._answer_failure(msg, exc)
-        else:
-            self._answer_result(msg, result)
-
-    def _unhandled(self, msg: Message) -> None:
-        if msg.token[:1] == "$" and not self.is_client:
-            self._answer(msg, err=f"unknown event {msg.event!r}")
-
-    def _answer_result(self, msg: Message, result: object) -> None:
-        """Answer ``msg`` with what its handler returned (spec 7.2)."""
-        if result is None:
-            return
-        if isinstance(result, bytes):
-            body = result
-        elif isinstance(result, str):
-            body = result.encode()
-        elif isinstance(result, Reply):
-            body = result.data
-        else:
-            try:
-                body = encode_body(result)
-            except Exception as exc:
-                self._answer_failure(
-                    msg,
-                    TypeError(
-                        f"handler for {msg.event!r} returned a {type(result).__name__}"
-                        f" that cannot be sent: {exc}"
-                    ),
+            if self.session.state is ConnState.CONNECTING:
+                await (
+                    self._open_native(on_open) if self._native_only else self._handshake(on_open)
                 )
+            await self._serve_open()
+        except asyncio.CancelledError:
+            self._request_close(WSCloseCode.ABNORMAL_CLOSURE, "", urgent=True)
+            raise
+        except Exception:
+            log.exception("%r: serving failed", self)
+            self._request_close(WSCloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            await self._finish(on_close)
+
+    async def _handshake(self, on_open: OnOpen | None) -> None:
+        """Server: wait for ``M`` (queueing what comes before it), then run ``on_open``."""
+        session = self.session
+        loop = asyncio.get_running_loop()
+        deadline = None if self.handshake_timeout is None else loop.time() + self.handshake_timeout
+        while session.state is ConnState.CONNECTING:
+            left = None if deadline is None else max(deadline - loop.time(), 0.001)
+            frame = await self._receive(left, "handshake timeout")
+            if frame is None:
+                continue
+            if frame.type is WSMsgType.TEXT and frame.data[:1] == "M":
+                await self._open(on_open)
                 return
-        if msg.err:
-            return  # never answer an error: two peers would bounce it forever (spec 7.3)
-        if msg.native:
-            self._writer.write(body, msg.binary)
-        else:
-            self._answer(msg, body=body)
+            msg = self._read(frame)
+            if msg is not None and not session.queue(msg, _size(frame)):
+                log.warning("%r: too much sent before the handshake, closing (1008)", self)
+                self._request_close(WSCloseCode.POLICY_VIOLATION, "too much before the handshake")
 
-    def _answer_failure(self, msg: Message, exc: Exception) -> None:
-        if isinstance(exc, EventError):
-            err = exc.text
-        elif isinstance(exc, ConnectionClosed) and self._closed:
-            log.debug("%r: handler for %r stopped: connection closed", self, msg.event)
-            return
-        else:
-            log.error(
-                "%r: handler for %r/%r failed",
-                self,
-                msg.namespace,
-                msg.event,
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
-            err = self._error_text(exc)
-        if not msg.err and not msg.native:
-            self._answer(msg, err=err)
+    async def _open(self, on_open: OnOpen | None) -> None:
+        refusal = await on_open(self) if on_open is not None else None
+        self._opened = refusal is None
+        session = self.session
+        if session.state is ConnState.CONNECTING:
+            if refusal is None:
+                self._ack_early()
+            else:
+                self.writer.write(*session.refuse(refusal))
+                self._start_closing(WSCloseCode.POLICY_VIOLATION, "", urgent=False)
+        elif refusal is not None:  # acknowledged early by a write in on_connect: close instead
+            self._request_close(WSCloseCode.POLICY_VIOLATION, refusal[:120])
 
-    def _answer(self, msg: Message, body: bytes = b"", err: str = "") -> None:
-        if self._can_write(msg.namespace, msg.room, msg.event):
-            self._writer.write(encode_answer(msg, body, err), msg.binary)
-
-    def _can_write(self, namespace: str, room: str, event: str) -> bool:
-        if self._closed:
-            return False
-        if event in _EXEMPT_NS:
-            return True
-        ns = self._namespaces.get(namespace)
-        if ns is None:
-            return False
-        return not room or event in _EXEMPT_ROOM or room in ns.rooms
-
-    def _write_raw(self, data: bytes, binary: bool = False) -> None:
-        if not self._closed:
-            self._writer.write(data, binary)
-
-    def _error_text(self, exc: BaseException) -> str:
-        if self._debug_errors:
-            return f"{type(exc).__name__}: {exc}"
-        return GENERIC_ERROR
-
-    async def _fire_hook(
-        self, ns: NSConn, msg: Message, *, raise_error: bool = False
-    ) -> str | None:
-        """Run a system event's handler; return the error text that refuses it, if any."""
-        handler = self._handlers.lookup(ns.namespace, msg.event)
-        if handler is None:
-            return None
-        try:
-            result = handler(ns, msg)
-            if hasattr(result, "__await__"):
-                await result
-            return None
-        except EventError as exc:
-            text = exc.text
-        except Exception as exc:
-            log.exception("%r: %s handler of %r failed: %s", self, msg.event, ns.namespace, exc)
-            text = self._error_text(exc)
-        if raise_error:
-            raise EventError(text)
-        return text
-
-    async def _reply_connect(self, msg: Message) -> None:
-        if not msg.token or msg.noop:
+    def _ack_early(self) -> None:
+        if self.session.state is not ConnState.CONNECTING or self.is_client:
             return
-        if msg.namespace in self._namespaces:
-            self._write_raw(encode_empty_reply(msg.token))
-            return
-        if not self._handlers.has_namespace(msg.namespace):
-            self._write_raw(encode_answer(msg, err=ERR_BAD_NAMESPACE), msg.binary)
-            return
-        ns = NSConn(self, msg.namespace)
-        refusal = await self._fire_hook(ns, msg)
-        if refusal is not None:
-            self._write_raw(encode_answer(msg, err=refusal), msg.binary)
-            return
-        if self._closed:
-            return
-        self._add_namespace(ns)
-        self._write_raw(encode_empty_reply(msg.token))
-        await self._fire_hook(ns, system_event(msg, ON_NAMESPACE_CONNECTED))
-
-    async def _reply_disconnect(self, msg: Message) -> None:
-        if not msg.token or msg.noop:
-            return
-        ns = self._namespaces.get(msg.namespace)
-        if ns is None:
-            self._write_raw(encode_empty_reply(msg.token))
-            return
-        if self.is_client:
-            # A server-initiated disconnect cannot be refused (spec 5.4).
-            await self._remove_namespace(ns, local=False, fire_disconnect=False)
-            self._write_raw(encode_empty_reply(msg.token))
-            await self._fire_hook(ns, msg)
-            return
-        refusal = await self._fire_hook(ns, msg)
-        if refusal is not None:
-            self._write_raw(encode_answer(msg, err=refusal), msg.binary)
-            return
-        await self._remove_namespace(ns, local=False, fire_disconnect=False)
-        self._write_raw(encode_empty_reply(msg.token))
-
-    async def _reply_join(self, ns: NSConn, msg: Message) -> None:
-        if not msg.token or msg.noop:
-            return
-        if msg.room not in ns.rooms:
-            refusal = await self._fire_hook(ns, msg)
-            if refusal is not None:
-                self._answer(msg, err=refusal)
-                return
-            ns._add_room(msg.room)
-            await self._fire_hook(ns, system_event(msg, ON_ROOM_JOINED))
-        self._write_raw(encode_empty_reply(msg.token))
-
-    async def _reply_leave(self, ns: NSConn, msg: Message) -> None:
-        if not msg.token or msg.noop:
-            return
-        if msg.room in ns.rooms:
-            refusal = await self._fire_hook(ns, msg)
-            if refusal is not None:
-                self._answer(msg, err=refusal)
-                return
-            ns._remove_room(msg.room)
-            await self._fire_hook(ns, system_event(msg, ON_ROOM_LEFT))
-        self._write_raw(encode_empty_reply(msg.token))
-
-    # -- membership ---------------------------------------------------------------------
-
-    def _add_namespace(self, ns: NSConn) -> None:
-        self._namespaces[ns.namespace] = ns
+        self.writer.write(*self.session.accept(self.id))
         if self._registry is not None:
-            self._registry.namespace_added(ns)
+            self._registry.conn_added(self)
 
-    async def _remove_namespace(
-        self, ns: NSConn, *, local: bool, forced: bool = False, fire_disconnect: bool = True
-    ) -> None:
-        """Force-leave the rooms of ``ns``, remove it, then fire its disconnect event."""
-        for name in list(ns.rooms):
-            leave = Message(
-                namespace=ns.namespace, room=name, event=ON_ROOM_LEAVE, forced=True, local=local
-            )
-            await self._fire_hook(ns, leave)
-            ns._remove_room(name)
-            await self._fire_hook(ns, system_event(leave, ON_ROOM_LEFT, forced=True))
-        if self._namespaces.get(ns.namespace) is ns:
-            del self._namespaces[ns.namespace]
+    def _ensure_open(self) -> None:
+        if self.session.state is ConnState.CONNECTING:
+            self._ack_early()
+        if not self.session.open:
+            raise ConnectionClosed("connection closed")
+
+    async def _open_native(self, on_open: OnOpen | None) -> None:
+        """Native-only mode has no handshake: accept the connection into namespace ``""``."""
+        refusal = await on_open(self) if on_open is not None else None
+        self._opened = refusal is None
+        session = self.session
+        if session.state is not ConnState.CONNECTING:
+            return
+        if refusal is None:
+            session.acknowledged()
             if self._registry is not None:
-                self._registry.namespace_removed(ns)
-        if fire_disconnect:
-            await self._fire_hook(
-                ns,
-                Message(
-                    namespace=ns.namespace,
-                    event=ON_NAMESPACE_DISCONNECT,
-                    forced=forced,
-                    local=local,
-                ),
-            )
+                self._registry.conn_added(self)
+            ns = session.connect_started("")
+            opening = Message(event=ON_NAMESPACE_CONNECT)
+            refusal = await self.dispatcher.fire(ns, opening)
+            if session.connect_finished(ns, refusal is None):
+                await self.dispatcher.fire(ns, Message(event=ON_NAMESPACE_CONNECTED))
+                return
+        if refusal is not None:
+            log.info("refused native connection %r: %s", self, refusal)
+            self._request_close(WSCloseCode.POLICY_VIOLATION, refusal)
 
-    # -- closing (spec 11) ----------------------------------------------------------------
+    async def _serve_open(self) -> None:
+        session = self.session
+        handle = self.dispatcher.handle
+        while session.state is ConnState.OPEN:
+            if self._deferred:
+                ns, done = self._deferred.pop(0)
+                await self.dispatcher.remove_namespace(ns, local=True)
+                if not done.done():
+                    done.set_result(None)
+                continue
+            msg = session.next_queued()
+            if msg is None:
+                if self._helper is not None:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                frame = await self._receive(None, "read timeout")
+                if frame is None:
+                    continue
+                msg = self._read(frame)
+                if msg is None:
+                    continue
+            elif self._helper is not None and not session.inbox_full:
+                self._drained.set()
+            pending = handle(msg)
+            if pending is not None:
+                if session.asks and not self._reading:
+                    self._help_reading()
+                await pending
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _receive(self, timeout: float | None, timeout_reason: str) -> WSMessage | None:
+        """The next frame, read by the serving task; ``None`` if woken or timed out."""
+        self._reading = True
+        try:
+            return await self._ws.receive(timeout)
+        except asyncio.CancelledError:
+            if not self._woken():
+                raise
+            return None
+        except asyncio.TimeoutError:
+            # An idle open connection ends normally; one that never completed its handshake
+            # broke the rules.
+            code = WSCloseCode.OK if self.session.open else WSCloseCode.POLICY_VIOLATION
+            self._request_close(code, timeout_reason)
+            return None
+        finally:
+            self._reading = False
+
+    def _wake(self) -> None:
+        """Make the serving task look at the session again: it may be waiting for a frame.
+
+        A dedicated reader task would avoid this, at the price of a second task switch for
+        every message; instead the serving task reads itself, and a close from elsewhere
+        cancels that wait (aiohttp's receive() loses nothing when cancelled).
+        """
+        self._wakeup.set()
+        self._drained.set()
+        task = self._task
+        if self._reading and task is not None and task is not asyncio.current_task():
+            self._waking = True
+            task.cancel(_WAKE)
+
+    def _woken(self) -> bool:
+        """Whether the cancellation being handled is our own wake-up (then it is consumed)."""
+        if not self._waking:
+            return False
+        self._waking = False
+        task = self._task
+        if sys.version_info >= (3, 11) and task is not None:
+            return task.uncancel() == 0  # nobody else asked for a cancellation as well
+        return True
+
+    def _read(self, frame: WSMessage) -> Message | None:
+        """The message in ``frame``; ``None`` if there is none to handle (an answer to an
+        ask, which is resolved here, a control frame, an invalid frame, the close)."""
+        kind = frame.type
+        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            data: str | bytes = frame.data
+            binary = kind is WSMsgType.BINARY
+        elif kind in _CLOSE_TYPES:
+            code = self._ws.close_code
+            self._request_close(code if code is not None else WSCloseCode.ABNORMAL_CLOSURE, "")
+            return None
+        else:
+            return None
+        if not data:
+            return None
+        if self._native_only:
+            return Message(event=ON_NATIVE_MESSAGE, body=as_body(data), native=True, binary=binary)
+        try:
+            msg = decode(data, binary=binary, allow_native=self._allow_native)
+        except ProtocolError as exc:
+            log.debug("%r: ignoring frame: %s", self, exc)
+            return None
+        token = msg.token
+        if token and self.session.asks:
+            waiter = self.session.take_reply(token)
+            if waiter is not None:
+                callback = self._on_reply.pop(token, None)
+                if callback is not None:
+                    callback(msg)
+                if not waiter.done():
+                    waiter.set_result(msg)
+                return None
+        return msg
+
+    def _help_reading(self) -> None:
+        if self._helper is None and self.session.open:
+            self._helper = asyncio.get_running_loop().create_task(self._help())
+
+    async def _help(self) -> None:
+        """Read while asks wait and the serving task is busy (see the module docstring)."""
+        session = self.session
+        try:
+            while session.asks and session.open:
+                if session.inbox_full:
+                    self._drained.clear()
+                    await self._drained.wait()  # TCP pushes back meanwhile
+                    continue
+                frame = await self._ws.receive()
+                msg = self._read(frame)
+                if msg is not None and session.open:
+                    session.queue(msg, _size(frame))
+                self._wakeup.set()
+        except asyncio.TimeoutError:
+            self._request_close(WSCloseCode.OK, "read timeout")
+        except Exception:
+            log.exception("%r: reading failed", self)
+            self._request_close(WSCloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self._helper = None
+            self._wakeup.set()
+
+    # -- closing (spec 11) ----------------------------------------------------------------------
 
     def _overflow(self) -> None:
         log.warning("%r: send buffer limit exceeded, closing (1008)", self)
-        asyncio.get_running_loop().create_task(
-            self._shutdown(WSCloseCode.POLICY_VIOLATION, "send buffer limit exceeded")
-        )
+        self._request_close(WSCloseCode.POLICY_VIOLATION, "send buffer limit exceeded", urgent=True)
 
-    async def _shutdown(self, code: int, reason: str) -> None:
-        """The close sequence of spec 11.2, run once: no more writes, pending asks fail,
-        the websocket closes, then rooms, namespaces and ``on_disconnect`` in that order."""
-        if self._closed:
-            return
-        self._closed = True
-        self._writer.close()
-        for fut in self._waiting.values():
-            if not fut.done():
-                fut.set_exception(ConnectionClosed("connection closed"))
-        self._waiting.clear()
-        await self._close_ws(code, reason)
-        for ns in list(self._namespaces.values()):
-            await self._remove_namespace(ns, local=True, forced=True)
-        self._namespaces.clear()
-        if self._server is not None:
-            await self._server._connection_closed(self)
-        self._mark_closed()
+    def _request_close(self, code: int, reason: str, *, urgent: bool = False) -> None:
+        """Start closing, once: the session stops, the close frame is on its way, the serving
+        task is woken to fire the disconnect events."""
+        if self.session.begin_close():
+            self._start_closing(code, reason, urgent=urgent)
 
-    async def _close_ws(self, code: int, reason: str) -> None:
-        ws = self._ws
-        if ws.closed:
-            self.close_code = ws.close_code if ws.close_code is not None else code
-            return
+    def _start_closing(self, code: int, reason: str, *, urgent: bool) -> None:
         self.close_code = code
+        self.writer.closed = True  # now, not when the closer task starts: broadcasts skip it
+        if self._registry is not None:
+            self._registry.conn_removed(self)
+        self._closer = asyncio.get_running_loop().create_task(
+            self._close_transport(code, reason.encode()[:123], urgent)
+        )
+        self._wake()
+
+    async def _close_transport(self, code: int, reason: bytes, urgent: bool) -> None:
+        done = False
         try:
             # Bounded: a peer that stopped reading would hold the close frame forever.
             await asyncio.wait_for(
-                ws.close(code=code, message=reason.encode()), self._close_timeout + 1
+                self.writer.close(code, reason, urgent=urgent), self.close_timeout + 1
             )
+            done = True
         except (asyncio.TimeoutError, ConnectionError, RuntimeError) as exc:
             log.debug("%r: close did not complete: %r", self, exc)
         transport = self.request.transport if self.request is not None else None
-        if transport is not None and (not ws.closed or transport.get_write_buffer_size()):
+        if transport is None:
+            return
+        if not done:
             transport.abort()
+        elif transport.get_write_buffer_size():
+            # Closed, with bytes still queued for a peer that may never read them.
+            asyncio.get_running_loop().call_later(self.close_timeout, transport.abort)
 
-    def _mark_closed(self) -> None:
-        self._finished = True
-        if self._finished_event is not None:
-            self._finished_event.set()
+    async def _finish(self, on_close: OnOpen | None) -> None:
+        """The end of the serving task: fire the disconnect events, then ``on_close``."""
+        self._request_close(WSCloseCode.ABNORMAL_CLOSURE, "")
+        session = self.session
+        try:
+            if session.state is ConnState.CLOSING:
+                await self.dispatcher.fire_all(session.closing_events())
+                if self._opened and on_close is not None:
+                    await on_close(self)
+        finally:
+            if session.state is ConnState.CLOSING:
+                session.finish()
+            for _, done in self._deferred:
+                if not done.done():
+                    done.set_result(None)
+            self._deferred.clear()
+            for task in (self._closer, self._helper):
+                if task is not None and task is not asyncio.current_task():
+                    await asyncio.wait([task], timeout=self.close_timeout + 2)
+            self._closed_event.set()
+
+
+def _size(frame: WSMessage) -> int:
+    data = frame.data
+    return len(data) if isinstance(data, (str, bytes)) else 0

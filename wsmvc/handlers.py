@@ -23,7 +23,7 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
-    from .conn import NSConn
+    from .nsconn import NSConn
 
 __all__ = ["Events", "Handler", "HandlerTable", "Namespaces", "Reply"]
 

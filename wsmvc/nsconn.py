@@ -2,31 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Protocol
+import enum
+from collections.abc import Awaitable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
 
-from .errors import EventError
+import attrs
+
+from .errors import ConnectionClosed, EventError
 from .protocol import (
-    ERR_BAD_NAMESPACE,
     ERR_BAD_ROOM,
-    ON_NAMESPACE_DISCONNECT,
     ON_ROOM_JOIN,
     ON_ROOM_JOINED,
     ON_ROOM_LEAVE,
     ON_ROOM_LEFT,
     Message,
 )
+from .session import Namespace, NsState
 
 if TYPE_CHECKING:
     from .conn import Conn
     from .server import Server
 
-__all__ = ["NSConn", "Registry", "Room", "as_body", "system_event"]
+__all__ = ["DEFAULT", "NSConn", "Registry", "Room", "Timeout", "as_body"]
+
+
+class _Default(enum.Enum):
+    TIMEOUT = "the connection's ask_timeout"
+
+
+DEFAULT: Final = _Default.TIMEOUT
+"""The default of every ``timeout=`` of an ask: the connection's ``ask_timeout``."""
+
+Timeout: TypeAlias = "float | Literal[_Default.TIMEOUT] | None"
+"""Seconds to wait for the peer's answer; ``None``: no limit; ``0``: fail at once;
+:data:`DEFAULT` (left out): the connection's ``ask_timeout``."""
 
 
 class Registry(Protocol):
-    """What a connection tells its server about namespace and room membership."""
+    """What a connection tells its server about who is connected where."""
 
+    def conn_added(self, conn: Conn) -> None: ...
+    def conn_removed(self, conn: Conn) -> None: ...
     def namespace_added(self, nsconn: NSConn) -> None: ...
     def namespace_removed(self, nsconn: NSConn) -> None: ...
     def room_added(self, nsconn: NSConn, room: str) -> None: ...
@@ -37,41 +53,70 @@ def as_body(body: bytes | str) -> bytes:
     return body.encode() if isinstance(body, str) else body
 
 
+@attrs.frozen(slots=True, repr=False)
 class Room:
-    """A room joined by one namespace connection."""
+    """A room joined by one namespace connection (equal to any other for the same room)."""
 
-    __slots__ = ("name", "nsconn")
-
-    def __init__(self, nsconn: NSConn, name: str) -> None:
-        self.nsconn = nsconn
-        self.name = name
+    nsconn: NSConn
+    name: str
 
     def emit(self, event: str, body: bytes | str = b"") -> bool:
-        """Send ``event`` into this room (the peer sees the room name on the message)."""
+        """Send ``event`` into this room (the peer sees the room name on the message);
+        ``False`` when the write rules refuse it (the room or namespace was left)."""
         return self.nsconn.conn.write(
             Message(
                 namespace=self.nsconn.namespace, room=self.name, event=event, body=as_body(body)
             )
         )
 
-    async def leave(self, *, timeout: float | None = None) -> None:
-        """Ask the peer to leave this room, then fire the local leave events."""
+    async def leave(self, *, timeout: Timeout = DEFAULT) -> None:
+        """Ask the peer to leave this room, then fire the local leave events
+        (:meth:`NSConn.leave_room`)."""
         await self.nsconn.leave_room(self.name, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} of {self.nsconn!r}>"
 
 
-class NSConn:
-    """One namespace of a connection: emit, ask, rooms, disconnect."""
+class RoomsView(Mapping[str, Room]):
+    """The rooms a namespace connection has joined, by name, in the order joined (read-only)."""
 
-    __slots__ = ("__weakref__", "conn", "controller", "namespace", "rooms", "store")
+    __slots__ = ("_ns",)
+
+    def __init__(self, ns: NSConn) -> None:
+        self._ns = ns
+
+    def __getitem__(self, name: str) -> Room:
+        if not self._ns.in_room(name):
+            raise KeyError(name)
+        return Room(self._ns, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ns.joined())
+
+    def __len__(self) -> int:
+        return len(self._ns.joined())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._ns.in_room(name)
+
+    def __repr__(self) -> str:
+        return f"RoomsView({self._ns.joined()!r})"
+
+
+class NSConn(Namespace):
+    """One namespace of a connection: emit, ask, rooms, disconnect.
+
+    ``state`` is its :class:`~wsmvc.session.NsState`; an ``NSConn`` whose namespace was
+    disconnected stays ``DISCONNECTED`` (a new connect makes a new ``NSConn``).
+    """
+
+    __slots__ = ("__weakref__", "conn", "controller", "store")
 
     def __init__(self, conn: Conn, namespace: str) -> None:
+        super().__init__(namespace)
         self.conn = conn
-        self.namespace = namespace
         self.controller: Any = None  # the controller instance serving this namespace
-        self.rooms: dict[str, Room] = {}
         self.store: dict[str, Any] = {}
 
     @property
@@ -83,6 +128,20 @@ class NSConn:
     def server(self) -> Server:
         """The server of this connection (server side only)."""
         return self.conn.server
+
+    @property
+    def connected(self) -> bool:
+        """Whether the namespace is connected (its disconnect may be under way)."""
+        return self.state is NsState.CONNECTED or self.state is NsState.DISCONNECTING
+
+    @property
+    def rooms(self) -> Mapping[str, Room]:
+        """The joined rooms by name (a live read-only view)."""
+        return RoomsView(self)
+
+    def room(self, name: str) -> Room | None:
+        """The joined room ``name``, or ``None``."""
+        return Room(self, name) if self.in_room(name) else None
 
     def emit(self, event: str, body: bytes | str = b"") -> bool:
         """Send ``event`` with ``body``; ``False`` if the connection cannot write it."""
@@ -99,73 +158,87 @@ class NSConn:
         return self.conn.send_native(data)
 
     async def ask(
-        self, event: str, body: bytes | str = b"", *, timeout: float | None = None
+        self, event: str, body: bytes | str = b"", *, timeout: Timeout = DEFAULT
     ) -> Message:
-        """Send ``event`` and wait for the peer's answer; raises :class:`EventError` on an error."""
+        """Send ``event`` and wait for the peer's answer (spec 8.2, 8.3).
+
+        Raises :class:`~wsmvc.EventError` with the peer's error text (or ``bad namespace``
+        when this namespace is not connected), :class:`~wsmvc.AskTimeout` when no answer
+        came within ``timeout`` seconds (:data:`Timeout`), and
+        :class:`~wsmvc.ConnectionClosed` the moment the connection closes or this
+        namespace is disconnected.
+        """
         return await self.conn.ask(
             Message(namespace=self.namespace, event=event, body=as_body(body)), timeout=timeout
         )
 
-    def room(self, name: str) -> Room | None:
-        """The joined room ``name``, or ``None``."""
-        return self.rooms.get(name)
+    async def join_room(self, name: str, *, timeout: Timeout = DEFAULT) -> Room:
+        """Ask the peer to join room ``name`` (spec 6.2), then fire the local ``_OnRoomJoin``
+        (which may refuse: :class:`~wsmvc.EventError`) and ``_OnRoomJoined``.
 
-    async def join_room(self, name: str, *, timeout: float | None = None) -> Room:
-        """Ask the peer to join room ``name`` (spec 6.2); returns the joined room."""
-        room = self.rooms.get(name)
-        if room is not None:
-            return room
-        msg = Message(namespace=self.namespace, room=name, event=ON_ROOM_JOIN)
-        await self.conn.ask(msg, timeout=timeout)
-        msg.local = True
-        await self.conn._fire_hook(self, msg, raise_error=True)
-        self._add_room(name)
-        await self.conn._fire_hook(self, system_event(msg, ON_ROOM_JOINED))
-        return self.rooms[name]
+        Returns the room (at once if joined already). Raises
+        :class:`~wsmvc.ConnectionClosed` if the connection or the namespace goes away
+        meanwhile, and ``EventError("bad room")`` while the room is being left.
+        """
+        if self.in_room(name):
+            return Room(self, name)
+        conn = self.conn
+        await conn.ask(
+            Message(namespace=self.namespace, room=name, event=ON_ROOM_JOIN), timeout=timeout
+        )
+        session = conn.session
+        if not session.join_started(self, name):
+            if self.in_room(name):
+                return Room(self, name)  # joined meanwhile
+            raise self._gone() if not self.connected else EventError(ERR_BAD_ROOM)
+        local = Message(namespace=self.namespace, room=name, event=ON_ROOM_JOIN, local=True)
+        refusal = await conn.dispatcher.fire(self, local)
+        if not session.join_finished(self, name, refusal is None):
+            raise EventError(refusal) if refusal is not None else self._gone()
+        await conn.dispatcher.fire(self, Message(self.namespace, name, ON_ROOM_JOINED, local=True))
+        return Room(self, name)
 
-    async def leave_room(self, name: str, *, timeout: float | None = None) -> None:
-        """Ask the peer to leave room ``name`` (spec 6.4)."""
-        if name not in self.rooms:
+    async def leave_room(self, name: str, *, timeout: Timeout = DEFAULT) -> None:
+        """Ask the peer to leave room ``name`` (spec 6.4), then fire the local ``_OnRoomLeave``
+        and ``_OnRoomLeft``. Raises ``EventError("bad room")`` if it is not joined, and the
+        refusal of the local ``_OnRoomLeave`` (the room then stays joined here)."""
+        if not self.in_room(name):
             raise EventError(ERR_BAD_ROOM)
-        msg = Message(namespace=self.namespace, room=name, event=ON_ROOM_LEAVE)
-        await self.conn.ask(msg, timeout=timeout)
-        msg.local = True
-        await self.conn._fire_hook(self, msg, raise_error=True)
-        self._remove_room(name)
-        await self.conn._fire_hook(self, system_event(msg, ON_ROOM_LEFT))
+        conn = self.conn
+        await conn.ask(
+            Message(namespace=self.namespace, room=name, event=ON_ROOM_LEAVE), timeout=timeout
+        )
+        session = conn.session
+        if not session.leave_started(self, name):
+            return  # left meanwhile (a forced leave fired the events)
+        local = Message(namespace=self.namespace, room=name, event=ON_ROOM_LEAVE, local=True)
+        refusal = await conn.dispatcher.fire(self, local)
+        if session.leave_finished(self, name, refusal is None):
+            await conn.dispatcher.fire(
+                self, Message(self.namespace, name, ON_ROOM_LEFT, local=True)
+            )
+        if refusal is not None:
+            raise EventError(refusal)
 
-    async def leave_all(self, *, timeout: float | None = None) -> None:
+    async def leave_all(self, *, timeout: Timeout = DEFAULT) -> None:
         """Leave every joined room, one after another."""
-        for name in list(self.rooms):
-            await self.leave_room(name, timeout=timeout)
+        for name in self.joined():
+            if self.in_room(name):
+                await self.leave_room(name, timeout=timeout)
 
-    async def disconnect(self, *, timeout: float | None = None) -> None:
-        """Ask the peer to disconnect this namespace (spec 5.3/5.4), then clean up locally."""
-        if self.conn.namespace(self.namespace) is not self:
-            raise EventError(ERR_BAD_NAMESPACE)
-        msg = Message(namespace=self.namespace, event=ON_NAMESPACE_DISCONNECT)
-        await self.conn.ask(msg, timeout=timeout)
-        await self.conn._remove_namespace(self, local=True)
+    async def disconnect(self, *, timeout: Timeout = DEFAULT) -> None:
+        """Ask the peer to disconnect this namespace (spec 5.3, 5.4); see
+        :meth:`Conn.disconnect_namespace`."""
+        await self.conn.disconnect_namespace(self, timeout=timeout)
 
     def broadcast_others(self, event: str, body: bytes | str = b"") -> Awaitable[None]:
         """Broadcast ``event`` to every other connection of this namespace (server side)."""
         msg = Message(namespace=self.namespace, event=event, body=as_body(body))
         return self.server.broadcast(msg, exclude=self)
 
-    def _add_room(self, name: str) -> None:
-        self.rooms[name] = Room(self, name)
-        if self.conn._registry is not None:
-            self.conn._registry.room_added(self, name)
-
-    def _remove_room(self, name: str) -> None:
-        if self.rooms.pop(name, None) is not None and self.conn._registry is not None:
-            self.conn._registry.room_removed(self, name)
+    def _gone(self) -> ConnectionClosed:
+        what = "connection closed" if self.conn.closed else "namespace disconnected"
+        return ConnectionClosed(f"{what} before the room change finished")
 
     def __repr__(self) -> str:
-        return f"<NSConn {self.conn.id!r} {self.namespace!r}>"
-
-
-def system_event(msg: Message, event: str, *, forced: bool = False) -> Message:
-    return Message(
-        namespace=msg.namespace, room=msg.room, event=event, forced=forced, local=msg.local
-    )
+        return f"<NSConn {self.conn.id!r} {self.namespace!r} {self.state.value}>"

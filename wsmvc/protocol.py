@@ -38,6 +38,7 @@ __all__ = [
     "encode",
     "encode_answer",
     "encode_empty_reply",
+    "encode_event",
     "is_reply_token",
     "new_client_token",
     "new_token",
@@ -141,6 +142,14 @@ def encode(msg: Message) -> bytes:
     )
 
 
+def encode_event(msg: Message) -> bytes:
+    """``msg`` as an event for other receivers (a broadcast): without its token or marker,
+    which belong to the connection it came from."""
+    if msg.native:
+        return msg.body
+    return _join("", msg.namespace, msg.room, msg.event, msg.err, msg.body, msg.noop)
+
+
 def encode_answer(msg: Message, body: bytes = b"", err: str = "") -> bytes:
     """The answer to ``msg``: its token, namespace, room and event with a new body or error."""
     return _join(msg.token, msg.namespace, msg.room, msg.event, err, body, False)
@@ -151,12 +160,16 @@ def encode_empty_reply(token: str) -> bytes:
     return token.encode() + b";;;;;;"
 
 
-def decode(data: bytes | str, *, binary: bool = False, allow_native: bool = False) -> Message:
+def decode(
+    data: bytes | str, *, binary: bool = False, allow_native: bool = False, exchange: bool = False
+) -> Message:
     """Parse one frame (spec 2.4).
 
     ``data`` is the payload of a text frame (``str``) or of a binary frame (``bytes``).
     With ``allow_native`` a frame that is not an envelope becomes a native message on
     namespace ``""``; otherwise it raises :class:`ProtocolError`, as does an empty frame.
+    ``exchange``: the payload came from an exchange, whose token forms (an excluded-sender
+    marker, a ``!`` mark, spec 2.4 step 9) are read; a peer's token is always opaque.
     """
     if not data:
         raise ProtocolError("empty frame")
@@ -195,7 +208,7 @@ def decode(data: bytes | str, *, binary: bool = False, allow_native: bool = Fals
         room = _unescape(room)
     if "@" in event:
         event = _unescape(event)
-    if token and (token[1:2] == "!" or token[:1] == "n"):
+    if exchange and token and (token[1:2] == "!" or token[:1] == "n"):
         return _exchange_token(
             Message(ns, room, event, payload, err, "", binary, False, noop == "1"), token
         )

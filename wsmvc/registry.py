@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from .conn import Conn, NSConn
+    from .conn import Conn
+    from .nsconn import NSConn
 
 __all__ = ["Listener", "Registry"]
 

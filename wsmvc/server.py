@@ -14,22 +14,14 @@ from aiohttp import WSCloseCode, web
 from injector import Injector
 from multidict import CIMultiDict
 
-from .conn import Conn, NSConn
+from .conn import Conn
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
 from .errors import EventError, Reject
 from .exchange import Exchange
 from .handlers import Handler, HandlerTable, Namespaces
 from .injection import Injection, ModuleLike
-from .nsconn import system_event
-from .protocol import (
-    ERR_BAD_NAMESPACE,
-    ON_NAMESPACE_CONNECT,
-    ON_NAMESPACE_CONNECTED,
-    ON_ROOM_JOIN,
-    ON_ROOM_LEFT,
-    Message,
-    encode,
-)
+from .nsconn import DEFAULT, NSConn, Timeout
+from .protocol import ERR_BAD_NAMESPACE, ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode_event
 from .registry import Registry
 from .writer import OP_BINARY, OP_TEXT, DirectWriter, QueuedWriter, Writer, frame
 
@@ -69,13 +61,22 @@ class Server:
       (default 1 MiB).
     * ``heartbeat`` - seconds between server pings; a peer that does not answer is closed.
     * ``read_timeout`` - close a connection that sends nothing for this many seconds.
+    * ``handshake_timeout`` - seconds a client has, once upgraded, to send neffos' ``M``;
+      past it the connection is closed with 1008 (default 10; ``None``: no limit).
     * ``send_buffer_limit`` - bytes the server may buffer for one peer; a peer that stops
-      reading is closed with 1008 once past it, so it never delays others (default 4 MiB).
+      reading is closed with 1008 at once past it, so it never delays others (default 4 MiB).
+    * ``max_queue`` / ``max_queue_bytes`` - messages (default 64) and bytes of them (default
+      1 MiB) a connection keeps while they wait their turn: sent before ``M``, or read while
+      a handler awaits an ask. Past it, before ``M`` the connection is closed with 1008;
+      during an ask the server stops reading that connection until it caught up (TCP
+      backpressure). So a client never makes the server hold more than these plus one
+      message (``max_message_size``) and aiohttp's 64 KiB read buffer.
     * ``ask_timeout`` - default timeout of ``ask`` calls, seconds (default 30; ``None``: none).
     * ``compress`` - accept permessage-deflate when the client offers it (default ``True``).
     * ``debug_errors`` - send handler exception texts to clients (default ``False``: a
       generic text, the traceback only in the log).
-    * ``close_timeout`` - seconds to wait for the peer's close frame (default 5).
+    * ``close_timeout`` - seconds a close may take: the frames still queued for the peer, then
+      its close frame (default 5); past it the TCP connection is dropped.
     * ``exchange`` - shares broadcasts with other servers: a
       :class:`~wsmvc.exchange.redis.RedisExchange`, a :class:`~wsmvc.exchange.nats.NatsExchange`
       or a :class:`~wsmvc.exchange.LocalExchange`; ``None`` (default): this process only.
@@ -96,7 +97,10 @@ class Server:
         max_message_size: int = 1 << 20,
         heartbeat: float | None = None,
         read_timeout: float | None = None,
+        handshake_timeout: float | None = 10.0,
         send_buffer_limit: int = 4 << 20,
+        max_queue: int = 64,
+        max_queue_bytes: int = 1 << 20,
         ask_timeout: float | None = 30.0,
         compress: bool = True,
         debug_errors: bool = False,
@@ -115,7 +119,10 @@ class Server:
         self.max_message_size = max_message_size
         self.heartbeat = heartbeat
         self.read_timeout = read_timeout
+        self.handshake_timeout = handshake_timeout
         self.send_buffer_limit = send_buffer_limit
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
         self.ask_timeout = ask_timeout
         self.compress = compress
         self.debug_errors = debug_errors
@@ -125,6 +132,7 @@ class Server:
             exchange.attach(self)
         self._registry = Registry(exchange)
         self._live: set[Conn] = set()
+        self._upgrading: set[asyncio.Future[None]] = set()  # requests before their Conn exists
         self._closing = False
         self._injection = Injection(injector, modules, Server)
         self._controllers: dict[type, ControllerHandle] = {}
@@ -254,68 +262,61 @@ class Server:
             max_msg_size=self.max_message_size + 1,
         )
         request = with_query_headers(request)
+        # Until its Conn exists, shutdown knows this request by a future: it waits for it,
+        # and the request closes itself with 1001 once it sees the server closing.
+        upgrading = asyncio.get_running_loop().create_future()
+        self._upgrading.add(upgrading)
         try:
-            conn_id = self.id_generator(request)
-            if inspect.isawaitable(conn_id):
-                conn_id = await conn_id
-        except web.HTTPException:
-            raise
-        except Exception:
-            log.exception("id_generator failed; refusing the upgrade")
-            return web.Response(status=500, text="internal server error\n")
-        await ws.prepare(request)
+            try:
+                conn_id = self.id_generator(request)
+                if inspect.isawaitable(conn_id):
+                    conn_id = await conn_id
+            except web.HTTPException:
+                raise
+            except Exception:
+                log.exception("id_generator failed; refusing the upgrade")
+                return web.Response(status=500, text="internal server error\n")
+            await ws.prepare(request)
+            if self._closing:
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+                return ws
+            conn = self._new_conn(ws, request, str(conn_id))
+            self._live.add(conn)
+        finally:
+            self._upgrading.discard(upgrading)
+            upgrading.set_result(None)
+        try:
+            await conn.serve(self._run_on_connect, self._run_on_disconnect)
+        finally:
+            self._live.discard(conn)
+        return ws
+
+    def _new_conn(self, ws: web.WebSocketResponse, request: web.Request, conn_id: str) -> Conn:
         transport = request.transport
-        direct = not ws.compress and isinstance(transport, asyncio.Transport)
         limit = self.send_buffer_limit
 
         def make_writer(on_overflow: Callable[[], None]) -> Writer:
-            if direct:
-                assert isinstance(transport, asyncio.Transport)
-                return DirectWriter(transport, limit, on_overflow)
+            if not ws.compress and isinstance(transport, asyncio.Transport):
+                return DirectWriter(ws, transport, limit, on_overflow)
             return QueuedWriter(ws, limit, on_overflow)
 
         conn = Conn(
             ws,
             make_writer,
             self.handlers,
-            id=str(conn_id),
+            id=conn_id,
             server=self,
             request=request,
             registry=self._registry,
             ask_timeout=self.ask_timeout,
             debug_errors=self.debug_errors,
             close_timeout=self.close_timeout,
+            handshake_timeout=self.handshake_timeout,
+            max_queue=self.max_queue,
+            max_queue_bytes=self.max_queue_bytes,
         )
         conn.reconnect_tries = _parse_int(request.headers.get(RECONNECT_HEADER))
-        self._live.add(conn)
-        try:
-            if conn._native_only:
-                refusal = await self._open_native(conn)
-                if refusal is not None:
-                    reason = refusal.encode()[:120]  # a close reason fits in 123 bytes
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)
-                    return ws
-            await conn._read_loop()
-            await conn.wait_closed()
-        finally:
-            self._live.discard(conn)
-        return ws
-
-    async def _open_native(self, conn: Conn) -> str | None:
-        """Native-only mode has no handshake: accept the connection into namespace ``""``,
-        or return why not (sent as the close reason)."""
-        reason = await self._run_on_connect(conn)
-        ns = conn._namespaces[""]
-        opening = Message(event=ON_NAMESPACE_CONNECT)
-        if reason is None:
-            reason = await conn._fire_hook(ns, opening)
-        if reason is not None:
-            log.info("refused native connection %r: %s", conn, reason)
-            return reason
-        self._connection_acked(conn)
-        self._registry.namespace_added(ns)
-        await conn._fire_hook(ns, system_event(opening, ON_NAMESPACE_CONNECTED))
-        return None
+        return conn
 
     def _origin_allowed(self, request: web.Request) -> bool:
         origin = request.headers.get("Origin")
@@ -340,20 +341,15 @@ class Server:
             return f"{type(exc).__name__}: {exc}" if self.debug_errors else "server error"
         return None
 
-    def _connection_acked(self, conn: Conn) -> None:
-        self._registry.conn_added(conn)
-
-    async def _connection_closed(self, conn: Conn) -> None:
-        if conn not in self._registry:
-            return  # refused or never acknowledged: no on_disconnect (spec 11.2)
-        self._registry.conn_removed(conn)
-        if self.on_disconnect is not None:
-            try:
-                result = self.on_disconnect(conn)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("on_disconnect failed for %r", conn)
+    async def _run_on_disconnect(self, conn: Conn) -> None:
+        if self.on_disconnect is None:
+            return
+        try:
+            result = self.on_disconnect(conn)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("on_disconnect failed for %r", conn)
 
     async def _on_startup(self, app: web.Application) -> None:
         self.prepare()
@@ -368,17 +364,28 @@ class Server:
         await self.close()
 
     async def close(self) -> None:
-        """Stop accepting and close every connection with 1001, firing disconnect events."""
+        """Stop accepting and close every connection with 1001, firing disconnect events.
+
+        Connections still in their upgrade (``id_generator``) close with 1001 as soon as
+        it returns. Waits at most ``close_timeout`` + 2 seconds.
+        """
         self._closing = True
-        live = list(self._live)
-        await asyncio.gather(
-            *(c.close(WSCloseCode.GOING_AWAY, "server shutdown") for c in live),
-            return_exceptions=True,
-        )
-        # A connection whose close was already under way finishes in its own task.
-        if live:
-            waits = [asyncio.ensure_future(c.wait_closed()) for c in live]
+        waits = [
+            *self._upgrading,
+            *(
+                asyncio.ensure_future(c.close(WSCloseCode.GOING_AWAY, "server shutdown"))
+                for c in list(self._live)
+            ),
+        ]
+        if waits:
             await asyncio.wait(waits, timeout=self.close_timeout + 2)
+        # Upgrades that finished meanwhile are live connections now (or closed themselves).
+        late = [
+            asyncio.ensure_future(c.close(WSCloseCode.GOING_AWAY, "server shutdown"))
+            for c in list(self._live)
+        ]
+        if late:
+            await asyncio.wait(late, timeout=self.close_timeout + 2)
 
     # -- inspection --------------------------------------------------------------------
 
@@ -405,18 +412,20 @@ class Server:
 
     # -- ask and broadcast ----------------------------------------------------------------
 
-    async def ask(self, msg: Message, *, to: str, timeout: float | None = None) -> Message:
+    async def ask(self, msg: Message, *, to: str, timeout: Timeout = DEFAULT) -> Message:
         """Ask the connection with id ``to`` (connected to ``msg.namespace``) and return its answer.
 
-        Raises :class:`~wsmvc.EventError` with ``bad namespace`` when no such connection is
-        connected here, or the client's error text; :class:`~wsmvc.AskTimeout` after
-        ``timeout`` (default: ``ask_timeout``).
+        ``timeout``: seconds; ``None`` waits without limit, ``0`` fails at once, left out
+        it is ``ask_timeout``. Raises :class:`~wsmvc.EventError` with ``bad namespace`` when
+        no such connection is connected here (nor, with an exchange, anywhere), or the
+        client's error text; :class:`~wsmvc.AskTimeout`; :class:`~wsmvc.ConnectionClosed`
+        when the connection closes or leaves the namespace before answering.
         """
         for conn in self._registry.by_id(to):
             if conn.namespace(msg.namespace) is not None:
                 return await conn.ask(msg, timeout=timeout)
         if self.exchange is not None:
-            wait = self.ask_timeout if timeout is None else timeout
+            wait = self.ask_timeout if timeout is DEFAULT else timeout
             return await self.exchange.ask(msg, to=to, timeout=wait)
         raise EventError(ERR_BAD_NAMESPACE)
 
@@ -451,8 +460,11 @@ class Server:
         exclude: Conn | NSConn | str | None = None,
         to: str | None = None,
     ) -> int:
-        """Deliver ``msg`` to the matching connections of this process; returns the count."""
-        data = encode(msg)
+        """Deliver ``msg`` to the matching connections of this process; returns the count.
+
+        What goes out is ``msg`` as an event: never its token nor an exchange marker.
+        """
+        data = encode_event(msg)
         namespace, room = msg.namespace, msg.room
         check_room = bool(room) and msg.event != ON_ROOM_JOIN and msg.event != ON_ROOM_LEFT
         if to is not None:
@@ -471,11 +483,11 @@ class Server:
         sent = 0
         for nsconn in tuple(targets):
             conn = nsconn.conn
-            if conn is exclude or conn.id == exclude or conn._closed:
+            writer = conn.writer
+            if conn is exclude or conn.id == exclude or writer.closed:
                 continue
-            if check_room and room not in nsconn.rooms:
+            if check_room and not nsconn.in_room(room):
                 continue
-            writer = conn._writer
             if writer.direct:
                 if framed is None:
                     framed = frame(data, OP_BINARY if binary else OP_TEXT)

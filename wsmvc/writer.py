@@ -6,6 +6,10 @@ payload once and hand the same bytes to every receiver. Connections that compres
 client connections (which must mask), go through aiohttp's own writer from a queue that
 one task drains in order. Either way a peer that stops reading cannot make the server
 buffer more than ``limit`` bytes: past it, ``on_overflow`` is called once.
+
+The close frame takes the same path (:meth:`Writer.close`): it goes out after every frame
+written before it, compressed or not, on every Python; only a close for a peer that stopped
+reading (``urgent``) skips what is still queued for it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Protocol
 from aiohttp import WSMsgType
 from aiohttp.client_ws import ClientWebSocketResponse
 from aiohttp.web_ws import WebSocketResponse
+
+AnyWebSocket = WebSocketResponse | ClientWebSocketResponse
 
 __all__ = ["DirectWriter", "QueuedWriter", "Writer", "frame"]
 
@@ -54,19 +60,28 @@ class Writer(Protocol):
     def write_frame(self, framed: bytes) -> bool:
         """Write a frame built by :func:`frame` (direct writers only)."""
 
-    def close(self) -> None:
-        """Refuse every later write."""
+    closed: bool
+
+    async def close(self, code: int, reason: bytes, *, urgent: bool = False) -> None:
+        """Refuse every later write, send the close frame after everything written before
+        (``urgent``: at once, dropping what is still queued) and wait for the peer's close
+        frame (aiohttp's close timeout). Raises what aiohttp's ``close`` raises."""
 
 
 class DirectWriter:
     """Frames written to the transport in the caller's step; no task, no await."""
 
-    __slots__ = ("_limit", "_on_overflow", "_transport", "closed")
+    __slots__ = ("_limit", "_on_overflow", "_transport", "_ws", "closed")
     direct = True
 
     def __init__(
-        self, transport: asyncio.Transport, limit: int, on_overflow: Callable[[], None]
+        self,
+        ws: WebSocketResponse,
+        transport: asyncio.Transport,
+        limit: int,
+        on_overflow: Callable[[], None],
     ) -> None:
+        self._ws = ws
         self._transport = transport
         self._limit = limit
         self._on_overflow = on_overflow
@@ -90,8 +105,11 @@ class DirectWriter:
             self._on_overflow()
         return True
 
-    def close(self) -> None:
+    async def close(self, code: int, reason: bytes, *, urgent: bool = False) -> None:
         self.closed = True
+        # Every frame is in the transport already: the close frame goes after them. Not
+        # drained: the wait for the peer's close frame is what is bounded.
+        await self._ws.close(code=code, message=reason, drain=False)
 
 
 class QueuedWriter:
@@ -115,12 +133,7 @@ class QueuedWriter:
     )
     direct = False
 
-    def __init__(
-        self,
-        ws: WebSocketResponse | ClientWebSocketResponse,
-        limit: int,
-        on_overflow: Callable[[], None],
-    ) -> None:
+    def __init__(self, ws: AnyWebSocket, limit: int, on_overflow: Callable[[], None]) -> None:
         self._ws = ws
         self._limit = limit
         self._on_overflow = on_overflow
@@ -168,5 +181,15 @@ class QueuedWriter:
         finally:
             self._task = None
 
-    def close(self) -> None:
+    async def close(self, code: int, reason: bytes, *, urgent: bool = False) -> None:
         self.closed = True
+        task = self._task
+        if urgent:
+            self._queue.clear()  # the peer stopped reading: what is queued would never go
+        elif task is not None:
+            await asyncio.shield(task)  # the frames written before the close go first
+        ws = self._ws
+        if isinstance(ws, WebSocketResponse):
+            await ws.close(code=code, message=reason, drain=False)
+        else:
+            await ws.close(code=code, message=reason)

@@ -567,8 +567,8 @@ def start_cluster(tmp_path: Path) -> Iterator[StartCluster]:
 class Peer:
     """A Python client in namespace ``default``, recording the ``chat`` messages it gets.
 
-    It answers a server's ``question`` with ``"<label> heard <body>"`` and a ``refuse`` with
-    the error ``"<label> refuses"``.
+    It answers a server's ``question`` with ``"<label> heard <body>"``, a ``refuse`` with
+    the error ``"<label> refuses"``, and a ``silence`` with nothing at all.
     """
 
     conn: ClientConn
@@ -595,7 +595,16 @@ class Peer:
         def refuse(ns: NSConn, msg: Message) -> None:
             raise EventError(f"{self.label} refuses")
 
-        return {"chat": chat, "probe": probe, "question": question, "refuse": refuse}
+        def silence(ns: NSConn, msg: Message) -> None:
+            return None
+
+        return {
+            "chat": chat,
+            "probe": probe,
+            "question": question,
+            "refuse": refuse,
+            "silence": silence,
+        }
 
     async def heard(self, tokens: set[str], timeout: float) -> bool:
         """Whether a probe with one of ``tokens`` arrives (or came) within ``timeout``."""

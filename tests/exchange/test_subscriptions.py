@@ -206,7 +206,9 @@ async def test_asks_across_servers_leave_no_token_channel_behind(
     assert reply.body == b"bob@s2 heard well?"
     with pytest.raises(wsmvc.EventError, match=r"^bob@s2 refuses$"):
         await server1.ask(question("refuse"), to=bob.id, timeout=WAIT)
-    with pytest.raises(wsmvc.AskTimeout):  # bob's client has no handler: it never answers
+    with pytest.raises(wsmvc.EventError, match=r"^unknown event 'nobody'$"):
+        await server1.ask(question("nobody"), to=bob.id, timeout=WAIT)  # no handler at bob's
+    with pytest.raises(wsmvc.AskTimeout):  # bob's handler answers nothing
         await server1.ask(question("silence"), to=bob.id, timeout=0.3)
 
     await asking.flush(WAIT)

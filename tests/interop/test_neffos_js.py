@@ -11,7 +11,7 @@ import re
 import pytest
 from interop_support import EchoServer, NodeRunner
 
-from wsmvc.conn import LEAVE_ALL_ERROR
+from wsmvc.dispatch import LEAVE_ALL_ERROR
 
 pytestmark = pytest.mark.interop
 

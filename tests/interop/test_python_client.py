@@ -121,7 +121,7 @@ async def test_rooms_join_emit_leave(echo_server: EchoServer) -> None:
         for name in ["room1", "semi;colon room"]:  # ';' in a room name is escaped on the wire
             room = await ns.join_room(name, timeout=WAIT)
             assert room.name == name
-            assert ns.room(name) is room
+            assert ns.room(name) == room  # rooms are values: (namespace connection, name)
             assert (await inbox.next("_OnRoomJoin")).room == name
             assert (await inbox.next("_OnRoomJoined")).room == name
 

@@ -372,7 +372,7 @@ class BrokerExchange(Exchange):
         if payload.startswith(self._own_marker):
             return  # ours: delivered locally when it was published
         try:
-            msg = decode(payload)
+            msg = decode(payload, exchange=True)
         except ProtocolError:
             log.debug("%s: ignoring a payload that is not a neffos message on %s", self, channel)
             return

@@ -1,0 +1,300 @@
+"""Handling one message of a connection (``neffos-protocol.md`` §4 to §7).
+
+:class:`Dispatcher` runs the handler of an event and answers with what it returned or
+raised, and carries out the system requests (namespace connect and disconnect, room join
+and leave) the peer sends: the :class:`~wsmvc.session.Session` decides and changes state,
+the dispatcher runs the hooks in between and writes what the session says to send. It is
+called by the connection's serving task only, one message at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
+
+from .bodies import encode_body
+from .errors import ConnectionClosed, EventError
+from .handlers import HandlerTable, Reply
+from .protocol import (
+    ERR_BAD_NAMESPACE,
+    ON_NAMESPACE_CONNECT,
+    ON_NAMESPACE_CONNECTED,
+    ON_NAMESPACE_DISCONNECT,
+    ON_ROOM_JOIN,
+    ON_ROOM_JOINED,
+    ON_ROOM_LEAVE,
+    ON_ROOM_LEFT,
+    Message,
+)
+from .session import Frame, Namespace, NsState, RoomState, Session
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .nsconn import NSConn
+
+__all__ = ["GENERIC_ERROR", "LEAVE_ALL_ERROR", "Dispatcher", "system_event"]
+
+log = logging.getLogger("wsmvc")
+
+GENERIC_ERROR = "internal server error"
+LEAVE_ALL_ERROR = "leaveAll is not supported by the protocol: leave each room with room.leave()"
+
+# Events the dispatcher treats itself (everything else goes to its handler).
+_SYSTEM_REQUESTS = frozenset(
+    {ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT, ON_ROOM_JOIN, ON_ROOM_LEAVE, ON_ROOM_LEFT}
+)
+
+
+def system_event(msg: Message, event: str, *, forced: bool = False) -> Message:
+    """The follow-up event ``event`` (``_OnRoomJoined`` after ``_OnRoomJoin``...) of ``msg``."""
+    return Message(
+        namespace=msg.namespace, room=msg.room, event=event, forced=forced, local=msg.local
+    )
+
+
+class Dispatcher:
+    """Handles the messages of one connection (see the module docstring).
+
+    ``session`` is the connection's session, ``write(data, binary)`` its write path,
+    ``handlers`` the handler table. ``debug_errors``: send exception texts to the peer.
+    """
+
+    __slots__ = ("_client", "_debug_errors", "_lookup", "_name", "_session", "_write")
+
+    def __init__(
+        self,
+        session: Session[NSConn, asyncio.Future[Message]],
+        write: Callable[[bytes, bool], bool],
+        handlers: HandlerTable,
+        *,
+        name: Callable[[], str],
+        debug_errors: bool = False,
+    ) -> None:
+        self._session = session
+        self._write = write
+        self._lookup = handlers.lookup
+        self._client = session.client
+        self._debug_errors = debug_errors
+        self._name = name
+
+    def handle(self, msg: Message) -> Awaitable[None] | None:
+        """Handle ``msg``: right here when its handler does not need to await, else the
+        rest of the work, to be awaited before the next message."""
+        ns = self._session.namespace(msg.namespace)
+        if ns is None or msg.event in _SYSTEM_REQUESTS:
+            return self._system(ns, msg)
+        return self.handle_event(ns, msg)
+
+    async def _finish(self, msg: Message, pending: Awaitable[object]) -> None:
+        try:
+            result = await pending
+        except Exception as exc:
+            self.failed(msg, exc)
+        else:
+            self.answered(msg, result)
+
+    def _send(self, frame: Frame | None) -> None:
+        if frame is not None:
+            self._write(*frame)
+
+    # -- answers (spec 7.2) ----------------------------------------------------------------
+
+    def answered(self, msg: Message, result: object) -> None:
+        """Answer ``msg`` with what its handler returned: nothing for ``None``."""
+        if result is None:
+            return
+        if isinstance(result, bytes):
+            body = result
+        elif isinstance(result, str):
+            body = result.encode()
+        elif isinstance(result, Reply):
+            body = result.data
+        else:
+            try:
+                body = encode_body(result)
+            except Exception as exc:
+                self.failed(
+                    msg,
+                    TypeError(
+                        f"handler for {msg.event!r} returned a {type(result).__name__}"
+                        f" that cannot be sent: {exc}"
+                    ),
+                )
+                return
+        if msg.native:
+            if not msg.err and self._session.open:
+                self._write(body, msg.binary)
+            return
+        self._answer(msg, body)
+
+    def failed(self, msg: Message, exc: Exception) -> None:
+        """Answer ``msg`` with the error its handler raised (logged unless an EventError)."""
+        if isinstance(exc, EventError):
+            text = exc.text
+        elif isinstance(exc, ConnectionClosed) and not self._session.open:
+            log.debug("%s: handler for %r stopped: %s", self._name(), msg.event, exc)
+            return
+        else:
+            log.error(
+                "%s: handler for %r/%r failed",
+                self._name(),
+                msg.namespace,
+                msg.event,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            text = self.error_text(exc)
+        if not msg.native:
+            self._answer(msg, err=text)
+
+    def _unhandled(self, msg: Message) -> None:
+        log.debug("%s: no handler for %r in %r", self._name(), msg.event, msg.namespace)
+        if self._session.is_request(msg.token):
+            self._answer(msg, err=f"unknown event {msg.event!r}")
+
+    def _answer(self, msg: Message, body: bytes = b"", err: str = "") -> None:
+        data = self._session.answer(msg, body, err)
+        if data is not None:
+            self._write(data, msg.binary)
+
+    def error_text(self, exc: BaseException) -> str:
+        """What the peer is told of an exception: a generic text unless ``debug_errors``."""
+        if self._debug_errors:
+            return f"{type(exc).__name__}: {exc}"
+        return GENERIC_ERROR
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    async def fire(self, ns: NSConn, msg: Message) -> str | None:
+        """Run the handler of a system event; the text that refuses it, if it raised."""
+        handler = self._lookup(ns.namespace, msg.event)
+        if handler is None:
+            return None
+        try:
+            result = handler(ns, msg)
+            if hasattr(result, "__await__"):
+                await result
+            return None
+        except EventError as exc:
+            return exc.text
+        except Exception as exc:
+            log.exception(
+                "%s: %s handler of %r failed: %s", self._name(), msg.event, ns.namespace, exc
+            )
+            return self.error_text(exc)
+
+    async def fire_all(self, events: Iterable[tuple[NSConn, Message]]) -> None:
+        """Fire ``events`` one after another (forced events: refusals are ignored)."""
+        for ns, msg in events:
+            await self.fire(ns, msg)
+
+    async def remove_namespace(self, ns: NSConn, *, local: bool) -> None:
+        """Remove ``ns`` after this side's disconnect was acknowledged (spec 5.4): its rooms
+        are left (forced), then it is removed and its ``_OnNamespaceDisconnect`` fires."""
+        session = self._session
+        if not session.disconnect_started(ns):
+            return  # gone already: whoever removed it fired its events
+        await self.fire_all(session.forced_leaves(ns, local=local))
+        session.remove(ns)
+        await self.fire(ns, Message(ns.namespace, event=ON_NAMESPACE_DISCONNECT, local=local))
+
+    # -- system requests from the peer ---------------------------------------------------------
+
+    async def _system(self, ns: NSConn | None, msg: Message) -> None:
+        event = msg.event
+        try:
+            if event == ON_NAMESPACE_CONNECT:
+                await self._reply_connect(msg)
+            elif event == ON_NAMESPACE_DISCONNECT:
+                await self._reply_disconnect(msg)
+            elif event == ON_ROOM_JOIN:
+                await self._reply_join(msg)
+            elif event == ON_ROOM_LEAVE:
+                await self._reply_leave(msg)
+            elif ns is None:
+                # Go drops it, leaving a peer's ask waiting forever: requests are answered.
+                self._answer(msg, err=ERR_BAD_NAMESPACE)
+            elif event == ON_ROOM_LEFT and self._session.is_request(msg.token) and not self._client:
+                # neffos.js leaveAll() asks with _OnRoomLeft (spec 16.12); answering with an
+                # error ends its promises and keeps both sides' rooms in agreement.
+                log.warning("%s: %s", self._name(), LEAVE_ALL_ERROR)
+                self._answer(msg, err=LEAVE_ALL_ERROR)
+            else:
+                pending = self.handle_event(ns, msg)
+                if pending is not None:
+                    await pending
+        except Exception:
+            log.exception("%s: failed to handle %r", self._name(), msg)
+
+    def handle_event(self, ns: NSConn, msg: Message) -> Awaitable[None] | None:
+        """Run the handler of an ordinary event of the connected ``ns`` and answer."""
+        handler = self._lookup(msg.namespace, msg.event)
+        if handler is None:
+            self._unhandled(msg)
+            return None
+        try:
+            result = handler(ns, msg)
+        except Exception as exc:
+            self.failed(msg, exc)
+            return None
+        if hasattr(result, "__await__"):
+            return self._finish(msg, result)
+        self.answered(msg, result)
+        return None
+
+    async def _reply_connect(self, msg: Message) -> None:
+        session = self._session
+        ns = session.connect_requested(msg)
+        if not isinstance(ns, Namespace):
+            self._send(ns)
+            return
+        refusal = await self.fire(ns, msg)
+        self._send(session.connect_decided(ns, msg, refusal))
+        if refusal is None and ns.state is NsState.CONNECTED:
+            await self.fire(ns, system_event(msg, ON_NAMESPACE_CONNECTED))
+
+    async def _reply_disconnect(self, msg: Message) -> None:
+        session = self._session
+        ns = session.disconnect_requested(msg)
+        if not isinstance(ns, Namespace):
+            self._send(ns)
+            return
+        if self._client:
+            # A server's disconnect cannot be refused (spec 5.4): leave, answer, then tell.
+            await self.fire_all(session.forced_leaves(ns, local=False))
+            session.remove(ns)
+            self._send(session.empty_reply(msg))
+            await self.fire(ns, msg)
+            return
+        refusal = await self.fire(ns, msg)
+        if refusal is not None:
+            self._send(session.disconnect_refused(ns, msg, refusal))
+            return
+        await self.fire_all(session.forced_leaves(ns, local=False))
+        session.remove(ns)
+        self._send(session.empty_reply(msg))
+
+    async def _reply_join(self, msg: Message) -> None:
+        session = self._session
+        ns = session.join_requested(msg)
+        if not isinstance(ns, Namespace):
+            self._send(ns)
+            return
+        refusal = await self.fire(ns, msg)
+        reply = session.join_decided(ns, msg, refusal)
+        if refusal is None and ns.room_state(msg.room) is RoomState.JOINED:
+            await self.fire(ns, system_event(msg, ON_ROOM_JOINED))  # before the reply (6.1)
+        self._send(reply)
+
+    async def _reply_leave(self, msg: Message) -> None:
+        session = self._session
+        ns = session.leave_requested(msg)
+        if not isinstance(ns, Namespace):
+            self._send(ns)
+            return
+        refusal = await self.fire(ns, msg)
+        reply = session.leave_decided(ns, msg, refusal)
+        if refusal is None and ns.room_state(msg.room) is RoomState.LEFT:
+            await self.fire(ns, system_event(msg, ON_ROOM_LEFT))
+        self._send(reply)
