@@ -27,6 +27,7 @@ class ClientConn(Conn):
 
     async def close(self, code: int = WSCloseCode.OK, reason: str = "") -> None:
         await super().close(code, reason)
+        await self._transport_closed()  # the server's close frame, before the HTTP session goes
         if self._session is not None:
             await self._session.close()
 

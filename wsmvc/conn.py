@@ -8,11 +8,8 @@ handlers, handles each message in arrival order (inline, with no task or queue p
 message), and once the connection closes it fires the disconnect events and
 ``on_disconnect``: after the handler that was running, never inside it, once.
 
-Asks need reading while that task may be busy (a handler awaiting ``ns.ask(...)``): while
-an ask waits and the serving task is not reading, a helper task reads. It resolves
-answers at once and queues the other messages for their turn; past ``max_queue`` messages
-or ``max_queue_bytes`` it stops reading until they are handled, so TCP pushes back on the
-peer. It ends as soon as no ask waits.
+Who reads when (a helper while an ask waits, waking the serving task when the connection
+closes) is :mod:`wsmvc.reading`'s business.
 
 Closing is one path, whoever asks for it (:meth:`Conn.close`, the peer, a read error, the
 send-buffer limit, shutdown): the session becomes ``CLOSING`` (pending asks fail at once),
@@ -24,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +43,9 @@ from .protocol import (
     new_client_token,
     new_token,
 )
-from .session import ConnState, NsState, Session
+from .reading import Reader, frame_size
+from .session import Session
+from .states import ConnState, NsState
 from .writer import AnyWebSocket, Writer
 
 if TYPE_CHECKING:
@@ -63,7 +61,6 @@ OnOpen = Callable[["Conn"], Awaitable["str | None"]]
 """The server's ``on_connect`` runner: the reason that refuses the connection, or ``None``."""
 
 _CLOSE_TYPES = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
-_WAKE = "wsmvc: wake the serving task"
 
 
 def _fail(waiter: asyncio.Future[Message], reason: str) -> None:
@@ -86,17 +83,11 @@ class Conn:
         "_closer",
         "_connecting",
         "_deferred",
-        "_drained",
-        "_helper",
         "_native_only",
         "_on_reply",
         "_opened",
-        "_reading",
         "_registry",
         "_server",
-        "_task",
-        "_wakeup",
-        "_waking",
         "_ws",
         "ask_timeout",
         "close_code",
@@ -105,6 +96,7 @@ class Conn:
         "handshake_timeout",
         "id",
         "is_client",
+        "reader",
         "reconnect_tries",
         "request",
         "session",
@@ -159,14 +151,10 @@ class Conn:
         self._allow_native = handlers.accepts_native
         self._on_reply: dict[str, Callable[[Message], None]] = {}
         self._connecting: dict[str, asyncio.Future[NSConn]] = {}
-        self._deferred: list[tuple[NSConn, asyncio.Future[None]]] = []
-        self._task: asyncio.Task[Any] | None = None
-        self._helper: asyncio.Task[None] | None = None
+        # Disconnect events to fire in the serving task, and who waits for them.
+        self._deferred: list[tuple[list[tuple[NSConn, Message]], asyncio.Future[None]]] = []
+        self.reader = Reader(ws, self.session, self._read, self._request_close)
         self._closer: asyncio.Task[None] | None = None
-        self._reading = False  # the serving task waits in ws.receive()
-        self._waking = False  # a cancellation of that wait is ours (see _wake)
-        self._wakeup = asyncio.Event()  # the helper read something, or the session changed
-        self._drained = asyncio.Event()  # the queue has room again (the helper may read)
         self._closed_event = asyncio.Event()
         self._opened = False  # on_connect accepted the connection: on_disconnect will run
 
@@ -181,7 +169,7 @@ class Conn:
 
     @property
     def state(self) -> ConnState:
-        """The connection state: :class:`~wsmvc.session.ConnState`."""
+        """The connection state: :class:`~wsmvc.states.ConnState`."""
         return self.session.state
 
     @property
@@ -301,10 +289,10 @@ class Conn:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def agreed(reply: Message) -> None:
-            if not reply.err:
-                self._deferred.append((ns, done))
+            if not reply.err:  # removed now; its events run in the serving task
+                self._deferred.append((self.session.disconnected(ns, local=True), done))
 
-        inside = asyncio.current_task() is self._task
+        inside = asyncio.current_task() is self.reader.task
         try:
             await self.ask(
                 Message(namespace=ns.namespace, event=ON_NAMESPACE_DISCONNECT),
@@ -356,11 +344,10 @@ class Conn:
         session.ask_started(token, msg.namespace, waiter)
         if on_reply is not None:
             self._on_reply[token] = on_reply
-        inside = asyncio.current_task() is self._task
+        inside = asyncio.current_task() is self.reader.task
         try:
             self.writer.write(encode(request), request.binary)
-            if not self._reading:
-                self._help_reading()
+            self.reader.ensure_helper()
             try:
                 reply = await (asyncio.wait_for(waiter, wait) if wait is not None else waiter)
             except asyncio.TimeoutError:
@@ -392,7 +379,7 @@ class Conn:
         (they run right after that handler returns). Never raises.
         """
         self._request_close(code, reason)
-        if self._task is not None and asyncio.current_task() is not self._task:
+        if self.reader.task is not None and asyncio.current_task() is not self.reader.task:
             await self._closed_event.wait()
 
     async def wait_closed(self) -> None:
@@ -413,7 +400,7 @@ class Conn:
         once the disconnect events ran, if ``on_open`` accepted. Cancellation closes the
         connection (1006), runs the disconnect events and is re-raised.
         """
-        self._task = asyncio.current_task()
+        self.reader.task = asyncio.current_task()
         try:
             if self.session.state is ConnState.CONNECTING:
                 await (
@@ -436,14 +423,14 @@ class Conn:
         deadline = None if self.handshake_timeout is None else loop.time() + self.handshake_timeout
         while session.state is ConnState.CONNECTING:
             left = None if deadline is None else max(deadline - loop.time(), 0.001)
-            frame = await self._receive(left, "handshake timeout")
+            frame = await self.reader.receive(left, "handshake timeout")
             if frame is None:
                 continue
             if frame.type is WSMsgType.TEXT and frame.data[:1] == "M":
                 await self._open(on_open)
                 return
             msg = self._read(frame)
-            if msg is not None and not session.queue(msg, _size(frame)):
+            if msg is not None and not session.queue(msg, frame_size(frame)):
                 log.warning("%r: too much sent before the handshake, closing (1008)", self)
                 self._request_close(WSCloseCode.POLICY_VIOLATION, "too much before the handshake")
 
@@ -496,77 +483,35 @@ class Conn:
 
     async def _serve_open(self) -> None:
         session = self.session
+        reader = self.reader
         handle = self.dispatcher.handle
         while session.state is ConnState.OPEN:
             if self._deferred:
-                ns, done = self._deferred.pop(0)
-                await self.dispatcher.remove_namespace(ns, local=True)
+                events, done = self._deferred.pop(0)
+                await self.dispatcher.fire_all(events)
                 if not done.done():
                     done.set_result(None)
                 continue
-            msg = session.next_queued()
-            if msg is None:
-                if self._helper is not None:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
-                frame = await self._receive(None, "read timeout")
+            if session.inbox:
+                msg = session.next_queued()
+                reader.taken()
+            elif reader.helper is not None:
+                await reader.wait_for_helper()
+                continue
+            else:
+                frame = await reader.receive(None, "read timeout")
                 if frame is None:
                     continue
                 msg = self._read(frame)
-                if msg is None:
-                    continue
-            elif self._helper is not None and not session.inbox_full:
-                self._drained.set()
+            if msg is None:
+                continue
             pending = handle(msg)
             if pending is not None:
-                if session.asks and not self._reading:
-                    self._help_reading()
+                if session.asks:
+                    reader.ensure_helper()  # this task is busy from here
                 await pending
 
     # -- reading ------------------------------------------------------------------------------
-
-    async def _receive(self, timeout: float | None, timeout_reason: str) -> WSMessage | None:
-        """The next frame, read by the serving task; ``None`` if woken or timed out."""
-        self._reading = True
-        try:
-            return await self._ws.receive(timeout)
-        except asyncio.CancelledError:
-            if not self._woken():
-                raise
-            return None
-        except asyncio.TimeoutError:
-            # An idle open connection ends normally; one that never completed its handshake
-            # broke the rules.
-            code = WSCloseCode.OK if self.session.open else WSCloseCode.POLICY_VIOLATION
-            self._request_close(code, timeout_reason)
-            return None
-        finally:
-            self._reading = False
-
-    def _wake(self) -> None:
-        """Make the serving task look at the session again: it may be waiting for a frame.
-
-        A dedicated reader task would avoid this, at the price of a second task switch for
-        every message; instead the serving task reads itself, and a close from elsewhere
-        cancels that wait (aiohttp's receive() loses nothing when cancelled).
-        """
-        self._wakeup.set()
-        self._drained.set()
-        task = self._task
-        if self._reading and task is not None and task is not asyncio.current_task():
-            self._waking = True
-            task.cancel(_WAKE)
-
-    def _woken(self) -> bool:
-        """Whether the cancellation being handled is our own wake-up (then it is consumed)."""
-        if not self._waking:
-            return False
-        self._waking = False
-        task = self._task
-        if sys.version_info >= (3, 11) and task is not None:
-            return task.uncancel() == 0  # nobody else asked for a cancellation as well
-        return True
 
     def _read(self, frame: WSMessage) -> Message | None:
         """The message in ``frame``; ``None`` if there is none to handle (an answer to an
@@ -602,33 +547,6 @@ class Conn:
                 return None
         return msg
 
-    def _help_reading(self) -> None:
-        if self._helper is None and self.session.open:
-            self._helper = asyncio.get_running_loop().create_task(self._help())
-
-    async def _help(self) -> None:
-        """Read while asks wait and the serving task is busy (see the module docstring)."""
-        session = self.session
-        try:
-            while session.asks and session.open:
-                if session.inbox_full:
-                    self._drained.clear()
-                    await self._drained.wait()  # TCP pushes back meanwhile
-                    continue
-                frame = await self._ws.receive()
-                msg = self._read(frame)
-                if msg is not None and session.open:
-                    session.queue(msg, _size(frame))
-                self._wakeup.set()
-        except asyncio.TimeoutError:
-            self._request_close(WSCloseCode.OK, "read timeout")
-        except Exception:
-            log.exception("%r: reading failed", self)
-            self._request_close(WSCloseCode.INTERNAL_ERROR, "internal error")
-        finally:
-            self._helper = None
-            self._wakeup.set()
-
     # -- closing (spec 11) ----------------------------------------------------------------------
 
     def _overflow(self) -> None:
@@ -649,7 +567,7 @@ class Conn:
         self._closer = asyncio.get_running_loop().create_task(
             self._close_transport(code, reason.encode()[:123], urgent)
         )
-        self._wake()
+        self.reader.wake()
 
     async def _close_transport(self, code: int, reason: bytes, urgent: bool) -> None:
         done = False
@@ -671,27 +589,28 @@ class Conn:
             asyncio.get_running_loop().call_later(self.close_timeout, transport.abort)
 
     async def _finish(self, on_close: OnOpen | None) -> None:
-        """The end of the serving task: fire the disconnect events, then ``on_close``."""
+        """The end of the serving task: fire the disconnect events, then ``on_close``; then
+        wait (bounded) for the close handshake and the helper reader to end."""
         self._request_close(WSCloseCode.ABNORMAL_CLOSURE, "")
         session = self.session
+        events = session.closing_events()
         try:
-            if session.state is ConnState.CLOSING:
-                await self.dispatcher.fire_all(session.closing_events())
-                if self._opened and on_close is not None:
-                    await on_close(self)
+            await self.dispatcher.fire_all(events)
+            if self._opened and on_close is not None:
+                await on_close(self)
         finally:
-            if session.state is ConnState.CLOSING:
-                session.finish()
+            for _ in events:
+                pass  # cancelled meanwhile: the rest goes without its events
+            session.finish()
             for _, done in self._deferred:
                 if not done.done():
                     done.set_result(None)
             self._deferred.clear()
-            for task in (self._closer, self._helper):
-                if task is not None and task is not asyncio.current_task():
-                    await asyncio.wait([task], timeout=self.close_timeout + 2)
             self._closed_event.set()
+            await self._transport_closed()
+            await self.reader.stop(self.close_timeout + 2)
 
-
-def _size(frame: WSMessage) -> int:
-    data = frame.data
-    return len(data) if isinstance(data, (str, bytes)) else 0
+    async def _transport_closed(self) -> None:
+        """Wait (bounded by the close itself) until the close handshake ended."""
+        if self._closer is not None and self._closer is not asyncio.current_task():
+            await asyncio.wait([self._closer], timeout=self.close_timeout + 2)

@@ -27,7 +27,8 @@ from .protocol import (
     ON_ROOM_LEFT,
     Message,
 )
-from .session import Frame, Namespace, NsState, RoomState, Session
+from .session import Session
+from .states import Frame, Namespace, NsState, RoomState
 
 if TYPE_CHECKING:
     import asyncio
@@ -188,16 +189,6 @@ class Dispatcher:
         """Fire ``events`` one after another (forced events: refusals are ignored)."""
         for ns, msg in events:
             await self.fire(ns, msg)
-
-    async def remove_namespace(self, ns: NSConn, *, local: bool) -> None:
-        """Remove ``ns`` after this side's disconnect was acknowledged (spec 5.4): its rooms
-        are left (forced), then it is removed and its ``_OnNamespaceDisconnect`` fires."""
-        session = self._session
-        if not session.disconnect_started(ns):
-            return  # gone already: whoever removed it fired its events
-        await self.fire_all(session.forced_leaves(ns, local=local))
-        session.remove(ns)
-        await self.fire(ns, Message(ns.namespace, event=ON_NAMESPACE_DISCONNECT, local=local))
 
     # -- system requests from the peer ---------------------------------------------------------
 

@@ -17,7 +17,7 @@ from .protocol import (
     ON_ROOM_LEFT,
     Message,
 )
-from .session import Namespace, NsState
+from .states import Namespace, NsState
 
 if TYPE_CHECKING:
     from .conn import Conn
@@ -107,7 +107,7 @@ class RoomsView(Mapping[str, Room]):
 class NSConn(Namespace):
     """One namespace of a connection: emit, ask, rooms, disconnect.
 
-    ``state`` is its :class:`~wsmvc.session.NsState`; an ``NSConn`` whose namespace was
+    ``state`` is its :class:`~wsmvc.states.NsState`; an ``NSConn`` whose namespace was
     disconnected stays ``DISCONNECTED`` (a new connect makes a new ``NSConn``).
     """
 

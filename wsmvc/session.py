@@ -7,11 +7,12 @@ arrived and what the application asked for, and says what to send and which even
 fire. It never reads, writes, awaits or sleeps: :class:`~wsmvc.conn.Conn` is the asyncio
 adapter around it, and ``tests/test_session.py`` drives it without sockets.
 
-Every state and every transition allowed between states is written down once, in the
-tables below. A transition they do not allow raises :class:`StateError`: a bug in wsmvc,
-never something a peer can cause. A decision that no longer applies because something
-else happened first (a join decided after the connection began closing) is not an
-error: the method says so by what it returns, and changes nothing.
+Every state and every transition allowed between states is written down once, in
+:mod:`wsmvc.states`. A transition they do not allow raises
+:class:`~wsmvc.states.StateError`: a bug in wsmvc, never something a peer can cause. A
+decision that no longer applies because something else happened first (a join decided
+after the connection began closing) is not an error: the method says so by what it
+returns, and changes nothing.
 
 Who fires an event is decided by who makes the transition: the flow that moves a room
 from ``JOINED`` to ``LEAVING`` fires its ``_OnRoomLeave``, the flow that removes it fires
@@ -21,139 +22,43 @@ from ``JOINED`` to ``LEAVING`` fires its ``_OnRoomLeave``, the flow that removes
 from __future__ import annotations
 
 import collections
-import enum
-from collections.abc import Callable, Iterator, Mapping
-from typing import Final, Generic, Protocol, TypeAlias, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .protocol import (
     ACK_OK,
     ACK_REFUSED,
     ERR_BAD_NAMESPACE,
     ERR_BAD_ROOM,
-    ON_NAMESPACE_CONNECT,
     ON_NAMESPACE_DISCONNECT,
-    ON_ROOM_JOIN,
     ON_ROOM_LEAVE,
     ON_ROOM_LEFT,
     Message,
     encode_answer,
     encode_empty_reply,
 )
+from .states import (
+    CONN_TRANSITIONS,
+    EXEMPT_NS,
+    EXEMPT_ROOM,
+    IN_ROOM,
+    NAMESPACE_TRANSITIONS,
+    ROOM_TRANSITIONS,
+    WRITABLE_NS,
+    ConnState,
+    Frame,
+    Members,
+    Namespace,
+    NsState,
+    RoomState,
+    StateError,
+)
 
-__all__ = [
-    "CONN_TRANSITIONS",
-    "NAMESPACE_TRANSITIONS",
-    "ROOM_TRANSITIONS",
-    "ConnState",
-    "Frame",
-    "Members",
-    "Namespace",
-    "NsState",
-    "RoomState",
-    "Session",
-    "StateError",
-]
-
-
-class ConnState(enum.Enum):
-    """The life of one connection."""
-
-    CONNECTING = "connecting"  # upgraded; the neffos handshake (M -> A<id>) is not done
-    OPEN = "open"  # acknowledged: messages flow
-    CLOSING = "closing"  # no more writes; asks failed; disconnect events still to run
-    CLOSED = "closed"  # the disconnect events ran
-
-
-class NsState(enum.Enum):
-    """The life of one namespace of a connection."""
-
-    DISCONNECTED = "disconnected"  # not in the session: never connected, or removed
-    CONNECTING = "connecting"  # a connect is being decided: a hook runs or the peer answers
-    CONNECTED = "connected"
-    DISCONNECTING = "disconnecting"  # its _OnNamespaceDisconnect fired or is firing
-
-
-class RoomState(enum.Enum):
-    """The membership of one namespace connection in one room."""
-
-    LEFT = "left"  # not a member: never joined, or left
-    JOINING = "joining"  # a join is being decided: its _OnRoomJoin hook runs
-    JOINED = "joined"
-    LEAVING = "leaving"  # its _OnRoomLeave fired or is firing
-
-
-CONN_TRANSITIONS: Final[Mapping[ConnState, frozenset[ConnState]]] = {
-    ConnState.CONNECTING: frozenset({ConnState.OPEN, ConnState.CLOSING}),
-    ConnState.OPEN: frozenset({ConnState.CLOSING}),
-    ConnState.CLOSING: frozenset({ConnState.CLOSED}),
-    ConnState.CLOSED: frozenset(),
-}
-NAMESPACE_TRANSITIONS: Final[Mapping[NsState, frozenset[NsState]]] = {
-    NsState.DISCONNECTED: frozenset({NsState.CONNECTING}),
-    NsState.CONNECTING: frozenset({NsState.CONNECTED, NsState.DISCONNECTED}),
-    NsState.CONNECTED: frozenset({NsState.DISCONNECTING}),
-    NsState.DISCONNECTING: frozenset({NsState.CONNECTED, NsState.DISCONNECTED}),
-}
-ROOM_TRANSITIONS: Final[Mapping[RoomState, frozenset[RoomState]]] = {
-    RoomState.LEFT: frozenset({RoomState.JOINING}),
-    RoomState.JOINING: frozenset({RoomState.JOINED, RoomState.LEFT}),
-    RoomState.JOINED: frozenset({RoomState.LEAVING}),
-    RoomState.LEAVING: frozenset({RoomState.JOINED, RoomState.LEFT}),
-}
-
-# Who may be written to (spec 4.1): a namespace whose disconnect is being decided is still
-# connected, a room being left is still joined.
-_WRITABLE_NS: Final = frozenset({NsState.CONNECTED, NsState.DISCONNECTING})
-_IN_ROOM: Final = frozenset({RoomState.JOINED, RoomState.LEAVING})
-_EXEMPT_NS: Final = frozenset({ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT})
-_EXEMPT_ROOM: Final = frozenset({ON_ROOM_JOIN, ON_ROOM_LEFT})
-
-Frame: TypeAlias = tuple[bytes, bool]
-"""What to send: the payload of one frame, and whether it is a binary frame."""
-
-
-class StateError(AssertionError):
-    """A transition the tables do not allow was attempted: a bug in wsmvc."""
-
-
-class Namespace:
-    """The session's record of one namespace of the connection.
-
-    :class:`~wsmvc.NSConn` extends it with what the application uses. ``room_states``
-    holds the rooms that are not ``LEFT``; read it through :meth:`room_state`.
-    """
-
-    __slots__ = ("namespace", "room_states", "state")
-
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-        self.state = NsState.DISCONNECTED
-        self.room_states: dict[str, RoomState] = {}
-
-    def room_state(self, room: str) -> RoomState:
-        return self.room_states.get(room, RoomState.LEFT)
-
-    def in_room(self, room: str) -> bool:
-        """Whether ``room`` is joined (``JOINED``, or ``LEAVING``: still joined until left)."""
-        return self.room_states.get(room) in _IN_ROOM
-
-    def joined(self) -> list[str]:
-        """The rooms joined (``JOINED`` or ``LEAVING``), in the order they were joined."""
-        return [room for room, state in self.room_states.items() if state in _IN_ROOM]
+__all__ = ["Session"]
 
 
 NS = TypeVar("NS", bound=Namespace)
-NS_contra = TypeVar("NS_contra", bound=Namespace, contravariant=True)
 W = TypeVar("W")  # what waits for the answer to an ask (an asyncio future in Conn)
-
-
-class Members(Protocol[NS_contra]):
-    """Told of every change of namespace and room membership (the server's registry)."""
-
-    def namespace_added(self, nsconn: NS_contra) -> None: ...
-    def namespace_removed(self, nsconn: NS_contra) -> None: ...
-    def room_added(self, nsconn: NS_contra, room: str) -> None: ...
-    def room_removed(self, nsconn: NS_contra, room: str) -> None: ...
 
 
 class Session(Generic[NS, W]):
@@ -222,7 +127,7 @@ class Session(Generic[NS, W]):
         old = ns.room_state(room)
         if new not in ROOM_TRANSITIONS[old]:
             raise StateError(f"room {room!r} of {ns.namespace!r}: {old.value} -> {new.value}")
-        if new is RoomState.JOINING and ns.state not in _WRITABLE_NS:
+        if new is RoomState.JOINING and ns.state not in WRITABLE_NS:
             raise StateError(
                 f"room {room!r} joined in namespace {ns.namespace!r} ({ns.state.value})"
             )
@@ -357,17 +262,17 @@ class Session(Generic[NS, W]):
     def namespace(self, name: str) -> NS | None:
         """The namespace ``name`` if it is connected (or its disconnect is being decided)."""
         ns = self.namespaces.get(name)
-        return ns if ns is not None and ns.state in _WRITABLE_NS else None
+        return ns if ns is not None and ns.state in WRITABLE_NS else None
 
     def can_write(self, namespace: str, room: str, event: str) -> bool:
         if self.state is not ConnState.OPEN:
             return False
-        if event in _EXEMPT_NS:
+        if event in EXEMPT_NS:
             return True
         ns = self.namespaces.get(namespace)
-        if ns is None or ns.state not in _WRITABLE_NS:
+        if ns is None or ns.state not in WRITABLE_NS:
             return False
-        return not room or event in _EXEMPT_ROOM or ns.room_states.get(room) in _IN_ROOM
+        return not room or event in EXEMPT_ROOM or ns.room_states.get(room) in IN_ROOM
 
     def answer(self, msg: Message, body: bytes = b"", err: str = "") -> bytes | None:
         """The frame that answers ``msg`` with ``body`` or the error ``err`` (spec 7.2).
@@ -474,6 +379,18 @@ class Session(Generic[NS, W]):
             return False
         self._set_ns(ns, NsState.DISCONNECTING)
         return True
+
+    def disconnected(self, ns: NS, *, local: bool) -> list[tuple[NS, Message]]:
+        """The peer acknowledged this side's disconnect of ``ns`` (spec 5.4): it is removed
+        now (writes to it stop, its asks fail) and the events to fire are returned, in
+        order: its rooms' forced leaves, then its ``_OnNamespaceDisconnect``. Empty when it
+        was not connected any more (whoever removed it fired them)."""
+        if not self.disconnect_started(ns):
+            return []
+        events = [*self.forced_leaves(ns, local=local)]
+        self.remove(ns)
+        events.append((ns, Message(ns.namespace, event=ON_NAMESPACE_DISCONNECT, local=local)))
+        return events
 
     def forced_leaves(self, ns: NS, *, local: bool) -> Iterator[tuple[NS, Message]]:
         """Leave every room of ``ns`` (which is ``DISCONNECTING``): for each joined room its

@@ -1,0 +1,165 @@
+"""Who reads a connection's websocket, and when.
+
+The serving task of a connection (:class:`~wsmvc.conn.Conn`) reads its frames itself,
+between handlers: one task switch per message, as in a bare aiohttp handler. Two things
+need more:
+
+* an ask waits for its answer while the serving task is busy (a handler awaiting
+  ``ns.ask(...)``): then a helper task reads. It resolves answers at once and queues the
+  other messages in the session for their turn; past the session's bound (``max_queue``
+  messages or ``max_queue_bytes``) it stops reading until the serving task caught up,
+  and TCP pushes back on the peer. It ends as soon as no ask waits;
+* the connection starts closing (from another task, the peer, a limit) while the serving
+  task waits for a frame: :meth:`Reader.wake` ends that wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMessage
+
+from .protocol import Message
+from .session import Session
+from .writer import AnyWebSocket
+
+__all__ = ["Reader", "frame_size"]
+
+log = logging.getLogger("wsmvc")
+
+_WAKE = "wsmvc: wake the serving task"
+
+
+def frame_size(frame: WSMessage) -> int:
+    """The size of a data frame's payload (characters of a text frame, bytes of a binary)."""
+    data = frame.data
+    return len(data) if isinstance(data, (str, bytes)) else 0
+
+
+class Reader:
+    """Reads one websocket for its connection (see the module docstring).
+
+    ``read(frame)`` turns a frame into the message to handle (``None``: nothing to
+    handle); ``close(code, reason)`` starts closing the connection.
+    """
+
+    __slots__ = (
+        "_close",
+        "_read",
+        "_session",
+        "_waking",
+        "_ws",
+        "drained",
+        "helper",
+        "reading",
+        "task",
+        "wakeup",
+    )
+
+    def __init__(
+        self,
+        ws: AnyWebSocket,
+        session: Session[Any, Any],
+        read: Callable[[WSMessage], Message | None],
+        close: Callable[[int, str], None],
+    ) -> None:
+        self._ws = ws
+        self._session = session
+        self._read = read
+        self._close = close
+        self.task: asyncio.Task[Any] | None = None  # the serving task
+        self.helper: asyncio.Task[None] | None = None
+        self.reading = False  # the serving task waits in ws.receive()
+        self._waking = False  # a cancellation of that wait is ours (see wake)
+        self.wakeup = asyncio.Event()  # the helper read something, or the session changed
+        self.drained = asyncio.Event()  # the queue has room again: the helper may read
+
+    async def receive(self, timeout: float | None, timeout_reason: str) -> WSMessage | None:
+        """The next frame, read by the serving task; ``None`` when woken, or after
+        ``timeout`` seconds (aiohttp's ``receive_timeout`` if ``None``), which closes the
+        connection: 1000 with ``timeout_reason`` once open, 1008 during the handshake."""
+        self.reading = True
+        try:
+            return await self._ws.receive(timeout)
+        except asyncio.CancelledError:
+            if not self._woken():
+                raise
+            return None
+        except asyncio.TimeoutError:
+            open_ = self._session.open
+            self._close(WSCloseCode.OK if open_ else WSCloseCode.POLICY_VIOLATION, timeout_reason)
+            return None
+        finally:
+            self.reading = False
+
+    def wake(self) -> None:
+        """Make the serving task look at the session again: it may wait for a frame.
+
+        A dedicated reading task would not need this, at the price of a second task switch
+        for every message; instead the serving task reads itself, and this cancels that
+        wait (aiohttp's ``receive()`` consumes nothing when cancelled).
+        """
+        self.wakeup.set()
+        self.drained.set()
+        task = self.task
+        if self.reading and task is not None and task is not asyncio.current_task():
+            self._waking = True
+            task.cancel(_WAKE)
+
+    def _woken(self) -> bool:
+        """Whether the cancellation being handled is a wake-up (it is consumed then)."""
+        if not self._waking:
+            return False
+        self._waking = False
+        task = self.task
+        if sys.version_info >= (3, 11) and task is not None:
+            return task.uncancel() == 0  # and nobody else asked for a cancellation too
+        return True
+
+    def ensure_helper(self) -> None:
+        """An ask waits: start the helper unless the serving task is reading anyway."""
+        if self.helper is None and not self.reading and self._session.open:
+            self.helper = asyncio.get_running_loop().create_task(self._help())
+
+    async def wait_for_helper(self) -> None:
+        """The serving task has nothing to handle and the helper reads: wait for news."""
+        self.wakeup.clear()
+        if self.helper is not None and not self._session.inbox:
+            await self.wakeup.wait()
+
+    def taken(self) -> None:
+        """The serving task took a queued message: the helper may read again."""
+        if self.helper is not None and not self._session.inbox_full:
+            self.drained.set()
+
+    async def _help(self) -> None:
+        session = self._session
+        try:
+            while session.asks and session.open:
+                if session.inbox_full:
+                    self.drained.clear()
+                    await self.drained.wait()  # TCP pushes back meanwhile
+                    continue
+                frame = await self._ws.receive()
+                msg = self._read(frame)
+                if msg is not None and session.open:
+                    session.queue(msg, frame_size(frame))
+                self.wakeup.set()
+        except asyncio.TimeoutError:
+            self._close(WSCloseCode.OK, "read timeout")
+        except Exception:
+            log.exception("reading failed")
+            self._close(WSCloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self.helper = None
+            self.wakeup.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for the helper to end: the connection closed."""
+        helper = self.helper
+        if helper is not None and helper is not asyncio.current_task():
+            await asyncio.wait([helper], timeout=timeout)
