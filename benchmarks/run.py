@@ -5,12 +5,15 @@
     python benchmarks/run.py --quick         # smoke test: short runs, 1 repetition
     python benchmarks/run.py --scenario echo --reps 5 --json out.json
     python benchmarks/run.py --scenario di-connect --scenario exchange-broadcast
+    python benchmarks/run.py --baseline ca897bc --server wsmvc --scenario echo --reps 5
 
 Each server runs pinned to CPU 0, the Node load generator to CPU 1. Every run gets a fresh
 server process (or two, and a fresh broker, for exchange-broadcast), warmed with one TCP
 connect-and-close before anything is measured. The setups of a scenario take turns
 (A B C A B C ...) and the tables show the median of the repetitions. See README.md for what
-each number means.
+each number means. With ``--baseline REV`` the ``wsmvc`` setup's server also runs on
+that revision's wsmvc (exported with ``git archive``), as one more setup taking its turns,
+and before/after tables compare the two.
 """
 
 from __future__ import annotations
@@ -18,25 +21,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from harness.cases import (
-    SCENARIO_SERVERS,
+    BASELINE_SCENARIOS,
     SCENARIOS,
     SERVERS,
+    WSMVC,
     Case,
     ServerSpec,
+    baseline_spec,
     loadgen_config,
     make_cases,
     metrics,
+    scenario_servers,
     sliced_metrics,
 )
 from harness.processes import (
@@ -47,9 +53,12 @@ from harness.processes import (
     broker_binary,
     raise_nofile_limit,
     run_loadgen,
+    wsmvc_dir,
 )
 from harness.procfs import Sample
-from harness.report import Metrics, as_json, report
+from harness.report import Metrics, Results, as_json, before_after, changes_json, report
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def parse_args() -> argparse.Namespace:
@@ -65,7 +74,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 4)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per run (default 1)")
     parser.add_argument("--json", type=Path, help="write every run and the medians here")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the wsmvc setup on this git revision's wsmvc/, and compare (before/after)",
+    )
     args = parser.parse_args()
+    if args.baseline and args.server and WSMVC.name not in args.server:
+        parser.error(f"--baseline runs next to the {WSMVC.name} setup: add --server {WSMVC.name}")
+    if args.baseline and args.scenario and not set(args.scenario) & set(BASELINE_SCENARIOS):
+        parser.error(f"--baseline applies to the scenarios {', '.join(BASELINE_SCENARIOS)}")
     if args.quick:
         args.reps = 1
     args.duration = args.duration or (1.0 if args.quick else 4.0)
@@ -79,7 +97,8 @@ def run_once(case: Case, spec: ServerSpec) -> Metrics:
         broker = stack.enter_context(BrokerProcess(spec.broker)) if spec.broker else None
         args = (*spec.args, "--broker", broker.url) if broker is not None else spec.args
         servers = [
-            stack.enter_context(ServerProcess(spec.path, args)) for _ in range(spec.processes)
+            stack.enter_context(ServerProcess(spec.path, args, spec.pythonpath))
+            for _ in range(spec.processes)
         ]
 
         def stderr() -> str:
@@ -116,7 +135,10 @@ def run_together(case: Case, specs: list[ServerSpec]) -> list[Metrics]:
     if any(spec.processes != 1 or spec.broker for spec in specs):
         raise BenchError(f"{case.key}: setups that take turns must be single processes")
     with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(ServerProcess(spec.path, spec.args)) for spec in specs]
+        servers = [
+            stack.enter_context(ServerProcess(spec.path, spec.args, spec.pythonpath))
+            for spec in specs
+        ]
 
         def stderr() -> str:
             return "\n".join(s.stderr() for s in servers).strip()
@@ -162,7 +184,26 @@ def git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def environment() -> dict[str, str]:
+def export_baseline(rev: str, into: Path) -> tuple[ServerSpec, str]:
+    """The baseline setup, ``wsmvc@<rev>``: ``rev``'s wsmvc/ exported into ``into`` with
+    ``git archive <rev> wsmvc | tar -x -C <into>``; and the full commit id of ``rev``."""
+    commit = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    if not commit:
+        raise BenchError(f"--baseline {rev}: not a commit of this repository")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, "wsmvc"], capture_output=True
+    )
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {rev} wsmvc failed: {archive.stderr.decode().strip()}")
+    untar = subprocess.run(
+        ["tar", "-x", "-C", str(into)], input=archive.stdout, capture_output=True
+    )
+    if untar.returncode != 0:
+        raise BenchError(f"tar -x of {rev}'s wsmvc failed: {untar.stderr.decode().strip()}")
+    return baseline_spec(git("rev-parse", "--short", commit), into), commit
+
+
+def environment(baseline: ServerSpec | None = None, baseline_commit: str = "") -> dict[str, str]:
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     cpu = next(
         (
@@ -175,15 +216,24 @@ def environment() -> dict[str, str]:
     commit = git("rev-parse", "--short", "HEAD") or "no git"
     if git("status", "--porcelain", "--", "../wsmvc"):
         commit += " + uncommitted changes"
-    # The servers import wsmvc the way this process does (PYTHONPATH may point elsewhere).
-    found = importlib.util.find_spec("wsmvc")
-    where = Path(found.origin).resolve().parent if found and found.origin else None
-    if where != Path(__file__).resolve().parent.parent / "wsmvc":
+    # The servers import wsmvc the way this process does (PYTHONPATH may point elsewhere);
+    # each server's ready line says where it imported wsmvc from, and the runner checks it.
+    where = wsmvc_dir()
+    if where != REPO / "wsmvc":
         commit = f"imported from {where}"
-    return {
+    elif baseline is not None:
+        commit += f", imported from {where}"
+    env = {
         "cpu": f"{cpu} ({os.cpu_count()} CPUs)",
         "load average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "wsmvc": f"{importlib.metadata.version('wsmvc')} ({commit})",
+    }
+    if baseline is not None:
+        env[baseline.name] = (
+            f"{baseline_commit[:12]} (git archive export, imported from "
+            f"{wsmvc_dir(baseline.pythonpath)})"
+        )
+    return env | {
         "python": platform.python_version(),
         "node": node,
         "aiohttp": importlib.metadata.version("aiohttp"),
@@ -214,17 +264,14 @@ def broker_versions(scenarios: list[str]) -> dict[str, str]:
     return out
 
 
-def main() -> int:
-    args = parse_args()
-    raise_nofile_limit()
-    scenarios = args.scenario or list(SCENARIOS)
-    cases = make_cases(scenarios, args.quick, args.warmup, args.duration)
-    # before the runs: the load average and the wsmvc commit measured
-    env = environment() | broker_versions(scenarios)
-    results: list[tuple[Case, ServerSpec, list[Metrics]]] = []
+def run_cases(cases: list[Case], args: argparse.Namespace, baseline: ServerSpec | None) -> Results:
+    """Every case, its setups taking turns, ``args.reps`` times; the runs of each setup."""
+    results: Results = []
     for case in cases:
         servers = [
-            s for s in SCENARIO_SERVERS[case.scenario] if not args.server or s.name in args.server
+            s
+            for s in scenario_servers(case.scenario, baseline)
+            if not args.server or s.name in args.server or s is baseline
         ]
         runs: dict[str, list[Metrics]] = {s.name: [] for s in servers}
         for rep in range(1, args.reps + 1):
@@ -241,7 +288,24 @@ def main() -> int:
                     flush=True,
                 )
         results += [(case, spec, runs[spec.name]) for spec in servers]
-    text, rows = report(results)
+    return results
+
+
+def main() -> int:
+    args = parse_args()
+    raise_nofile_limit()
+    scenarios = args.scenario or list(SCENARIOS)
+    cases = make_cases(scenarios, args.quick, args.warmup, args.duration)
+    baseline: ServerSpec | None = None
+    commit = ""
+    with contextlib.ExitStack() as stack:  # the baseline's export: removed after the runs
+        if args.baseline:
+            export = stack.enter_context(tempfile.TemporaryDirectory(prefix="wsmvc-baseline-"))
+            baseline, commit = export_baseline(args.baseline, Path(export))
+        # before the runs: the load average and the wsmvc commit(s) measured
+        env = environment(baseline, commit) | broker_versions(scenarios)
+        results = run_cases(cases, args, baseline)
+    text, rows = report(results, baseline)
     print(
         f"\n## Results ({args.reps} repetitions, medians; warm-up {args.warmup:g} s, "
         f"measured {args.duration:g} s per run)\n"
@@ -254,7 +318,7 @@ def main() -> int:
             for c, s, ms in results
             for i, m in enumerate(ms)
         ]
-        doc = {
+        doc: dict[str, Any] = {
             "environment": env,
             "reps": args.reps,
             "warmup_s": args.warmup,
@@ -262,6 +326,12 @@ def main() -> int:
             "medians": as_json(rows),
             "runs": runs_json,
         }
+        if baseline is not None:
+            doc["before_after"] = {
+                "baseline": baseline.name,
+                "commit": commit,
+                "changes": changes_json(before_after(results, baseline)),
+            }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 

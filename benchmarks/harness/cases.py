@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ SERVERS_DIR = Path(__file__).resolve().parent.parent / "servers"
 DI_CONNS = 64  # di-connect: websockets connecting and disconnecting a namespace in parallel
 DI_SLICE_S = 0.5  # di-connect: how long one server is loaded before the other takes its turn
 SCENARIOS = ("echo", "broadcast", "connect", "di-connect", "exchange-broadcast")
+BASELINE_SCENARIOS = ("echo", "broadcast", "connect")  # where a baseline revision can run
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ServerSpec:
     args: tuple[str, ...] = ()  # extra command line of the script
     processes: int = 1  # server processes; the load generator spreads its clients over them
     broker: str | None = None  # "redis" or "nats": started per run, URL given as --broker
+    pythonpath: Path | None = None  # first on the servers' PYTHONPATH: another copy of wsmvc
 
     @property
     def path(self) -> Path:
@@ -59,6 +61,22 @@ SCENARIO_SERVERS: dict[str, tuple[ServerSpec, ...]] = {
     "exchange-broadcast": (IN_PROCESS, REDIS, NATS),
 }
 SERVERS = tuple(dict.fromkeys(s for specs in SCENARIO_SERVERS.values() for s in specs))
+
+
+def baseline_spec(label: str, export: Path) -> ServerSpec:
+    """The ``wsmvc`` setup's server on another copy of wsmvc: ``export/wsmvc`` (a revision
+    exported with ``git archive``), named ``wsmvc@<label>``."""
+    return replace(WSMVC, name=f"wsmvc@{label}", pythonpath=export)
+
+
+def scenario_servers(scenario: str, baseline: ServerSpec | None = None) -> tuple[ServerSpec, ...]:
+    """The setups of ``scenario``; ``baseline`` right after ``wsmvc`` where it applies, so the
+    two take their turns one after the other in every repetition."""
+    specs = SCENARIO_SERVERS[scenario]
+    if baseline is None or scenario not in BASELINE_SCENARIOS:
+        return specs
+    after = specs.index(WSMVC) + 1
+    return (*specs[:after], baseline, *specs[after:])
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ over stdio."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import json
 import os
 import resource
@@ -28,6 +30,7 @@ SERVER_CPU = "0"
 LOADGEN_CPU = "1"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
+WSMVC_FROM = " wsmvc="  # servers/_common.py: ends the ready line, before where wsmvc came from
 
 
 class BenchError(RuntimeError):
@@ -72,12 +75,39 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
-class ServerProcess:
-    """A benchmark server on CPU 0: started, waited for and warmed on enter, stopped on exit."""
+@functools.cache
+def wsmvc_dir(pythonpath: Path | None = None) -> Path | None:
+    """The wsmvc package a server imports: the one in ``pythonpath`` when it is given (put
+    first on the server's PYTHONPATH), else the one this process finds (the servers inherit
+    its environment); None if there is none."""
+    if pythonpath is not None:
+        return (pythonpath / "wsmvc").resolve()
+    found = importlib.util.find_spec("wsmvc")
+    return Path(found.origin).resolve().parent if found and found.origin else None
 
-    def __init__(self, script: Path, args: Sequence[str] = ()) -> None:
+
+def server_env(pythonpath: Path | None) -> dict[str, str] | None:
+    """A server's environment: this process's, with ``pythonpath`` first on PYTHONPATH."""
+    if pythonpath is None:
+        return None
+    paths = [str(pythonpath), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+class ServerProcess:
+    """A benchmark server on CPU 0: started, waited for and warmed on enter, stopped on exit.
+
+    ``pythonpath`` goes first on the server's PYTHONPATH: a directory holding another copy of
+    wsmvc to measure. The ready line says where the server imported wsmvc from, and it must
+    be the expected copy (``wsmvc_dir``).
+    """
+
+    def __init__(
+        self, script: Path, args: Sequence[str] = (), pythonpath: Path | None = None
+    ) -> None:
         self.script = script
         self.args = tuple(args)
+        self.pythonpath = pythonpath
         self.port = free_port()
         self._stack = contextlib.ExitStack()
 
@@ -99,6 +129,7 @@ class ServerProcess:
                     stdout=subprocess.PIPE,
                     stderr=self.log,
                     text=True,
+                    env=server_env(self.pythonpath),
                 )
             )
             stack.callback(self.stop)
@@ -108,6 +139,7 @@ class ServerProcess:
             line = read_line(self.proc.stdout, deadline, "the ready line")
             if not line.startswith("READY"):
                 raise BenchError(f"{self.script.name} did not start: {line!r} {self.stderr()}")
+            self.check_wsmvc(line)
             self.warm()
             self._stack = stack.pop_all()
         return self
@@ -116,6 +148,19 @@ class ServerProcess:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stack.close()
+
+    def check_wsmvc(self, ready_line: str) -> None:
+        """BenchError unless the server imported the expected wsmvc, or (without
+        ``pythonpath``) none at all: raw aiohttp and python-socketio do not import it."""
+        imported = ready_line.rstrip("\n").partition(WSMVC_FROM)[2]
+        if not imported and self.pythonpath is None:
+            return
+        expected = wsmvc_dir(self.pythonpath)
+        if not imported or expected is None or Path(imported) != expected:
+            raise BenchError(
+                f"{self.script.name} imported wsmvc from {imported or 'nowhere'}, "
+                f"expected {expected}"
+            )
 
     def warm(self) -> None:
         """One TCP connect and close before anything is measured.

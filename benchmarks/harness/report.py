@@ -1,5 +1,6 @@
 """Medians over repetitions and the markdown tables, with ratios against each scenario's
-baseline (raw aiohttp; the controller without dependencies; the in-process server)."""
+baseline (raw aiohttp; the controller without dependencies; the in-process server), and
+the working tree against a baseline revision of wsmvc (before/after)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ BASE_NAMES = {RAW: "raw", NO_DEPS: "no deps", IN_PROCESS: "in-process"}
 # The issue's targets for dependency injection.
 DI_TARGET_US = 20.0  # DI cost per namespace connect, below
 DI_TARGET_RATE = 0.85  # namespace connects/s with dependencies ÷ without, at least
+# Before/after: the metrics compared (and whether higher is better), and the issue's bound.
+COMPARED = (
+    ("rate", True),
+    ("p50_ms", False),
+    ("p99_ms", False),
+    ("server_us_per_op", False),
+    ("kib_per_conn", False),
+)
+TOLERANCE = 0.05  # no scenario more than 5 % worse than the baseline revision
 
 
 def median(runs: Sequence[Metrics]) -> Metrics:
@@ -214,8 +224,125 @@ def versus_table(rows: list[Row]) -> str:
     return "### wsmvc vs python-socketio (higher = wsmvc better)\n\n" + table(header, lines)
 
 
-def report(results: Results) -> tuple[str, list[Row]]:
-    """The markdown report and the median rows it was made from."""
+def metric_name(case: Case, key: str) -> str:
+    """A metric's name as the scenario tables head its column."""
+    _, _, rate_name, latency_name = TITLES[case.scenario]
+    names = {
+        "rate": rate_name,
+        "p50_ms": f"{latency_name} p50 ms",
+        "p99_ms": f"{latency_name} p99 ms",
+        "server_us_per_op": f"server µs/{case.op}",
+        "kib_per_conn": "KiB/idle conn",
+    }
+    return names[key]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One metric of one case: the working tree (``wsmvc``) against the baseline revision."""
+
+    case: Case
+    key: str
+    higher_is_better: bool
+    before: float | None  # the baseline's median over the repetitions
+    now: float | None  # the working tree's
+    ratio: float | None  # now ÷ before: the median of the repetitions' ratios
+
+    @property
+    def verdict(self) -> str:
+        """The verdict: "worse" beyond the bound (a rate below 0.95x, a cost above 1.05x),
+        "better" beyond it the other way, "ok" within it."""
+        if self.ratio is None:
+            return "-"
+        # In whole percent, as the table shows the ratio: 0.9499 is "0.95x", and ok.
+        percent, bound = round(self.ratio * 100), round(TOLERANCE * 100)
+        gain = percent - 100 if self.higher_is_better else 100 - percent
+        if gain < -bound:
+            return "worse"
+        return "better" if gain > bound else "ok"
+
+
+def paired_ratio(now: Sequence[Metrics], before: Sequence[Metrics], key: str) -> float | None:
+    """The median over the repetitions of now ÷ before: each repetition's two runs were one
+    after the other, so the ratio of a pair sees the same host."""
+    ratios = [
+        a / b
+        for n, o in zip(now, before, strict=True)
+        if (a := n.get(key)) is not None and (b := o.get(key))
+    ]
+    return statistics.median(ratios) if ratios else None
+
+
+def before_after(results: Results, baseline: ServerSpec) -> list[Change]:
+    """Every compared metric of every case that ran both ``wsmvc`` and ``baseline``."""
+    runs: dict[tuple[str, str], list[Metrics]] = {
+        (case.key, spec.name): ms for case, spec, ms in results if ms
+    }
+    out: list[Change] = []
+    for case in dict.fromkeys(c for c, _, _ in results):
+        now, before = runs.get((case.key, WSMVC.name)), runs.get((case.key, baseline.name))
+        if not now or not before:
+            continue
+        now_m, before_m = median(now), median(before)
+        out += [
+            Change(case, key, higher, before_m[key], now_m[key], paired_ratio(now, before, key))
+            for key, higher in COMPARED
+            if key in now_m and key in before_m
+        ]
+    return out
+
+
+def verdict_line(title: str, changes: list[Change], baseline: ServerSpec) -> str:
+    """Whether a scenario stayed within the bound of the baseline on every metric."""
+    bound = f"{TOLERANCE:.0%}".replace("%", " %")
+    worse = [c for c in changes if c.verdict == "worse"]
+    missing = [c for c in changes if c.ratio is None]
+    if worse:
+        line = f"**{title}: more than {bound} worse** than {baseline.name}: " + ", ".join(
+            f"{c.case.label} {metric_name(c.case, c.key)} {c.ratio:.2f}x" for c in worse
+        )
+    else:
+        line = f"**{title}: within {bound}** of {baseline.name} on every metric"
+    if missing:
+        line += "; not measured: " + ", ".join(
+            f"{c.case.label} {metric_name(c.case, c.key)}" for c in missing
+        )
+    return line
+
+
+def before_after_tables(changes: list[Change], baseline: ServerSpec) -> str:
+    """Per scenario, the working tree against the baseline, and a verdict line."""
+    parts = []
+    for scenario in TITLES:
+        mine = [c for c in changes if c.case.scenario == scenario]
+        if not mine:
+            continue
+        title, param, _, _ = TITLES[scenario]
+        header = [param, "metric", "better", baseline.name, WSMVC.name, "now ÷ before", ""]
+        lines = [
+            [
+                c.case.label,
+                metric_name(c.case, c.key),
+                "higher" if c.higher_is_better else "lower",
+                num(c.before, 3 if c.key.endswith("_ms") else 1),
+                num(c.now, 3 if c.key.endswith("_ms") else 1),
+                "-" if c.ratio is None else f"{c.ratio:.2f}x",
+                c.verdict,
+            ]
+            for c in mine
+        ]
+        parts.append(
+            f"### {title}: {WSMVC.name} (now) vs {baseline.name} (before)\n\n"
+            + table(header, lines)
+            + "\n\n"
+            + verdict_line(title, mine, baseline)
+        )
+    return "\n\n".join(parts)
+
+
+def report(results: Results, baseline: ServerSpec | None = None) -> tuple[str, list[Row]]:
+    """The markdown report and the median rows it was made from; with ``baseline`` (another
+    revision of wsmvc), the before/after tables too."""
     rows: list[Row] = [(case, server, median(runs)) for case, server, runs in results if runs]
     di_cost = paired_di_cost(results)
     parts = []
@@ -227,8 +354,25 @@ def report(results: Results) -> tuple[str, list[Row]]:
         if scenario == "di-connect" and di_cost:
             parts.append(di_targets_table(di_cost))
     parts.append(versus_table(rows))
+    if baseline is not None:
+        parts.append(before_after_tables(before_after(results, baseline), baseline))
     return "\n\n".join(p for p in parts if p) + "\n", rows
 
 
 def as_json(rows: list[Row]) -> list[dict[str, Any]]:
     return [{"case": c.key, "server": s.name, **m} for c, s, m in rows]
+
+
+def changes_json(changes: list[Change]) -> list[dict[str, Any]]:
+    return [
+        {
+            "case": c.case.key,
+            "metric": c.key,
+            "higher_is_better": c.higher_is_better,
+            "before": c.before,
+            "now": c.now,
+            "ratio": c.ratio,
+            "verdict": c.verdict,
+        }
+        for c in changes
+    ]

@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import resource
 import signal
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
 READY = "READY"
+WSMVC_FROM = " wsmvc="  # ends the ready line of a server that imported wsmvc: where from
 BODY_MAX = 1 << 20
 
 
@@ -30,6 +33,15 @@ def raise_nofile_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def wsmvc_origin() -> str:
+    """The end of the ready line: the directory wsmvc was imported from, if it was (the
+    runner checks it is the copy it meant to measure)."""
+    module = sys.modules.get("wsmvc")
+    if module is None or module.__file__ is None:
+        return ""
+    return f"{WSMVC_FROM}{Path(module.__file__).resolve().parent}"
 
 
 async def serve(
@@ -53,7 +65,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"{READY} {name} 127.0.0.1:{port}", flush=True)
+    print(f"{READY} {name} 127.0.0.1:{port}{wsmvc_origin()}", flush=True)
     await stop.wait()
     await runner.cleanup()
 
