@@ -20,6 +20,7 @@ disconnect events, and every caller of :meth:`Conn.close` returns once they ran.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -79,10 +80,11 @@ class Conn:
     __slots__ = (
         "__weakref__",
         "_allow_native",
-        "_closed_event",
+        "_closed_waiter",
         "_closer",
         "_connecting",
         "_deferred",
+        "_finished",
         "_native_only",
         "_on_reply",
         "_opened",
@@ -135,8 +137,8 @@ class Conn:
         self._ws = ws
         self._registry = registry
         self.session: Session[NSConn, asyncio.Future[Message]] = Session(
-            new_namespace=lambda name: NSConn(self, name),
-            declared=handlers.has_namespace,
+            new_namespace=functools.partial(NSConn, self),
+            declared=handlers.namespaces,
             fail_ask=_fail,
             members=registry,
             client=is_client,
@@ -145,17 +147,21 @@ class Conn:
         )
         self.writer = make_writer(self._overflow)
         self.dispatcher = Dispatcher(
-            self.session, self.writer.write, handlers, name=self.__repr__, debug_errors=debug_errors
+            self.session, self.writer.write, handlers, owner=self, debug_errors=debug_errors
         )
         self._native_only = handlers.native_only
         self._allow_native = handlers.accepts_native
-        self._on_reply: dict[str, Callable[[Message], None]] = {}
-        self._connecting: dict[str, asyncio.Future[NSConn]] = {}
+        # Made on first use (most connections never need them):
+        self._on_reply: dict[str, Callable[[Message], None]] | None = None
+        self._connecting: dict[str, asyncio.Future[NSConn]] | None = None
         # Disconnect events to fire in the serving task, and who waits for them.
-        self._deferred: list[tuple[list[tuple[NSConn, Message]], asyncio.Future[None]]] = []
+        self._deferred: list[tuple[list[tuple[NSConn, Message]], asyncio.Future[None]]] | None = (
+            None
+        )
         self.reader = Reader(ws, self.session, self._read, self._request_close)
         self._closer: asyncio.Task[None] | None = None
-        self._closed_event = asyncio.Event()
+        self._finished = False  # the disconnect events ran
+        self._closed_waiter: asyncio.Event | None = None  # made when someone waits
         self._opened = False  # on_connect accepted the connection: on_disconnect will run
 
     # -- public surface -------------------------------------------------------------------
@@ -226,6 +232,8 @@ class Conn:
             return ns
         if not self.session.declares(namespace):
             raise EventError(ERR_BAD_NAMESPACE)
+        if self._connecting is None:
+            self._connecting = {}
         under_way = self._connecting.get(namespace)
         if under_way is not None:
             return await asyncio.shield(under_way)
@@ -290,6 +298,8 @@ class Conn:
 
         def agreed(reply: Message) -> None:
             if not reply.err:  # removed now; its events run in the serving task
+                if self._deferred is None:
+                    self._deferred = []
                 self._deferred.append((self.session.disconnected(ns, local=True), done))
 
         inside = asyncio.current_task() is self.reader.task
@@ -343,6 +353,8 @@ class Conn:
         waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         session.ask_started(token, msg.namespace, waiter)
         if on_reply is not None:
+            if self._on_reply is None:
+                self._on_reply = {}
             self._on_reply[token] = on_reply
         inside = asyncio.current_task() is self.reader.task
         try:
@@ -354,7 +366,8 @@ class Conn:
                 raise AskTimeout(self._timeout_text(msg, wait, inside)) from None
         finally:
             session.ask_ended(token)
-            self._on_reply.pop(token, None)
+            if self._on_reply is not None:
+                self._on_reply.pop(token, None)
         if reply.err:
             raise EventError(reply.err)
         return reply
@@ -362,7 +375,8 @@ class Conn:
     def _timeout_text(self, msg: Message, wait: float | None, inside: bool) -> str:
         text = f"no answer to {msg.event!r} within {wait}s"
         if inside:
-            waiting = sum(1 for m, _ in self.session.inbox if self.session.is_request(m.token))
+            session = self.session
+            waiting = sum(1 for m in session.queued() if session.is_request(m.token))
             if waiting:
                 text += (
                     f"; meanwhile the peer sent {waiting} request(s) of its own, which wait for"
@@ -380,11 +394,15 @@ class Conn:
         """
         self._request_close(code, reason)
         if self.reader.task is not None and asyncio.current_task() is not self.reader.task:
-            await self._closed_event.wait()
+            await self.wait_closed()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed and its disconnect events have run."""
-        await self._closed_event.wait()
+        if self._finished:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = asyncio.Event()
+        await self._closed_waiter.wait()
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
@@ -484,8 +502,11 @@ class Conn:
     async def _serve_open(self) -> None:
         session = self.session
         reader = self.reader
+        receive = self._ws.receive
+        read = self._read
         handle = self.dispatcher.handle
-        while session.state is ConnState.OPEN:
+        open_ = ConnState.OPEN
+        while session.state is open_:
             if self._deferred:
                 events, done = self._deferred.pop(0)
                 await self.dispatcher.fire_all(events)
@@ -499,10 +520,21 @@ class Conn:
                 await reader.wait_for_helper()
                 continue
             else:
-                frame = await reader.receive(None, "read timeout")
-                if frame is None:
+                # reader.receive() written out: it runs for every message, and a coroutine
+                # less is measurably cheaper.
+                reader.reading = True
+                try:
+                    frame = await receive()
+                except asyncio.CancelledError:
+                    if not reader.woken():
+                        raise
                     continue
-                msg = self._read(frame)
+                except asyncio.TimeoutError:
+                    reader.timed_out("read timeout")
+                    continue
+                finally:
+                    reader.reading = False
+                msg = read(frame)
             if msg is None:
                 continue
             pending = handle(msg)
@@ -539,7 +571,7 @@ class Conn:
         if token and self.session.asks:
             waiter = self.session.take_reply(token)
             if waiter is not None:
-                callback = self._on_reply.pop(token, None)
+                callback = self._on_reply.pop(token, None) if self._on_reply else None
                 if callback is not None:
                     callback(msg)
                 if not waiter.done():
@@ -602,11 +634,13 @@ class Conn:
             for _ in events:
                 pass  # cancelled meanwhile: the rest goes without its events
             session.finish()
-            for _, done in self._deferred:
+            for _, done in self._deferred or ():
                 if not done.done():
                     done.set_result(None)
-            self._deferred.clear()
-            self._closed_event.set()
+            self._deferred = None
+            self._finished = True
+            if self._closed_waiter is not None:
+                self._closed_waiter.set()
             await self._transport_closed()
             await self.reader.stop(self.close_timeout + 2)
 

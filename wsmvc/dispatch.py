@@ -18,6 +18,7 @@ from .errors import ConnectionClosed, EventError
 from .handlers import HandlerTable, Reply
 from .protocol import (
     ERR_BAD_NAMESPACE,
+    ON_ANY_EVENT,
     ON_NAMESPACE_CONNECT,
     ON_NAMESPACE_CONNECTED,
     ON_NAMESPACE_DISCONNECT,
@@ -28,7 +29,7 @@ from .protocol import (
     Message,
 )
 from .session import Session
-from .states import Frame, Namespace, NsState, RoomState
+from .states import WRITABLE_NS, Frame, Namespace, NsState, RoomState
 
 if TYPE_CHECKING:
     import asyncio
@@ -44,7 +45,7 @@ LEAVE_ALL_ERROR = "leaveAll is not supported by the protocol: leave each room wi
 
 # Events the dispatcher treats itself (everything else goes to its handler).
 _SYSTEM_REQUESTS = frozenset(
-    {ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT, ON_ROOM_JOIN, ON_ROOM_LEAVE, ON_ROOM_LEFT}
+    {ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT, ON_ROOM_JOIN, ON_ROOM_LEAVE}
 )
 
 
@@ -59,10 +60,20 @@ class Dispatcher:
     """Handles the messages of one connection (see the module docstring).
 
     ``session`` is the connection's session, ``write(data, binary)`` its write path,
-    ``handlers`` the handler table. ``debug_errors``: send exception texts to the peer.
+    ``handlers`` the handler table, ``owner`` the connection (named in log lines).
+    ``debug_errors``: send exception texts to the peer.
     """
 
-    __slots__ = ("_client", "_debug_errors", "_lookup", "_name", "_session", "_write")
+    __slots__ = (
+        "_client",
+        "_debug_errors",
+        "_handlers",
+        "_namespaces",
+        "_owner",
+        "_session",
+        "_table",
+        "_write",
+    )
 
     def __init__(
         self,
@@ -70,23 +81,43 @@ class Dispatcher:
         write: Callable[[bytes, bool], bool],
         handlers: HandlerTable,
         *,
-        name: Callable[[], str],
+        owner: object,
         debug_errors: bool = False,
     ) -> None:
         self._session = session
+        self._namespaces = session.namespaces
         self._write = write
-        self._lookup = handlers.lookup
+        self._handlers = handlers
+        self._table = handlers.namespaces
         self._client = session.client
         self._debug_errors = debug_errors
-        self._name = name
+        self._owner = owner
 
     def handle(self, msg: Message) -> Awaitable[None] | None:
         """Handle ``msg``: right here when its handler does not need to await, else the
         rest of the work, to be awaited before the next message."""
-        ns = self._session.namespace(msg.namespace)
-        if ns is None or msg.event in _SYSTEM_REQUESTS:
-            return self._system(ns, msg)
-        return self.handle_event(ns, msg)
+        # The hot path of every message: one dict lookup, one handler call, no coroutine
+        # unless the handler is one.
+        ns = self._namespaces.get(msg.namespace)
+        event = msg.event
+        if ns is None or ns.state not in WRITABLE_NS or event in _SYSTEM_REQUESTS:
+            return self._system(msg)
+        if event == ON_ROOM_LEFT and self._leave_all(msg):
+            return None
+        events = self._table.get(msg.namespace)  # HandlerTable.lookup, written out
+        handler = events.get(event) or events.get(ON_ANY_EVENT) if events is not None else None
+        if handler is None:
+            self._unhandled(msg)
+            return None
+        try:
+            result = handler(ns, msg)
+        except Exception as exc:
+            self.failed(msg, exc)
+            return None
+        if hasattr(result, "__await__"):
+            return self._finish(msg, result)
+        self.answered(msg, result)
+        return None
 
     async def _finish(self, msg: Message, pending: Awaitable[object]) -> None:
         try:
@@ -128,19 +159,21 @@ class Dispatcher:
             if not msg.err and self._session.open:
                 self._write(body, msg.binary)
             return
-        self._answer(msg, body)
+        data = self._session.answer(msg, body)
+        if data is not None:
+            self._write(data, msg.binary)
 
     def failed(self, msg: Message, exc: Exception) -> None:
         """Answer ``msg`` with the error its handler raised (logged unless an EventError)."""
         if isinstance(exc, EventError):
             text = exc.text
         elif isinstance(exc, ConnectionClosed) and not self._session.open:
-            log.debug("%s: handler for %r stopped: %s", self._name(), msg.event, exc)
+            log.debug("%s: handler for %r stopped: %s", self._owner, msg.event, exc)
             return
         else:
             log.error(
                 "%s: handler for %r/%r failed",
-                self._name(),
+                self._owner,
                 msg.namespace,
                 msg.event,
                 exc_info=(type(exc), exc, exc.__traceback__),
@@ -150,7 +183,7 @@ class Dispatcher:
             self._answer(msg, err=text)
 
     def _unhandled(self, msg: Message) -> None:
-        log.debug("%s: no handler for %r in %r", self._name(), msg.event, msg.namespace)
+        log.debug("%s: no handler for %r in %r", self._owner, msg.event, msg.namespace)
         if self._session.is_request(msg.token):
             self._answer(msg, err=f"unknown event {msg.event!r}")
 
@@ -169,7 +202,7 @@ class Dispatcher:
 
     async def fire(self, ns: NSConn, msg: Message) -> str | None:
         """Run the handler of a system event; the text that refuses it, if it raised."""
-        handler = self._lookup(ns.namespace, msg.event)
+        handler = self._handlers.lookup(ns.namespace, msg.event)
         if handler is None:
             return None
         try:
@@ -181,7 +214,7 @@ class Dispatcher:
             return exc.text
         except Exception as exc:
             log.exception(
-                "%s: %s handler of %r failed: %s", self._name(), msg.event, ns.namespace, exc
+                "%s: %s handler of %r failed: %s", self._owner, msg.event, ns.namespace, exc
             )
             return self.error_text(exc)
 
@@ -192,7 +225,7 @@ class Dispatcher:
 
     # -- system requests from the peer ---------------------------------------------------------
 
-    async def _system(self, ns: NSConn | None, msg: Message) -> None:
+    async def _system(self, msg: Message) -> None:
         event = msg.event
         try:
             if event == ON_NAMESPACE_CONNECT:
@@ -203,36 +236,22 @@ class Dispatcher:
                 await self._reply_join(msg)
             elif event == ON_ROOM_LEAVE:
                 await self._reply_leave(msg)
-            elif ns is None:
-                # Go drops it, leaving a peer's ask waiting forever: requests are answered.
-                self._answer(msg, err=ERR_BAD_NAMESPACE)
-            elif event == ON_ROOM_LEFT and self._session.is_request(msg.token) and not self._client:
-                # neffos.js leaveAll() asks with _OnRoomLeft (spec 16.12); answering with an
-                # error ends its promises and keeps both sides' rooms in agreement.
-                log.warning("%s: %s", self._name(), LEAVE_ALL_ERROR)
-                self._answer(msg, err=LEAVE_ALL_ERROR)
             else:
-                pending = self.handle_event(ns, msg)
-                if pending is not None:
-                    await pending
+                # Not connected: Go drops it, leaving a peer's ask waiting forever, so a
+                # request is answered.
+                self._answer(msg, err=ERR_BAD_NAMESPACE)
         except Exception:
-            log.exception("%s: failed to handle %r", self._name(), msg)
+            log.exception("%s: failed to handle %r", self._owner, msg)
 
-    def handle_event(self, ns: NSConn, msg: Message) -> Awaitable[None] | None:
-        """Run the handler of an ordinary event of the connected ``ns`` and answer."""
-        handler = self._lookup(msg.namespace, msg.event)
-        if handler is None:
-            self._unhandled(msg)
-            return None
-        try:
-            result = handler(ns, msg)
-        except Exception as exc:
-            self.failed(msg, exc)
-            return None
-        if hasattr(result, "__await__"):
-            return self._finish(msg, result)
-        self.answered(msg, result)
-        return None
+    def _leave_all(self, msg: Message) -> bool:
+        """neffos.js ``leaveAll()`` asks with ``_OnRoomLeft`` (spec 16.12): answering with an
+        error ends its promises and keeps both sides' rooms in agreement. Whether ``msg``
+        was such a request (otherwise ``_OnRoomLeft`` is an ordinary event)."""
+        if self._client or not self._session.is_request(msg.token):
+            return False
+        log.warning("%s: %s", self._owner, LEAVE_ALL_ERROR)
+        self._answer(msg, err=LEAVE_ALL_ERROR)
+        return True
 
     async def _reply_connect(self, msg: Message) -> None:
         session = self._session

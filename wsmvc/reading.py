@@ -75,8 +75,9 @@ class Reader:
         self.helper: asyncio.Task[None] | None = None
         self.reading = False  # the serving task waits in ws.receive()
         self._waking = False  # a cancellation of that wait is ours (see wake)
-        self.wakeup = asyncio.Event()  # the helper read something, or the session changed
-        self.drained = asyncio.Event()  # the queue has room again: the helper may read
+        # Made with the first helper (most connections never need one):
+        self.wakeup: asyncio.Event | None = None  # the helper read something, or it ended
+        self.drained: asyncio.Event | None = None  # the queue has room: the helper may read
 
     async def receive(self, timeout: float | None, timeout_reason: str) -> WSMessage | None:
         """The next frame, read by the serving task; ``None`` when woken, or after
@@ -86,15 +87,19 @@ class Reader:
         try:
             return await self._ws.receive(timeout)
         except asyncio.CancelledError:
-            if not self._woken():
+            if not self.woken():
                 raise
             return None
         except asyncio.TimeoutError:
-            open_ = self._session.open
-            self._close(WSCloseCode.OK if open_ else WSCloseCode.POLICY_VIOLATION, timeout_reason)
+            self.timed_out(timeout_reason)
             return None
         finally:
             self.reading = False
+
+    def timed_out(self, reason: str) -> None:
+        """Nothing came in time: close, 1000 once open, 1008 during the handshake."""
+        open_ = self._session.open
+        self._close(WSCloseCode.OK if open_ else WSCloseCode.POLICY_VIOLATION, reason)
 
     def wake(self) -> None:
         """Make the serving task look at the session again: it may wait for a frame.
@@ -103,14 +108,15 @@ class Reader:
         for every message; instead the serving task reads itself, and this cancels that
         wait (aiohttp's ``receive()`` consumes nothing when cancelled).
         """
-        self.wakeup.set()
-        self.drained.set()
+        if self.wakeup is not None and self.drained is not None:
+            self.wakeup.set()
+            self.drained.set()
         task = self.task
         if self.reading and task is not None and task is not asyncio.current_task():
             self._waking = True
             task.cancel(_WAKE)
 
-    def _woken(self) -> bool:
+    def woken(self) -> bool:
         """Whether the cancellation being handled is a wake-up (it is consumed then)."""
         if not self._waking:
             return False
@@ -123,32 +129,40 @@ class Reader:
     def ensure_helper(self) -> None:
         """An ask waits: start the helper unless the serving task is reading anyway."""
         if self.helper is None and not self.reading and self._session.open:
+            if self.wakeup is None:
+                self.wakeup = asyncio.Event()
+                self.drained = asyncio.Event()
             self.helper = asyncio.get_running_loop().create_task(self._help())
 
     async def wait_for_helper(self) -> None:
         """The serving task has nothing to handle and the helper reads: wait for news."""
-        self.wakeup.clear()
+        wakeup = self.wakeup
+        assert wakeup is not None
+        wakeup.clear()
         if self.helper is not None and not self._session.inbox:
-            await self.wakeup.wait()
+            await wakeup.wait()
 
     def taken(self) -> None:
         """The serving task took a queued message: the helper may read again."""
-        if self.helper is not None and not self._session.inbox_full:
-            self.drained.set()
+        drained = self.drained
+        if self.helper is not None and drained is not None and not self._session.inbox_full:
+            drained.set()
 
     async def _help(self) -> None:
         session = self._session
+        wakeup, drained = self.wakeup, self.drained
+        assert wakeup is not None and drained is not None
         try:
             while session.asks and session.open:
                 if session.inbox_full:
-                    self.drained.clear()
-                    await self.drained.wait()  # TCP pushes back meanwhile
+                    drained.clear()
+                    await drained.wait()  # TCP pushes back meanwhile
                     continue
                 frame = await self._ws.receive()
                 msg = self._read(frame)
                 if msg is not None and session.open:
                     session.queue(msg, frame_size(frame))
-                self.wakeup.set()
+                wakeup.set()
         except asyncio.TimeoutError:
             self._close(WSCloseCode.OK, "read timeout")
         except Exception:
@@ -156,7 +170,7 @@ class Reader:
             self._close(WSCloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self.helper = None
-            self.wakeup.set()
+            wakeup.set()
 
     async def stop(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) for the helper to end: the connection closed."""

@@ -22,7 +22,7 @@ from ``JOINED`` to ``LEAVING`` fires its ``_OnRoomLeave``, the flow that removes
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import Generic, TypeVar
 
 from .protocol import (
@@ -65,18 +65,33 @@ class Session(Generic[NS, W]):
     """The protocol state of one connection (see the module docstring).
 
     ``client``: the client side (tokens of the peer's requests do not start with ``$``);
-    ``new_namespace(name)`` builds a namespace record; ``declared(name)`` says whether this
-    side serves a namespace; ``members`` is told of membership changes; ``fail_ask(waiter,
+    ``new_namespace(name)`` builds a namespace record; ``declared`` holds the namespaces
+    this side serves; ``members`` is told of membership changes; ``fail_ask(waiter,
     reason)`` is called for every ask that can no longer be answered. ``max_queue`` and
     ``max_queue_bytes`` bound the messages received but not handled yet (count, and bytes
     of their frames).
     """
 
+    __slots__ = (
+        "_declared",
+        "_fail_ask",
+        "_members",
+        "_new_namespace",
+        "asks",
+        "client",
+        "inbox",
+        "inbox_bytes",
+        "max_queue",
+        "max_queue_bytes",
+        "namespaces",
+        "state",
+    )
+
     def __init__(
         self,
         *,
         new_namespace: Callable[[str], NS],
-        declared: Callable[[str], bool],
+        declared: Container[str],
         fail_ask: Callable[[W, str], None],
         members: Members[NS] | None = None,
         client: bool = False,
@@ -87,7 +102,8 @@ class Session(Generic[NS, W]):
         self.state = ConnState.CONNECTING
         self.namespaces: dict[str, NS] = {}
         self.asks: dict[str, tuple[str, W]] = {}  # token -> (namespace, waiter)
-        self.inbox: collections.deque[tuple[Message, int]] = collections.deque()
+        # Made on first use: most connections never queue anything.
+        self.inbox: collections.deque[tuple[Message, int]] | None = None
         self.inbox_bytes = 0
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
@@ -151,7 +167,7 @@ class Session(Generic[NS, W]):
 
     def declares(self, namespace: str) -> bool:
         """Whether this side serves ``namespace`` (a connect to it can succeed)."""
-        return self._declared(namespace)
+        return namespace in self._declared
 
     @property
     def open(self) -> bool:
@@ -180,7 +196,7 @@ class Session(Generic[NS, W]):
         if self.state is ConnState.CLOSING or self.state is ConnState.CLOSED:
             return False
         self._set_state(ConnState.CLOSING)
-        self.inbox.clear()
+        self.inbox = None
         self.inbox_bytes = 0
         self._fail_asks(lambda namespace: True, "connection closed")
         return True
@@ -218,13 +234,18 @@ class Session(Generic[NS, W]):
     def queue(self, msg: Message, size: int) -> bool:
         """Keep ``msg`` (its frame was ``size`` bytes) until its turn; ``False`` once the
         queue holds more than ``max_queue`` messages or ``max_queue_bytes`` bytes."""
+        if self.inbox is None:
+            self.inbox = collections.deque()
         self.inbox.append((msg, size))
         self.inbox_bytes += size
         return not self.inbox_full
 
     @property
     def inbox_full(self) -> bool:
-        return len(self.inbox) > self.max_queue or self.inbox_bytes > self.max_queue_bytes
+        inbox = self.inbox
+        return inbox is not None and (
+            len(inbox) > self.max_queue or self.inbox_bytes > self.max_queue_bytes
+        )
 
     def next_queued(self) -> Message | None:
         if not self.inbox:
@@ -232,6 +253,10 @@ class Session(Generic[NS, W]):
         msg, size = self.inbox.popleft()
         self.inbox_bytes -= size
         return msg
+
+    def queued(self) -> list[Message]:
+        """The messages waiting for their turn, oldest first."""
+        return [msg for msg, _ in self.inbox or ()]
 
     # -- asks --------------------------------------------------------------------------
 
@@ -284,6 +309,11 @@ class Session(Generic[NS, W]):
         """
         if msg.err or self.state is not ConnState.OPEN:
             return None
+        # The common case of the write rules, without the call: no room, and a namespace
+        # that is connected (measured: a tenth of the server's work per answer).
+        ns = self.namespaces.get(msg.namespace)
+        if not msg.room and ns is not None and ns.state in WRITABLE_NS:
+            return encode_answer(msg, body, err)
         if self.can_write(msg.namespace, msg.room, msg.event):
             return encode_answer(msg, body, err)
         if not self.is_request(msg.token):
@@ -313,7 +343,7 @@ class Session(Generic[NS, W]):
             return None
         if msg.namespace in self.namespaces:
             return self.empty_reply(msg)  # duplicate: connected, or being connected
-        if not self._declared(msg.namespace):
+        if msg.namespace not in self._declared:
             return self._error(msg, ERR_BAD_NAMESPACE)
         ns = self._new_namespace(msg.namespace)
         self._set_ns(ns, NsState.CONNECTING)

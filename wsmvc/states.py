@@ -31,7 +31,13 @@ __all__ = [
 ]
 
 
-class ConnState(enum.Enum):
+class _State(enum.Enum):
+    # Members are singletons compared by identity: hash them by identity too, in C. Enum's
+    # own __hash__ is a Python function, and states are looked up for every message.
+    __hash__ = object.__hash__
+
+
+class ConnState(_State):
     """The life of one connection."""
 
     CONNECTING = "connecting"  # upgraded; the neffos handshake (M -> A<id>) is not done
@@ -40,7 +46,7 @@ class ConnState(enum.Enum):
     CLOSED = "closed"  # the disconnect events ran
 
 
-class NsState(enum.Enum):
+class NsState(_State):
     """The life of one namespace of a connection."""
 
     DISCONNECTED = "disconnected"  # not in the session: never connected, or removed
@@ -49,7 +55,7 @@ class NsState(enum.Enum):
     DISCONNECTING = "disconnecting"  # its _OnNamespaceDisconnect fired or is firing
 
 
-class RoomState(enum.Enum):
+class RoomState(_State):
     """The membership of one namespace connection in one room."""
 
     LEFT = "left"  # not a member: never joined, or left
