@@ -218,6 +218,23 @@ class RawWS:
         del self.buf[:n]
         return out
 
+    @staticmethod
+    def frame(payload: bytes, opcode: int = 0x2) -> bytes:
+        """A whole client frame, masked with the key 0 (so built without touching the
+        payload: fast for big ones; servers accept any key)."""
+        n = len(payload)
+        if n < 126:
+            head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        elif n < 65536:
+            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        else:
+            head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        return head + b"\0\0\0\0" + payload
+
+    async def send_raw(self, data: bytes) -> None:
+        """Send bytes as they are (frames made by :meth:`frame`)."""
+        await self.loop.sock_sendall(self.sock, data)
+
     async def send(self, payload: str | bytes, opcode: int | None = None) -> None:
         if isinstance(payload, str):
             data, op = payload.encode(), 0x1 if opcode is None else opcode

@@ -69,8 +69,10 @@ class Server:
       1 MiB) a connection keeps while they wait their turn: sent before ``M``, or read while
       a handler awaits an ask. Past it, before ``M`` the connection is closed with 1008;
       during an ask the server stops reading that connection until it caught up (TCP
-      backpressure). So a client never makes the server hold more than these plus one
-      message (``max_message_size``) and aiohttp's 64 KiB read buffer.
+      backpressure). So a client can make the server hold about ``max_queue_bytes`` plus
+      three times ``max_message_size`` (the message over the bound, the one aiohttp is
+      reading, the copies of one being handled): measured 6 MiB with the defaults for a
+      client sending 150 MiB (``tests/test_bounds.py``).
     * ``ask_timeout`` - default timeout of ``ask`` calls, seconds (default 30; ``None``: none).
     * ``compress`` - accept permessage-deflate when the client offers it (default ``True``).
     * ``debug_errors`` - send handler exception texts to clients (default ``False``: a

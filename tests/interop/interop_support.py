@@ -239,6 +239,12 @@ class AppProcess:
     def running(self) -> bool:
         return self._proc is not None
 
+    @property
+    def pid(self) -> int:
+        """The process id of the running app."""
+        assert self._proc is not None, "not running"
+        return self._proc.pid
+
     # -- its output -------------------------------------------------------------------
 
     def wait_for_line(self, expected: str, timeout: float = LINE_TIMEOUT) -> None:
