@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
 
 import wsmvc
 from wsmvc import (
@@ -915,3 +915,158 @@ async def test_asking_back_inside_a_handler_times_out_and_says_why(serve: Serve)
     (text,) = failures
     assert "no answer to 'question' within 0.5s" in text
     assert "a peer that asks back before it answers cannot answer an ask made inside" in text
+
+
+# -------------------------------------------------------------------------------------------
+# shutdown, concurrent closes, cancellation
+# -------------------------------------------------------------------------------------------
+
+
+async def test_shutdown_closes_a_connection_still_in_its_upgrade(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """A connection whose ``id_generator`` still runs when shutdown starts is upgraded and
+    closed with 1001 as soon as it returns; ``server.close()`` waits for it."""
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_id(request: web.Request) -> str:
+        entered.set()
+        await release.wait()
+        return "late"
+
+    server = make_server(id_generator=slow_id)
+    url = await serve(server)
+    dialing = asyncio.create_task(session.ws_connect(url))
+    await asyncio.wait_for(entered.wait(), T)
+    closing = asyncio.create_task(server.close())
+    await asyncio.sleep(0)
+    assert not closing.done()  # it waits for the upgrade under way
+    release.set()
+    ws = await asyncio.wait_for(dialing, T)
+    msg = await expect_close(ws)
+    assert msg.type is WSMsgType.CLOSE and msg.data == 1001, show(msg)
+    await asyncio.wait_for(closing, T)
+    assert server.connections == []
+
+
+async def test_shutdown_closes_a_connection_waiting_for_its_M(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    server = make_server()
+    url = await serve(server)
+    async with session.ws_connect(url) as ws:  # upgraded, never sends M
+        await asyncio.wait_for(server.close(), T)
+        msg = await expect_close(ws)
+        assert msg.type is WSMsgType.CLOSE and msg.data == 1001, show(msg)
+
+
+async def test_every_caller_of_close_returns_after_the_disconnect_events(serve: Serve) -> None:
+    """Several tasks close the same connection at once (and the server shuts down): each
+    returns only once the disconnect events and ``on_disconnect`` ran, which ran once."""
+    log = Log()
+    conns: list[Conn] = []
+
+    async def on_disconnect(conn: Conn) -> None:
+        await asyncio.sleep(0.1)  # a slow on_disconnect: the callers must wait for it
+        log("on_disconnect")
+
+    server = Server(
+        {"default": hooks(log)}, on_connect=captured(conns), on_disconnect=on_disconnect
+    )
+    url = await serve(server)
+    client = await wsmvc.dial(url, {"default": {}})
+    await client.connect("default", timeout=T)
+    conn = conns[0]
+    returned: list[list[str]] = []
+
+    async def close(code: int) -> None:
+        await conn.close(code)
+        returned.append(list(log.lines))
+
+    async def shutdown() -> None:
+        await server.close()
+        returned.append(list(log.lines))
+
+    await asyncio.wait_for(asyncio.gather(close(4000), close(4001), shutdown()), T)
+    expected = ["_OnNamespaceConnected", "_OnNamespaceDisconnect", "on_disconnect"]
+    assert returned == [expected, expected, expected]
+    assert conn.close_code == 4000  # the first close decides
+    await client.close()
+
+
+async def test_a_cancelled_close_still_closes(serve: Serve) -> None:
+    """Cancelling a task that awaits ``close()`` cancels that task (CancelledError is
+    re-raised), not the close: the connection closes and its events run, once."""
+    log = Log()
+    conns: list[Conn] = []
+    release = asyncio.Event()
+
+    async def on_disconnect(conn: Conn) -> None:
+        await release.wait()
+        log("on_disconnect")
+
+    server = Server({"default": {}}, on_connect=captured(conns), on_disconnect=on_disconnect)
+    url = await serve(server)
+    client = await wsmvc.dial(url, {"default": {}})
+    closing = asyncio.create_task(conns[0].close())
+    await asyncio.sleep(0)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    release.set()
+    await asyncio.wait_for(conns[0].wait_closed(), T)
+    assert log.lines == ["on_disconnect"]
+    await client.close()
+
+
+async def test_a_cancelled_ask_leaves_nothing_waiting(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """Cancelling a task in ``ns.ask()`` re-raises CancelledError and forgets the token: a
+    late answer is then an ordinary event (spec 4 step 3d), handled by its handler."""
+    got: list[bytes] = []
+    server = Server(
+        {"default": {"q": lambda ns, msg: got.append(msg.body)}},
+        id_generator=lambda request: "c1",
+    )
+    url = await serve(server)
+    async with session.ws_connect(url) as ws:
+        await ready(ws)
+        conn = conn_by_id(server, "c1")
+        ns = conn.namespace("default")
+        assert ns is not None
+        asking = asyncio.create_task(ns.ask("q", timeout=NEVER))
+        m = re.fullmatch(r"([0-9]+);default;;q;0;0;", await recv_text(ws))
+        assert m
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        assert conn.session.asks == {}
+        await ws.send_str(f"{m[1]};default;;q;0;0;too late")
+        await barrier(ws)
+        assert got == [b"too late"]
+
+
+async def test_cancelling_the_serving_task_closes_and_re_raises(serve: Serve) -> None:
+    """The serving task (aiohttp's handler task) cancelled: the connection closes (1006),
+    the disconnect events and ``on_disconnect`` run, and the task ends cancelled."""
+    log = Log()
+    conns: list[Conn] = []
+    server = Server(
+        {"default": hooks(log)},
+        on_connect=captured(conns),
+        on_disconnect=lambda conn: log("on_disconnect"),
+    )
+    url = await serve(server)
+    client = await wsmvc.dial(url, {"default": {}})
+    await client.connect("default", timeout=T)
+    task = conns[0].reader.task
+    assert task is not None
+    task.cancel()
+    await asyncio.wait([task], timeout=T)
+    assert task.cancelled()
+    assert log.lines == ["_OnNamespaceConnected", "_OnNamespaceDisconnect", "on_disconnect"]
+    assert server.connections == []
+    await asyncio.wait_for(client.wait_closed(), T)
+    await client.close()
