@@ -14,7 +14,11 @@ client ``question`` with the same body and answer the original ask with the clie
 ``server_join`` makes the server join the client to the room named in the body;
 ``server_connect`` connects the client to the namespace named in the body;
 ``binary`` answers with the body reversed, in a binary frame; ``broadcast`` sends ``chat``
-with the body to every other connection of the namespace.
+with the body to every other connection of the namespace; ``kick`` disconnects the client's
+namespace and then tries to answer (the client's ask ends with ``bad namespace``);
+``three_then_close`` emits ``chat`` three times (bodies ``0``, ``1``, ``2``) and closes the
+connection with 4002. A client whose upgrade request carries ``X-Reject: <reason>`` is
+refused with that reason.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 
 from aiohttp import web
 
-from wsmvc import Conn, EventError, Message, NSConn, Reply, Server, controller, event
+from wsmvc import Conn, EventError, Message, NSConn, Reject, Reply, Server, controller, event
 
 
 @controller(namespace="default")
@@ -76,6 +80,17 @@ class EchoController:
         chat = Message(namespace="default", event="chat", body=msg.body)
         await self.conn.server.broadcast(chat, exclude=self.conn)
 
+    @event("kick")
+    async def kick(self, msg: Message) -> bytes:
+        await self.conn.disconnect(timeout=5)
+        return b"you are out"  # the namespace is gone: the client gets "bad namespace"
+
+    @event("three_then_close")
+    async def three_then_close(self, msg: Message) -> None:
+        for i in range(3):
+            self.conn.emit("chat", str(i))
+        await self.websocket.close(4002, "three then close")
+
 
 @controller(namespace="forbidden")
 class ForbiddenController:
@@ -91,9 +106,18 @@ class SecondController:
     """No events: the namespace only exists, so ``server_connect`` can connect a client to it."""
 
 
+def refuse_on_request(conn: Conn) -> None:
+    """Refuse a client that asks for it with an ``X-Reject`` header (the interop tests)."""
+    assert conn.request is not None
+    reason = conn.request.headers.get("X-Reject")
+    if reason:
+        raise Reject(reason)
+
+
 server = Server(
     allowed_origins="*",
     controllers=[EchoController, ForbiddenController, SecondController],
+    on_connect=refuse_on_request,
 )
 
 

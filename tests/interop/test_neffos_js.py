@@ -357,3 +357,25 @@ def test_permessage_deflate(
     assert result["chatOk"] is True
     assert result["binaryOk"] is True
     assert result["small"] == "pong:small"
+
+
+@pytest.mark.parametrize(("mode", "extensions"), [("on", "permessage-deflate"), ("off", "")])
+def test_refusal_kick_and_close_keep_their_order(
+    js: NodeRunner, echo_server: EchoServer, mode: str, extensions: str
+) -> None:
+    """Issue 8, cases 4 and 5, as neffos.js sees them, compressed or not: ``dial()``
+    rejects with the server's reason (``H<reason>`` came before the close); an ask whose
+    handler disconnected the namespace rejects with ``bad namespace`` at once (neffos.js
+    has no ask timeout: it would hang); three messages sent before a close all arrive
+    before it."""
+    steps = js.run("lifecycle", echo_server.url, mode)
+
+    assert steps["refused"]["outcome"] == {"rejected": "not today"}
+    kick = steps["kick"]
+    assert kick["outcome"] == {"rejected": "bad namespace"}
+    assert kick["disconnectEvent"]["event"] == "_OnNamespaceDisconnect"
+    assert kick["connected"] is False
+    closing = steps["three_then_close"]
+    assert closing["closed"] == {"code": 4002, "reason": "three then close"}
+    assert closing["chatsBeforeClose"] == ["0", "1", "2"]
+    assert closing["extensions"] == extensions

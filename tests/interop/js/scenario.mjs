@@ -526,6 +526,48 @@ scenarios.disconnect = async (url) => {
     });
 };
 
+// What neffos.js sees when the server refuses it, kicks it out of a namespace during an
+// ask, or closes right after three messages (issue 8, cases 4 and 5), with and without
+// permessage-deflate.
+scenarios.lifecycle = async (url, mode) => {
+    const perMessageDeflate = mode === 'on';
+    const refused = await outcome(
+        neffos.dial(url, { default: {} }, { perMessageDeflate, headers: { 'X-Reject': 'not today' } }),
+        'refused dial',
+    );
+    report('refused', { outcome: refused });
+
+    const inbox = new Inbox();
+    const conn = await within(
+        neffos.dial(url, { default: recorder(inbox, ['chat']) }, { perMessageDeflate }),
+        'dial',
+    );
+    const ns = await within(conn.connect('default'), 'connect');
+    const kicked = await outcome(ns.ask('kick', 'out?'), 'ask kick');
+    const disconnected = await inbox.next(neffos.OnNamespaceDisconnect);
+    report('kick', {
+        outcome: kicked,
+        disconnectEvent: view(disconnected),
+        connected: conn.namespace('default') !== undefined,
+    });
+
+    const again = await within(conn.connect('default'), 'connect again');
+    const ws = conn.conn;
+    const closed = new Promise((resolve) => {
+        ws.addEventListener('close', (evt) => resolve({ code: evt.code, reason: evt.reason }));
+    });
+    const chatsBeforeClose = [];
+    ws.addEventListener('close', () => {
+        chatsBeforeClose.push(...inbox.all('chat').map((m) => m.body));
+    });
+    again.emit('three_then_close', '');
+    report('three_then_close', {
+        closed: await within(closed, 'close'),
+        chatsBeforeClose,
+        extensions: ws.extensions,
+    });
+};
+
 scenarios.leave_all = async (url, ...roomNames) => {
     const inbox = new Inbox();
     const conn = await within(neffos.dial(url, { default: recorder(inbox, ['chat']) }), 'dial');
