@@ -731,6 +731,38 @@ async def ask_client(demo: Demo) -> None:
     assert await post(demo, "/poke/nobody", "hello") == (502, "bad namespace")
 
 
+# -- lifecycle.md -------------------------------------------------------------------------
+
+
+async def logged(log: list[str], line: str) -> None:
+    """Wait (checking every 10 ms, at most WAIT seconds) until ``line`` is in ``log``."""
+    for _ in range(int(WAIT * 100)):
+        if line in log:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{line!r} never logged: {log}")
+
+
+@check
+async def lifecycle(demo: Demo) -> None:
+    log: list[str] = demo.log
+    conn = await demo.dial("/ws", {"game": {}})
+    game = await demo.connect(conn, "game")
+    # The Python client's ask fails the moment its namespace is gone (neffos.js: the
+    # server's "bad namespace" answer); either way at once, not at the ask's timeout.
+    with pytest.raises(wsmvc.ConnectionClosed):
+        await asyncio.wait_for(game.ask("OnKick", timeout=60), WAIT)
+    await logged(log, "disconnect event, forced=False")
+    assert log == ["kick returns", "disconnect event, forced=False"]
+
+    game = await demo.connect(conn, "game")
+    game.emit("OnQuit")
+    await asyncio.wait_for(conn.wait_closed(), WAIT)
+    assert conn.close_code == 4000
+    await logged(log, "on_disconnect")
+    assert log[2:] == ["after close, emit: False", "disconnect event, forced=True", "on_disconnect"]
+
+
 # -- deploying.md -------------------------------------------------------------------------
 
 
