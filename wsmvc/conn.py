@@ -1,20 +1,11 @@
 """One websocket connection speaking neffos: :class:`Conn`, the asyncio side of a session.
 
 The protocol state lives in a :class:`~wsmvc.session.Session`; a ``Conn`` runs it over an
-aiohttp websocket, on the server or on the client side. One task serves the connection
-for its whole life (on a server the aiohttp request handler's task, on a client the task
-:func:`~wsmvc.dial` starts), and does everything in order: it reads frames between
-handlers, handles each message in arrival order (inline, with no task or queue per
-message), and once the connection closes it fires the disconnect events and
-``on_disconnect``: after the handler that was running, never inside it, once.
-
-Who reads when (a helper while an ask waits, waking the serving task when the connection
-closes) is :mod:`wsmvc.reading`'s business.
-
-Closing is one path, whoever asks for it (:meth:`Conn.close`, the peer, a read error, the
-send-buffer limit, shutdown): the session becomes ``CLOSING`` (pending asks fail at once),
-the close frame is sent after everything written before it, the serving task fires the
-disconnect events, and every caller of :meth:`Conn.close` returns once they ran.
+aiohttp websocket, on the server or the client side. One task serves the connection for
+its whole life (aiohttp's request handler task, or the one :func:`~wsmvc.dial` starts): it
+reads frames between handlers (:mod:`wsmvc.reading`), handles each message in arrival
+order, inline, and once the connection closes, by whatever path, fires the disconnect
+events: after the handler that was running, never inside it, once (``docs/lifecycle.md``).
 """
 
 from __future__ import annotations
@@ -32,6 +23,7 @@ from .dispatch import Dispatcher
 from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from .handlers import HandlerTable
 from .nsconn import DEFAULT, NSConn, Registry, Timeout, as_body
+from .opening import open_native, open_server_side
 from .protocol import (
     ERR_BAD_NAMESPACE,
     ON_NAMESPACE_CONNECT,
@@ -44,7 +36,7 @@ from .protocol import (
     new_client_token,
     new_token,
 )
-from .reading import Reader, frame_size
+from .reading import Reader
 from .session import Session
 from .states import ConnState, NsState
 from .writer import AnyWebSocket, Writer
@@ -158,7 +150,7 @@ class Conn:
         self._deferred: list[tuple[list[tuple[NSConn, Message]], asyncio.Future[None]]] | None = (
             None
         )
-        self.reader = Reader(ws, self.session, self._read, self._request_close)
+        self.reader = Reader(ws, self.session, self.read_frame, self.request_close)
         self._closer: asyncio.Task[None] | None = None
         self._finished = False  # the disconnect events ran
         self._closed_waiter: asyncio.Event | None = None  # made when someone waits
@@ -204,8 +196,7 @@ class Conn:
         Writing during ``on_connect`` acknowledges the connection first (as Go does).
         """
         session = self.session
-        if session.state is ConnState.CONNECTING:
-            self._ack_early()
+        self.acknowledge()
         if not session.can_write(msg.namespace, msg.room, msg.event):
             return False
         return self.writer.write(encode(msg), msg.binary)
@@ -392,7 +383,7 @@ class Conn:
         Returns once they ran, except when called from a handler of this very connection
         (they run right after that handler returns). Never raises.
         """
-        self._request_close(code, reason)
+        self.request_close(code, reason)
         if self.reader.task is not None and asyncio.current_task() is not self.reader.task:
             await self.wait_closed()
 
@@ -421,89 +412,41 @@ class Conn:
         self.reader.task = asyncio.current_task()
         try:
             if self.session.state is ConnState.CONNECTING:
-                await (
-                    self._open_native(on_open) if self._native_only else self._handshake(on_open)
-                )
+                opening = open_native if self._native_only else open_server_side
+                self._opened = await opening(self, on_open)
             await self._serve_open()
         except asyncio.CancelledError:
-            self._request_close(WSCloseCode.ABNORMAL_CLOSURE, "", urgent=True)
+            self.request_close(WSCloseCode.ABNORMAL_CLOSURE, "", urgent=True)
             raise
         except Exception:
             log.exception("%r: serving failed", self)
-            self._request_close(WSCloseCode.INTERNAL_ERROR, "internal error")
+            self.request_close(WSCloseCode.INTERNAL_ERROR, "internal error")
         finally:
             await self._finish(on_close)
 
-    async def _handshake(self, on_open: OnOpen | None) -> None:
-        """Server: wait for ``M`` (queueing what comes before it), then run ``on_open``."""
-        session = self.session
-        loop = asyncio.get_running_loop()
-        deadline = None if self.handshake_timeout is None else loop.time() + self.handshake_timeout
-        while session.state is ConnState.CONNECTING:
-            left = None if deadline is None else max(deadline - loop.time(), 0.001)
-            frame = await self.reader.receive(left, "handshake timeout")
-            if frame is None:
-                continue
-            if frame.type is WSMsgType.TEXT and frame.data[:1] == "M":
-                await self._open(on_open)
-                return
-            msg = self._read(frame)
-            if msg is not None and not session.queue(msg, frame_size(frame)):
-                log.warning("%r: too much sent before the handshake, closing (1008)", self)
-                self._request_close(WSCloseCode.POLICY_VIOLATION, "too much before the handshake")
-
-    async def _open(self, on_open: OnOpen | None) -> None:
-        refusal = await on_open(self) if on_open is not None else None
-        self._opened = refusal is None
-        session = self.session
-        if session.state is ConnState.CONNECTING:
-            if refusal is None:
-                self._ack_early()
-            else:
-                self.writer.write(*session.refuse(refusal))
-                self._start_closing(WSCloseCode.POLICY_VIOLATION, "", urgent=False)
-        elif refusal is not None:  # acknowledged early by a write in on_connect: close instead
-            self._request_close(WSCloseCode.POLICY_VIOLATION, refusal[:120])
-
-    def _ack_early(self) -> None:
+    def acknowledge(self) -> None:
+        """Server side, during the handshake: send ``A<id>`` and register the connection
+        (once; nothing otherwise). The handshake does it after ``on_connect``; writing or
+        asking inside ``on_connect`` does it first, as Go does."""
         if self.session.state is not ConnState.CONNECTING or self.is_client:
             return
-        self.writer.write(*self.session.accept(self.id))
+        if self._native_only:  # no handshake, no A<id> (spec 9.1)
+            self.session.acknowledged()
+        else:
+            self.writer.write(*self.session.accept(self.id))
         if self._registry is not None:
             self._registry.conn_added(self)
 
     def _ensure_open(self) -> None:
-        if self.session.state is ConnState.CONNECTING:
-            self._ack_early()
+        self.acknowledge()
         if not self.session.open:
             raise ConnectionClosed("connection closed")
-
-    async def _open_native(self, on_open: OnOpen | None) -> None:
-        """Native-only mode has no handshake: accept the connection into namespace ``""``."""
-        refusal = await on_open(self) if on_open is not None else None
-        self._opened = refusal is None
-        session = self.session
-        if session.state is not ConnState.CONNECTING:
-            return
-        if refusal is None:
-            session.acknowledged()
-            if self._registry is not None:
-                self._registry.conn_added(self)
-            ns = session.connect_started("")
-            opening = Message(event=ON_NAMESPACE_CONNECT)
-            refusal = await self.dispatcher.fire(ns, opening)
-            if session.connect_finished(ns, refusal is None):
-                await self.dispatcher.fire(ns, Message(event=ON_NAMESPACE_CONNECTED))
-                return
-        if refusal is not None:
-            log.info("refused native connection %r: %s", self, refusal)
-            self._request_close(WSCloseCode.POLICY_VIOLATION, refusal)
 
     async def _serve_open(self) -> None:
         session = self.session
         reader = self.reader
         receive = self._ws.receive
-        read = self._read
+        read = self.read_frame
         handle = self.dispatcher.handle
         open_ = ConnState.OPEN
         while session.state is open_:
@@ -545,16 +488,17 @@ class Conn:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _read(self, frame: WSMessage) -> Message | None:
-        """The message in ``frame``; ``None`` if there is none to handle (an answer to an
-        ask, which is resolved here, a control frame, an invalid frame, the close)."""
+    def read_frame(self, frame: WSMessage) -> Message | None:
+        """The message in a frame read from the websocket; ``None`` if there is none to
+        handle (an answer to an ask, resolved here; a control frame; an invalid frame,
+        ignored; the close, which starts closing)."""
         kind = frame.type
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
             data: str | bytes = frame.data
             binary = kind is WSMsgType.BINARY
         elif kind in _CLOSE_TYPES:
             code = self._ws.close_code
-            self._request_close(code if code is not None else WSCloseCode.ABNORMAL_CLOSURE, "")
+            self.request_close(code if code is not None else WSCloseCode.ABNORMAL_CLOSURE, "")
             return None
         else:
             return None
@@ -583,15 +527,15 @@ class Conn:
 
     def _overflow(self) -> None:
         log.warning("%r: send buffer limit exceeded, closing (1008)", self)
-        self._request_close(WSCloseCode.POLICY_VIOLATION, "send buffer limit exceeded", urgent=True)
+        self.request_close(WSCloseCode.POLICY_VIOLATION, "send buffer limit exceeded", urgent=True)
 
-    def _request_close(self, code: int, reason: str, *, urgent: bool = False) -> None:
-        """Start closing, once: the session stops, the close frame is on its way, the serving
-        task is woken to fire the disconnect events."""
-        if self.session.begin_close():
-            self._start_closing(code, reason, urgent=urgent)
-
-    def _start_closing(self, code: int, reason: str, *, urgent: bool) -> None:
+    def request_close(self, code: int, reason: str = "", *, urgent: bool = False) -> None:
+        """Start closing (once) without waiting, what :meth:`close` starts: nothing more is
+        sent but the close frame, which goes after what was written before (``urgent``: at
+        once, for a peer that stopped reading), pending asks fail, and the serving task is
+        woken to fire the disconnect events."""
+        if not self.session.begin_close():
+            return
         self.close_code = code
         self.writer.closed = True  # now, not when the closer task starts: broadcasts skip it
         if self._registry is not None:
@@ -623,7 +567,7 @@ class Conn:
     async def _finish(self, on_close: OnOpen | None) -> None:
         """The end of the serving task: fire the disconnect events, then ``on_close``; then
         wait (bounded) for the close handshake and the helper reader to end."""
-        self._request_close(WSCloseCode.ABNORMAL_CLOSURE, "")
+        self.request_close(WSCloseCode.ABNORMAL_CLOSURE, "")
         session = self.session
         events = session.closing_events()
         try:

@@ -184,10 +184,9 @@ class Session(Generic[NS, W]):
         self._set_state(ConnState.OPEN)
 
     def refuse(self, reason: str) -> Frame:
-        """The handshake is refused (server): ``CONNECTING`` -> ``CLOSING``; the ``H`` frame."""
+        """The handshake is refused (server): the ``H`` frame to send before the close."""
         if self.state is not ConnState.CONNECTING:
             raise StateError(f"refused in state {self.state.value}")
-        self.begin_close()
         return (ACK_REFUSED + reason).encode(), False
 
     def begin_close(self) -> bool:

@@ -1,0 +1,84 @@
+"""How a server connection opens (``neffos-protocol.md`` §3 and §9.1).
+
+The client's ``M`` is awaited for ``handshake_timeout`` seconds (past it: 1008), and what it
+sends before is kept for after the ack, within the session's bound (past it: 1008). Then
+``on_open`` (the server's ``on_connect``) decides: ``A<id>``, or ``H<reason>`` and the close.
+A native-only connection has no handshake: ``on_open`` decides, then namespace ``""``
+connects through its hooks. Either way the result says whether ``on_open`` accepted the
+connection: then ``on_disconnect`` runs once it closes, whatever happened in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import WSCloseCode, WSMsgType
+
+from .protocol import ON_NAMESPACE_CONNECT, ON_NAMESPACE_CONNECTED, Message
+from .reading import frame_size
+from .states import ConnState
+
+if TYPE_CHECKING:
+    from .conn import Conn, OnOpen
+
+__all__ = ["open_native", "open_server_side"]
+
+log = logging.getLogger("wsmvc")
+
+
+async def open_server_side(conn: Conn, on_open: OnOpen | None) -> bool:
+    """Run the neffos handshake of ``conn``; whether ``on_open`` accepted it."""
+    session = conn.session
+    loop = asyncio.get_running_loop()
+    timeout = conn.handshake_timeout
+    deadline = None if timeout is None else loop.time() + timeout
+    while session.state is ConnState.CONNECTING:
+        left = None if deadline is None else max(deadline - loop.time(), 0.001)
+        frame = await conn.reader.receive(left, "handshake timeout")
+        if frame is None:
+            continue
+        if frame.type is WSMsgType.TEXT and frame.data[:1] == "M":
+            return await _decide(conn, on_open)
+        msg = conn.read_frame(frame)
+        if msg is not None and not session.queue(msg, frame_size(frame)):
+            log.warning("%r: too much sent before the handshake, closing (1008)", conn)
+            conn.request_close(WSCloseCode.POLICY_VIOLATION, "too much before the handshake")
+    return False
+
+
+async def _decide(conn: Conn, on_open: OnOpen | None) -> bool:
+    refusal = await on_open(conn) if on_open is not None else None
+    session = conn.session
+    if session.state is ConnState.CONNECTING:
+        if refusal is None:
+            conn.acknowledge()
+        else:
+            conn.writer.write(*session.refuse(refusal))
+            conn.request_close(WSCloseCode.POLICY_VIOLATION)
+    elif refusal is not None and session.open:
+        # Acknowledged early by a write in on_connect: no H any more, close instead.
+        conn.request_close(WSCloseCode.POLICY_VIOLATION, refusal)
+    return refusal is None
+
+
+async def open_native(conn: Conn, on_open: OnOpen | None) -> bool:
+    """Open a native-only connection (no handshake) into namespace ``""``; whether
+    ``on_open`` accepted it."""
+    refusal = await on_open(conn) if on_open is not None else None
+    accepted = refusal is None
+    session = conn.session
+    if session.state is not ConnState.CONNECTING:
+        return accepted
+    if refusal is None:
+        conn.acknowledge()  # registers it; a native connection sends no A<id>
+        ns = session.connect_started("")
+        refusal = await conn.dispatcher.fire(ns, Message(event=ON_NAMESPACE_CONNECT))
+        if session.connect_finished(ns, refusal is None):
+            await conn.dispatcher.fire(ns, Message(event=ON_NAMESPACE_CONNECTED))
+            return accepted
+    if refusal is not None:
+        log.info("refused native connection %r: %s", conn, refusal)
+        conn.request_close(WSCloseCode.POLICY_VIOLATION, refusal)
+    return accepted
