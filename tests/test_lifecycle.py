@@ -1070,3 +1070,135 @@ async def test_cancelling_the_serving_task_closes_and_re_raises(serve: Serve) ->
     assert server.connections == []
     await asyncio.wait_for(client.wait_closed(), T)
     await client.close()
+
+
+# -------------------------------------------------------------------------------------------
+# crossing requests: both sides change the same namespace or room at once
+# -------------------------------------------------------------------------------------------
+
+
+async def test_a_server_connect_while_the_clients_connect_is_being_decided(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """``conn.connect("default")`` from another task while the client's own connect of it
+    waits for its hook: the server's call waits for that decision and returns the same
+    namespace connection; nothing is asked twice."""
+    log = Log()
+    release = asyncio.Event()
+
+    async def connecting(ns: NSConn, msg: Message) -> None:
+        log(f"connect hook local={msg.local}")
+        await release.wait()
+
+    server = Server({"default": {"_OnNamespaceConnect": connecting}}, id_generator=lambda r: "c1")
+    url = await serve(server)
+    async with session.ws_connect(url) as ws:
+        await handshake(ws)
+        await ws.send_str("$c;default;;_OnNamespaceConnect;0;0;")
+        await log.reached("connect hook local=False")
+        conn = conn_by_id(server, "c1")
+        connecting_too = asyncio.create_task(conn.connect("default", timeout=T))
+        await asyncio.sleep(0)
+        assert not connecting_too.done()  # it waits for the client's connect to be decided
+        release.set()
+        await expect(ws, "$c;;;;;;")
+        ns = await asyncio.wait_for(connecting_too, T)
+        assert ns is conn.namespace("default")
+        await barrier(ws)  # the server's connect asked nothing of the client
+    assert log.lines == ["connect hook local=False"]
+
+
+async def test_a_server_disconnect_crossing_the_clients_refused_disconnect(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """The client asks to disconnect ``default`` and the server's hook refuses it, while the
+    server disconnected it from another task and the client agreed to that: it ends
+    disconnected on both sides, the client's own request is answered with an empty reply,
+    and ``_OnNamespaceDisconnect`` ran once."""
+    log = Log()
+    release = asyncio.Event()
+
+    async def refusing(ns: NSConn, msg: Message) -> None:
+        log(f"_OnNamespaceDisconnect local={msg.local}")
+        await release.wait()
+        raise EventError("stay")
+
+    server = Server(
+        {"default": {**hooks(log), "_OnNamespaceDisconnect": refusing}},
+        id_generator=lambda r: "c1",
+    )
+    url = await serve(server)
+    async with session.ws_connect(url) as ws:
+        await ready(ws, "r")
+        ns = conn_by_id(server, "c1").namespace("default")
+        assert ns is not None
+        await ws.send_str("$d;default;;_OnNamespaceDisconnect;0;0;")
+        await log.reached("_OnNamespaceDisconnect local=False")
+        kicking = asyncio.create_task(ns.disconnect(timeout=T))
+        request = await recv_text(ws)
+        m = re.fullmatch(r"([0-9]+);default;;_OnNamespaceDisconnect;0;0;", request)
+        assert m, request
+        await ws.send_str(f"{m[1]};;;;;;")  # the client agrees to the server's disconnect
+        await until(lambda: server.namespace_members("default") == [])
+        release.set()  # the hook refuses the client's own request: moot now
+        await expect(ws, "$d;;;;;;")
+        await asyncio.wait_for(kicking, T)
+    assert log.count("_OnNamespaceDisconnect local=False") == 1
+    assert "_OnNamespaceDisconnect" not in log.lines  # no second disconnect event
+    assert log.count("_OnRoomLeft:r") == 1
+    assert server.room_members("default", "r") == []
+
+
+async def test_a_server_join_refused_by_its_own_hook_sends_nothing(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """A server-side ``join_room`` runs its local ``_OnRoomJoin`` first: a refusal raises
+    and nothing reaches the client, so the two sides never disagree (Go asks first)."""
+
+    def no_vip(ns: NSConn, msg: Message) -> None:
+        if msg.room == "vip":
+            raise EventError("vip only")
+
+    server = Server({"default": {"_OnRoomJoin": no_vip}}, id_generator=lambda r: "c1")
+    url = await serve(server)
+    async with session.ws_connect(url) as ws:
+        await ready(ws)
+        ns = conn_by_id(server, "c1").namespace("default")
+        assert ns is not None
+        with pytest.raises(EventError, match="vip only"):
+            await ns.join_room("vip", timeout=T)
+        await barrier(ws)  # no join request was sent
+        assert ns.rooms == {}
+        assert server.room_members("default", "vip") == []
+
+
+async def test_crossing_joins_of_the_same_room_agree(serve: Serve) -> None:
+    """The server joins the client to a room while the client asks to join it too: the
+    client's own request gets ``bad room`` (the room is being joined), the server's join
+    completes, and both sides end joined."""
+    release = asyncio.Event()
+    nsconns: list[NSConn] = []
+
+    async def joining(ns: NSConn, msg: Message) -> None:
+        if msg.local:
+            await release.wait()
+
+    server = Server(
+        {
+            "default": {
+                "_OnRoomJoin": joining,
+                "_OnNamespaceConnected": lambda ns, msg: nsconns.append(ns),
+            }
+        }
+    )
+    url = await serve(server)
+    async with await wsmvc.dial(url, {"default": {}}) as client:
+        cns = await client.connect("default", timeout=T)
+        server_join = asyncio.create_task(nsconns[0].join_room("r", timeout=T))
+        await asyncio.sleep(0)
+        with pytest.raises(EventError, match="bad room"):
+            await cns.join_room("r", timeout=T)
+        release.set()
+        await asyncio.wait_for(server_join, T)
+        await until(lambda: "r" in cns.rooms)
+        assert list(nsconns[0].rooms) == ["r"]

@@ -90,7 +90,9 @@ async def dial(
         conn._session = http if own else None
         if handlers.native_only:  # no handshake (spec 9.1): open, in namespace ""
             conn.session.acknowledged()
-            conn.session.connect_finished(conn.session.connect_started(""), True)
+            ns = conn.session.connect_started("")
+            assert ns is not None  # a new session has no namespace
+            conn.session.connect_finished(ns, True)
         else:
             await ws.send_str(ACK_REQUEST)
             first = await ws.receive(timeout=timeout)

@@ -38,7 +38,7 @@ from .protocol import (
 )
 from .reading import Reader
 from .session import Session
-from .states import ConnState, NsState
+from .states import ConnState, NsState, StateError
 from .writer import AnyWebSocket, Writer
 
 if TYPE_CHECKING:
@@ -74,7 +74,6 @@ class Conn:
         "_allow_native",
         "_closed_waiter",
         "_closer",
-        "_connecting",
         "_deferred",
         "_finished",
         "_native_only",
@@ -145,7 +144,6 @@ class Conn:
         self._allow_native = handlers.accepts_native
         # Made on first use (most connections never need them):
         self._on_reply: dict[str, Callable[[Message], None]] | None = None
-        self._connecting: dict[str, asyncio.Future[NSConn]] | None = None
         # Disconnect events to fire in the serving task, and who waits for them.
         self._deferred: list[tuple[list[tuple[NSConn, Message]], asyncio.Future[None]]] | None = (
             None
@@ -218,35 +216,26 @@ class Conn:
         (``bad namespace``, or the refusal), :class:`~wsmvc.AskTimeout` and
         :class:`~wsmvc.ConnectionClosed`.
         """
-        ns = self.session.namespace(namespace)
-        if ns is not None:
-            return ns
-        if not self.session.declares(namespace):
-            raise EventError(ERR_BAD_NAMESPACE)
-        if self._connecting is None:
-            self._connecting = {}
-        under_way = self._connecting.get(namespace)
-        if under_way is not None:
-            return await asyncio.shield(under_way)
-        done: asyncio.Future[NSConn] = asyncio.get_running_loop().create_future()
-        self._connecting[namespace] = done
-        try:
-            ns = await self._connect(namespace, timeout)
-        except BaseException as exc:
-            if not done.done():
-                done.set_exception(exc)
-                done.exception()  # retrieved: the waiters, if any, get it too
-            raise
-        else:
-            done.set_result(ns)
-            return ns
-        finally:
-            del self._connecting[namespace]
+        session = self.session
+        while True:
+            ns = session.namespace(namespace)
+            if ns is not None:
+                return ns
+            if not session.declares(namespace):
+                raise EventError(ERR_BAD_NAMESPACE)
+            under_way = self.dispatcher.under_way(namespace)  # the peer's, or another task's
+            if under_way is None:
+                break
+            await asyncio.shield(under_way)
+        with self.dispatcher.deciding(namespace):
+            return await self._connect(namespace, timeout)
 
     async def _connect(self, namespace: str, timeout: Timeout) -> NSConn:
         self._ensure_open()
         session = self.session
         ns = session.connect_started(namespace)
+        if ns is None:
+            raise StateError(f"{namespace!r} has a record but no connect under way")
         local = Message(namespace=namespace, event=ON_NAMESPACE_CONNECT, local=True)
         refusal = await self.dispatcher.fire(ns, local)
         if refusal is not None or ns.state is not NsState.CONNECTING:

@@ -9,8 +9,10 @@ called by the connection's serving task only, one message at a time.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .bodies import encode_body
@@ -29,11 +31,9 @@ from .protocol import (
     Message,
 )
 from .session import Session
-from .states import WRITABLE_NS, Frame, Namespace, NsState, RoomState
+from .states import WRITABLE_NS, Frame, Namespace, NsState
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .nsconn import NSConn
 
 __all__ = ["GENERIC_ERROR", "LEAVE_ALL_ERROR", "Dispatcher", "system_event"]
@@ -66,6 +66,7 @@ class Dispatcher:
 
     __slots__ = (
         "_client",
+        "_connecting",
         "_debug_errors",
         "_handlers",
         "_namespaces",
@@ -86,6 +87,7 @@ class Dispatcher:
     ) -> None:
         self._session = session
         self._namespaces = session.namespaces
+        self._connecting: dict[str, asyncio.Future[None]] | None = None  # made on first use
         self._write = write
         self._handlers = handlers
         self._table = handlers.namespaces
@@ -223,6 +225,26 @@ class Dispatcher:
         for ns, msg in events:
             await self.fire(ns, msg)
 
+    # -- connects under way ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def deciding(self, namespace: str) -> Iterator[None]:
+        """Mark a connect of ``namespace`` under way (the peer's or this side's) while the
+        block runs: :meth:`under_way` gives others something to wait for."""
+        if self._connecting is None:
+            self._connecting = {}
+        done = asyncio.get_running_loop().create_future()
+        self._connecting[namespace] = done
+        try:
+            yield
+        finally:
+            del self._connecting[namespace]
+            done.set_result(None)
+
+    def under_way(self, namespace: str) -> asyncio.Future[None] | None:
+        """Done once the connect of ``namespace`` under way is decided (``None``: none)."""
+        return self._connecting.get(namespace) if self._connecting else None
+
     # -- system requests from the peer ---------------------------------------------------------
 
     async def _system(self, msg: Message) -> None:
@@ -259,8 +281,9 @@ class Dispatcher:
         if not isinstance(ns, Namespace):
             self._send(ns)
             return
-        refusal = await self.fire(ns, msg)
-        self._send(session.connect_decided(ns, msg, refusal))
+        with self.deciding(ns.namespace):
+            refusal = await self.fire(ns, msg)
+            self._send(session.connect_decided(ns, msg, refusal))
         if refusal is None and ns.state is NsState.CONNECTED:
             await self.fire(ns, system_event(msg, ON_NAMESPACE_CONNECTED))
 
@@ -292,8 +315,8 @@ class Dispatcher:
             self._send(ns)
             return
         refusal = await self.fire(ns, msg)
-        reply = session.join_decided(ns, msg, refusal)
-        if refusal is None and ns.room_state(msg.room) is RoomState.JOINED:
+        reply, joined = session.join_decided(ns, msg, refusal)
+        if joined:
             await self.fire(ns, system_event(msg, ON_ROOM_JOINED))  # before the reply (6.1)
         self._send(reply)
 
@@ -304,7 +327,7 @@ class Dispatcher:
             self._send(ns)
             return
         refusal = await self.fire(ns, msg)
-        reply = session.leave_decided(ns, msg, refusal)
-        if refusal is None and ns.room_state(msg.room) is RoomState.LEFT:
+        reply, left = session.leave_decided(ns, msg, refusal)
+        if left:
             await self.fire(ns, system_event(msg, ON_ROOM_LEFT))
         self._send(reply)

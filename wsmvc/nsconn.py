@@ -17,7 +17,7 @@ from .protocol import (
     ON_ROOM_LEFT,
     Message,
 )
-from .states import Namespace, NsState
+from .states import Namespace, NsState, RoomState
 
 if TYPE_CHECKING:
     from .conn import Conn
@@ -173,52 +173,86 @@ class NSConn(Namespace):
         )
 
     async def join_room(self, name: str, *, timeout: Timeout = DEFAULT) -> Room:
-        """Ask the peer to join room ``name`` (spec 6.2), then fire the local ``_OnRoomJoin``
-        (which may refuse: :class:`~wsmvc.EventError`) and ``_OnRoomJoined``.
+        """Join room ``name`` from this side (spec 6.2; 6.1 on a client).
 
-        Returns the room (at once if joined already). Raises
-        :class:`~wsmvc.ConnectionClosed` if the connection or the namespace goes away
-        meanwhile, and ``EventError("bad room")`` while the room is being left.
+        The local ``_OnRoomJoin`` runs first and may refuse (nothing is sent then), then the
+        peer is asked, then ``_OnRoomJoined`` fires; so the two sides never disagree about
+        a refused join (Go asks first, and a local refusal leaves the peer joined). Returns
+        the room, at once if joined already. Raises :class:`~wsmvc.EventError` (the local
+        refusal, the peer's, or ``bad room`` while the room is being joined or left),
+        :class:`~wsmvc.AskTimeout`, and :class:`~wsmvc.ConnectionClosed` if the connection
+        or the namespace goes away meanwhile.
         """
         if self.in_room(name):
             return Room(self, name)
         conn = self.conn
-        await conn.ask(
-            Message(namespace=self.namespace, room=name, event=ON_ROOM_JOIN), timeout=timeout
-        )
         session = conn.session
         if not session.join_started(self, name):
-            if self.in_room(name):
-                return Room(self, name)  # joined meanwhile
-            raise self._gone() if not self.connected else EventError(ERR_BAD_ROOM)
-        local = Message(namespace=self.namespace, room=name, event=ON_ROOM_JOIN, local=True)
-        refusal = await conn.dispatcher.fire(self, local)
-        if not session.join_finished(self, name, refusal is None):
-            raise EventError(refusal) if refusal is not None else self._gone()
+            raise EventError(ERR_BAD_ROOM) if self.connected and not conn.closed else self._gone()
+        refusal = await conn.dispatcher.fire(
+            self, Message(self.namespace, name, ON_ROOM_JOIN, local=True)
+        )
+        if refusal is not None:
+            session.join_finished(self, name, False)
+            raise EventError(refusal)
+        if self.room_state(name) is not RoomState.JOINING:
+            raise self._gone()
+
+        def answered(reply: Message) -> None:
+            session.join_finished(self, name, not reply.err)  # joined as the answer is read
+
+        try:
+            await conn.ask(
+                Message(namespace=self.namespace, room=name, event=ON_ROOM_JOIN),
+                timeout=timeout,
+                on_reply=answered,
+            )
+        finally:
+            session.join_finished(self, name, False)  # no answer: not joined (else a no-op)
+        if not self.in_room(name):
+            raise self._gone()
         await conn.dispatcher.fire(self, Message(self.namespace, name, ON_ROOM_JOINED, local=True))
         return Room(self, name)
 
     async def leave_room(self, name: str, *, timeout: Timeout = DEFAULT) -> None:
-        """Ask the peer to leave room ``name`` (spec 6.4), then fire the local ``_OnRoomLeave``
-        and ``_OnRoomLeft``. Raises ``EventError("bad room")`` if it is not joined, and the
-        refusal of the local ``_OnRoomLeave`` (the room then stays joined here)."""
-        if not self.in_room(name):
-            raise EventError(ERR_BAD_ROOM)
+        """Leave room ``name`` from this side (spec 6.4; 6.3 on a client).
+
+        The local ``_OnRoomLeave`` runs first and may refuse (nothing is sent then), then the
+        peer is asked, then ``_OnRoomLeft`` fires. Raises :class:`~wsmvc.EventError` (``bad
+        room`` if it is not joined, or is being joined or left; the local refusal; the
+        peer's), :class:`~wsmvc.AskTimeout` (the room stays joined here) and
+        :class:`~wsmvc.ConnectionClosed` (the close leaves the room, with its events).
+        """
         conn = self.conn
-        await conn.ask(
-            Message(namespace=self.namespace, room=name, event=ON_ROOM_LEAVE), timeout=timeout
-        )
         session = conn.session
         if not session.leave_started(self, name):
-            return  # left meanwhile (a forced leave fired the events)
-        local = Message(namespace=self.namespace, room=name, event=ON_ROOM_LEAVE, local=True)
-        refusal = await conn.dispatcher.fire(self, local)
-        if session.leave_finished(self, name, refusal is None):
+            raise EventError(ERR_BAD_ROOM)
+        refusal = await conn.dispatcher.fire(
+            self, Message(self.namespace, name, ON_ROOM_LEAVE, local=True)
+        )
+        if refusal is not None:
+            session.leave_finished(self, name, False)
+            raise EventError(refusal)
+        if self.room_state(name) is not RoomState.LEAVING:
+            return  # a forced leave (the namespace or the connection went) took it meanwhile
+        left = False
+
+        def answered(reply: Message) -> None:
+            nonlocal left
+            left = session.leave_finished(self, name, not reply.err)  # as the answer is read
+
+        try:
+            await conn.ask(
+                Message(namespace=self.namespace, room=name, event=ON_ROOM_LEAVE),
+                timeout=timeout,
+                on_reply=answered,
+            )
+        finally:
+            session.leave_finished(self, name, False)  # no answer: still joined (else a no-op)
+        if left:
             await conn.dispatcher.fire(
                 self, Message(self.namespace, name, ON_ROOM_LEFT, local=True)
             )
-        if refusal is not None:
-            raise EventError(refusal)
 
     async def leave_all(self, *, timeout: Timeout = DEFAULT) -> None:
         """Leave every joined room, one after another."""

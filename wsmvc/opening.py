@@ -74,6 +74,7 @@ async def open_native(conn: Conn, on_open: OnOpen | None) -> bool:
     if refusal is None:
         conn.acknowledge()  # registers it; a native connection sends no A<id>
         ns = session.connect_started("")
+        assert ns is not None  # nothing else connects before it opens
         refusal = await conn.dispatcher.fire(ns, Message(event=ON_NAMESPACE_CONNECT))
         if session.connect_finished(ns, refusal is None):
             await conn.dispatcher.fire(ns, Message(event=ON_NAMESPACE_CONNECTED))

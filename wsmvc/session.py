@@ -207,6 +207,8 @@ class Session(Generic[NS, W]):
         if self.state is not ConnState.CLOSING:
             raise StateError(f"closing events in state {self.state.value}")
         for ns in list(self.namespaces.values()):
+            if self.namespaces.get(ns.namespace) is not ns:
+                continue  # removed while earlier events ran (a connect that ended)
             if ns.state is NsState.CONNECTING:
                 self._abandon_rooms(ns)
                 self._set_ns(ns, NsState.DISCONNECTED)
@@ -215,7 +217,7 @@ class Session(Generic[NS, W]):
             if owner:
                 self._set_ns(ns, NsState.DISCONNECTING)
             yield from self.forced_leaves(ns, local=True)
-            self._set_ns(ns, NsState.DISCONNECTED)
+            self.remove(ns)
             if owner:
                 yield (
                     ns,
@@ -356,10 +358,14 @@ class Session(Generic[NS, W]):
             return self._error(msg, refusal)
         return self.empty_reply(msg) if ns.state is NsState.CONNECTED else None
 
-    def connect_started(self, name: str) -> NS:
-        """This side connects ``name``: a new record in ``CONNECTING``."""
+    def connect_started(self, name: str) -> NS | None:
+        """This side connects ``name``: a new record in ``CONNECTING``; ``None`` while a
+        record of that name exists (a connect or a disconnect of it is being decided: wait
+        for it, then look again)."""
         if self.state is not ConnState.OPEN:
             raise StateError(f"connect in state {self.state.value}")
+        if name in self.namespaces:
+            return None
         ns = self._new_namespace(name)
         self._set_ns(ns, NsState.CONNECTING)
         return ns
@@ -394,7 +400,11 @@ class Session(Generic[NS, W]):
     def disconnect_refused(self, ns: NS, msg: Message, refusal: str) -> Frame | None:
         """The hook refused the peer's disconnect: back to ``CONNECTED``, the error to send.
         Once the connection is closing the namespace stays ``DISCONNECTING``: its
-        disconnect event ran and must not run again."""
+        disconnect event ran and must not run again. If it was removed meanwhile (the peer
+        agreed to this side's own disconnect of it) the refusal is moot: it is gone, and
+        the peer is told so with an empty reply."""
+        if ns.state is NsState.DISCONNECTED:
+            return self.empty_reply(msg)
         if ns.state is not NsState.DISCONNECTING or self.state is not ConnState.OPEN:
             return None
         self._set_ns(ns, NsState.CONNECTED)
@@ -413,7 +423,15 @@ class Session(Generic[NS, W]):
         """The peer acknowledged this side's disconnect of ``ns`` (spec 5.4): it is removed
         now (writes to it stop, its asks fail) and the events to fire are returned, in
         order: its rooms' forced leaves, then its ``_OnNamespaceDisconnect``. Empty when it
-        was not connected any more (whoever removed it fired them)."""
+        was not connected any more (whoever removed it fired them). If the peer's own
+        disconnect of it is being decided (its ``_OnNamespaceDisconnect`` runs), it is
+        removed all the same (the peer is gone from it) with its rooms' events only."""
+        if self.namespaces.get(ns.namespace) is not ns or self.state is not ConnState.OPEN:
+            return []
+        if ns.state is NsState.DISCONNECTING:
+            events = [*self.forced_leaves(ns, local=local)]
+            self.remove(ns)
+            return events
         if not self.disconnect_started(ns):
             return []
         events = [*self.forced_leaves(ns, local=local)]
@@ -424,7 +442,10 @@ class Session(Generic[NS, W]):
     def forced_leaves(self, ns: NS, *, local: bool) -> Iterator[tuple[NS, Message]]:
         """Leave every room of ``ns`` (which is ``DISCONNECTING``): for each joined room its
         ``_OnRoomLeave`` then its ``_OnRoomLeft``, forced; a join being decided ends
-        without events; a room whose leave is already firing gets only its ``_OnRoomLeft``."""
+        without events; a room whose leave is already firing gets only its ``_OnRoomLeft``.
+        Nothing if it was removed meanwhile (whoever removed it left its rooms)."""
+        if ns.state is NsState.DISCONNECTED:
+            return
         if ns.state is not NsState.DISCONNECTING:
             raise StateError(f"forced leaves of {ns.namespace!r} ({ns.state.value})")
         for room in list(ns.room_states):
@@ -456,37 +477,40 @@ class Session(Generic[NS, W]):
     def join_requested(self, msg: Message) -> NS | Frame | None:
         """The peer asks to join ``msg.room`` (spec 6.1, 6.2 on a client).
 
-        ``None``: ignore; a :data:`Frame`: send it and stop (joined already, or the namespace
-        is not connected); a namespace whose room is now ``JOINING``: run its
-        ``_OnRoomJoin``, then :meth:`join_decided`.
+        ``None``: ignore it (no token, isNoOp); a :data:`Frame`: send it and stop (an empty
+        reply when joined already; ``bad namespace`` when the namespace is not connected,
+        which Go leaves unanswered; ``bad room`` while this side joins or leaves that room
+        itself, so both sides end in the state this side's own change reaches); a
+        namespace whose room is now ``JOINING``: run its ``_OnRoomJoin``, then
+        :meth:`join_decided`.
         """
-        ns = self.namespace(msg.namespace)
-        if ns is None:
-            # Go drops it and the peer's join waits forever: answer requests.
-            return self._error(msg, ERR_BAD_NAMESPACE)
         if not msg.token or msg.noop:
             return None
+        ns = self.namespace(msg.namespace)
+        if ns is None:
+            return self._error(msg, ERR_BAD_NAMESPACE)
         state = ns.room_state(msg.room)
         if state is RoomState.JOINED:
             return self.empty_reply(msg)
         if state is not RoomState.LEFT:
-            return self._error(msg, ERR_BAD_ROOM)  # being joined or left by this side
+            return self._error(msg, ERR_BAD_ROOM)
         self._set_room(ns, msg.room, RoomState.JOINING)
         return ns
 
-    def join_decided(self, ns: NS, msg: Message, refusal: str | None) -> Frame | None:
-        """The hook decided the peer's join: the answer to send once ``_OnRoomJoined`` ran
-        (the room is ``JOINED`` afterwards if it was accepted and is still possible)."""
+    def join_decided(self, ns: NS, msg: Message, refusal: str | None) -> tuple[Frame | None, bool]:
+        """The hook decided the peer's join: the answer to send (once ``_OnRoomJoined`` ran)
+        and whether the room was joined by this decision (then fire ``_OnRoomJoined``)."""
         joined = self.join_finished(ns, msg.room, refusal is None)
         if refusal is not None:
-            return self._error(msg, refusal)
+            return self._error(msg, refusal), False
         if joined:
-            return self.empty_reply(msg)
-        return self._error(msg, ERR_BAD_NAMESPACE)
+            return self.empty_reply(msg), True
+        return self._error(msg, ERR_BAD_NAMESPACE), False  # the namespace went meanwhile
 
     def join_started(self, ns: NS, room: str) -> bool:
-        """This side joins ``room`` (the peer agreed): ``LEFT`` -> ``JOINING``. ``False`` if
-        the room is not ``LEFT`` or ``ns`` is not connected."""
+        """This side joins ``room`` of the connected ``ns``: ``LEFT`` -> ``JOINING`` (its
+        ``_OnRoomJoin`` runs, then the peer is asked). ``False`` if the room is not
+        ``LEFT``."""
         if self.state is not ConnState.OPEN or ns.state is not NsState.CONNECTED:
             return False
         if self.namespaces.get(ns.namespace) is not ns or ns.room_state(room) is not RoomState.LEFT:
@@ -508,34 +532,36 @@ class Session(Generic[NS, W]):
     def leave_requested(self, msg: Message) -> NS | Frame | None:
         """The peer asks to leave ``msg.room`` (spec 6.3, 6.4 on a client).
 
-        ``None``: ignore; a :data:`Frame`: send it and stop (not joined: an empty reply); a
-        namespace whose room is now ``LEAVING``: run its ``_OnRoomLeave``, then
-        :meth:`leave_decided`.
+        ``None``: ignore it (no token, isNoOp); a :data:`Frame`: send it and stop (an empty
+        reply when not joined; ``bad namespace`` when the namespace is not connected;
+        ``bad room`` while this side joins or leaves that room itself); a namespace whose
+        room is now ``LEAVING``: run its ``_OnRoomLeave``, then :meth:`leave_decided`.
         """
+        if not msg.token or msg.noop:
+            return None
         ns = self.namespace(msg.namespace)
         if ns is None:
             return self._error(msg, ERR_BAD_NAMESPACE)
-        if not msg.token or msg.noop:
-            return None
         state = ns.room_state(msg.room)
         if state is RoomState.LEFT:
             return self.empty_reply(msg)
         if state is not RoomState.JOINED:
-            return self._error(msg, ERR_BAD_ROOM)  # being joined or left by this side
+            return self._error(msg, ERR_BAD_ROOM)
         self._set_room(ns, msg.room, RoomState.LEAVING)
         return ns
 
-    def leave_decided(self, ns: NS, msg: Message, refusal: str | None) -> Frame | None:
-        """The hook decided the peer's leave: the answer to send once ``_OnRoomLeft`` ran
-        (the room is ``LEFT`` afterwards if the leave was accepted)."""
-        self.leave_finished(ns, msg.room, refusal is None)
+    def leave_decided(self, ns: NS, msg: Message, refusal: str | None) -> tuple[Frame | None, bool]:
+        """The hook decided the peer's leave: the answer to send (once ``_OnRoomLeft`` ran)
+        and whether the room was left by this decision (then fire ``_OnRoomLeft``; not if a
+        forced leave took it meanwhile and fired it)."""
+        left = self.leave_finished(ns, msg.room, refusal is None)
         if refusal is not None:
-            return self._error(msg, refusal)
-        return self.empty_reply(msg)
+            return self._error(msg, refusal), False
+        return self.empty_reply(msg), left
 
     def leave_started(self, ns: NS, room: str) -> bool:
-        """This side leaves ``room`` (the peer agreed): ``JOINED`` -> ``LEAVING``. ``False``
-        if it is not joined (any more)."""
+        """This side leaves ``room``: ``JOINED`` -> ``LEAVING`` (its ``_OnRoomLeave`` runs,
+        then the peer is asked). ``False`` if it is not ``JOINED``."""
         if ns.room_state(room) is not RoomState.JOINED or self.namespace(ns.namespace) is not ns:
             return False
         self._set_room(ns, room, RoomState.LEAVING)
