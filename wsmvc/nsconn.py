@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
 
 import attrs
@@ -17,7 +17,7 @@ from .protocol import (
     ON_ROOM_LEFT,
     Message,
 )
-from .states import Namespace, NsState, RoomState
+from .states import Namespace, NsState
 
 if TYPE_CHECKING:
     from .conn import Conn
@@ -185,33 +185,16 @@ class NSConn(Namespace):
         """
         if self.in_room(name):
             return Room(self, name)
-        conn = self.conn
-        session = conn.session
-        if not session.join_started(self, name):
-            raise EventError(ERR_BAD_ROOM) if self.connected and not conn.closed else self._gone()
-        refusal = await conn.dispatcher.fire(
-            self, Message(self.namespace, name, ON_ROOM_JOIN, local=True)
+        if not self.connected or self.conn.closed:
+            raise self._gone()
+        session = self.conn.session
+        if not await self._change_room(
+            name, ON_ROOM_JOIN, session.join_started, session.join_finished, timeout
+        ):
+            raise self._gone()
+        await self.conn.dispatcher.fire(
+            self, Message(self.namespace, name, ON_ROOM_JOINED, local=True)
         )
-        if refusal is not None:
-            session.join_finished(self, name, False)
-            raise EventError(refusal)
-        if self.room_state(name) is not RoomState.JOINING:
-            raise self._gone()
-
-        def answered(reply: Message) -> None:
-            session.join_finished(self, name, not reply.err)  # joined as the answer is read
-
-        try:
-            await conn.ask(
-                Message(namespace=self.namespace, room=name, event=ON_ROOM_JOIN),
-                timeout=timeout,
-                on_reply=answered,
-            )
-        finally:
-            session.join_finished(self, name, False)  # no answer: not joined (else a no-op)
-        if not self.in_room(name):
-            raise self._gone()
-        await conn.dispatcher.fire(self, Message(self.namespace, name, ON_ROOM_JOINED, local=True))
         return Room(self, name)
 
     async def leave_room(self, name: str, *, timeout: Timeout = DEFAULT) -> None:
@@ -223,36 +206,50 @@ class NSConn(Namespace):
         peer's), :class:`~wsmvc.AskTimeout` (the room stays joined here) and
         :class:`~wsmvc.ConnectionClosed` (the close leaves the room, with its events).
         """
-        conn = self.conn
-        session = conn.session
-        if not session.leave_started(self, name):
+        session = self.conn.session
+        if await self._change_room(
+            name, ON_ROOM_LEAVE, session.leave_started, session.leave_finished, timeout
+        ):
+            await self.conn.dispatcher.fire(
+                self, Message(self.namespace, name, ON_ROOM_LEFT, local=True)
+            )
+
+    async def _change_room(
+        self,
+        name: str,
+        event: str,
+        started: Callable[[NSConn, str], bool],
+        finished: Callable[[NSConn, str, bool], bool],
+        timeout: Timeout,
+    ) -> bool:
+        """This side's join or leave of ``name``: the local hook, then the peer. Whether
+        the room changed by it (``False``: the close, or the namespace's removal, took it
+        meanwhile, with its own events)."""
+        if not started(self, name):
             raise EventError(ERR_BAD_ROOM)
-        refusal = await conn.dispatcher.fire(
-            self, Message(self.namespace, name, ON_ROOM_LEAVE, local=True)
-        )
+        conn = self.conn
+        changing = self.room_state(name)
+        refusal = await conn.dispatcher.fire(self, Message(self.namespace, name, event, local=True))
         if refusal is not None:
-            session.leave_finished(self, name, False)
+            finished(self, name, False)
             raise EventError(refusal)
-        if self.room_state(name) is not RoomState.LEAVING:
-            return  # a forced leave (the namespace or the connection went) took it meanwhile
-        left = False
+        if self.room_state(name) is not changing:
+            return False
+        changed = False
 
         def answered(reply: Message) -> None:
-            nonlocal left
-            left = session.leave_finished(self, name, not reply.err)  # as the answer is read
+            nonlocal changed
+            changed = finished(self, name, not reply.err)  # the moment the answer is read
 
         try:
             await conn.ask(
-                Message(namespace=self.namespace, room=name, event=ON_ROOM_LEAVE),
+                Message(namespace=self.namespace, room=name, event=event),
                 timeout=timeout,
                 on_reply=answered,
             )
         finally:
-            session.leave_finished(self, name, False)  # no answer: still joined (else a no-op)
-        if left:
-            await conn.dispatcher.fire(
-                self, Message(self.namespace, name, ON_ROOM_LEFT, local=True)
-            )
+            finished(self, name, False)  # no answer: no change (a no-op otherwise)
+        return changed
 
     async def leave_all(self, *, timeout: Timeout = DEFAULT) -> None:
         """Leave every joined room, one after another."""

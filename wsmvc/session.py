@@ -484,17 +484,22 @@ class Session(Generic[NS, W]):
         namespace whose room is now ``JOINING``: run its ``_OnRoomJoin``, then
         :meth:`join_decided`.
         """
+        return self._room_requested(msg, RoomState.JOINED, RoomState.LEFT, RoomState.JOINING)
+
+    def _room_requested(
+        self, msg: Message, done: RoomState, start: RoomState, changing: RoomState
+    ) -> NS | Frame | None:
         if not msg.token or msg.noop:
             return None
         ns = self.namespace(msg.namespace)
         if ns is None:
             return self._error(msg, ERR_BAD_NAMESPACE)
         state = ns.room_state(msg.room)
-        if state is RoomState.JOINED:
+        if state is done:
             return self.empty_reply(msg)
-        if state is not RoomState.LEFT:
+        if state is not start:
             return self._error(msg, ERR_BAD_ROOM)
-        self._set_room(ns, msg.room, RoomState.JOINING)
+        self._set_room(ns, msg.room, changing)
         return ns
 
     def join_decided(self, ns: NS, msg: Message, refusal: str | None) -> tuple[Frame | None, bool]:
@@ -537,18 +542,7 @@ class Session(Generic[NS, W]):
         ``bad room`` while this side joins or leaves that room itself); a namespace whose
         room is now ``LEAVING``: run its ``_OnRoomLeave``, then :meth:`leave_decided`.
         """
-        if not msg.token or msg.noop:
-            return None
-        ns = self.namespace(msg.namespace)
-        if ns is None:
-            return self._error(msg, ERR_BAD_NAMESPACE)
-        state = ns.room_state(msg.room)
-        if state is RoomState.LEFT:
-            return self.empty_reply(msg)
-        if state is not RoomState.JOINED:
-            return self._error(msg, ERR_BAD_ROOM)
-        self._set_room(ns, msg.room, RoomState.LEAVING)
-        return ns
+        return self._room_requested(msg, RoomState.LEFT, RoomState.JOINED, RoomState.LEAVING)
 
     def leave_decided(self, ns: NS, msg: Message, refusal: str | None) -> tuple[Frame | None, bool]:
         """The hook decided the peer's leave: the answer to send (once ``_OnRoomLeft`` ran)
