@@ -71,6 +71,7 @@ async def dial(
     try:
         ws: ClientWebSocketResponse = await http.ws_connect(  # type: ignore[assignment]
             url,
+            autoclose=False,  # the server's close is answered in order, by the connection
             headers=headers,
             compress=15 if compress else 0,
             max_msg_size=max_message_size,

@@ -11,6 +11,7 @@ events: after the handler that was running, never inside it, once (``docs/lifecy
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from aiohttp import WSCloseCode, WSMessage, WSMsgType
 
+from .closing import Closing
 from .dispatch import Dispatcher
 from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from .handlers import HandlerTable
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
 
     from .server import Server
 
-__all__ = ["Conn", "OnOpen"]
+__all__ = ["Conn", "OnOpen", "serving"]
 
 log = logging.getLogger("wsmvc")
 
@@ -54,6 +56,18 @@ OnOpen = Callable[["Conn"], Awaitable["str | None"]]
 """The server's ``on_connect`` runner: the reason that refuses the connection, or ``None``."""
 
 _CLOSE_TYPES = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+
+# The connection whose serving task (or a task started from it: a handler's gather,
+# wait_for or create_task) runs the current code. Such code cannot wait for that
+# connection's disconnect events: they run after the handler.
+_serving: contextvars.ContextVar[Conn | None] = contextvars.ContextVar(
+    "wsmvc_serving", default=None
+)
+
+
+def serving() -> Conn | None:
+    """The connection whose handler (or a task it started) runs the current code, if any."""
+    return _serving.get()
 
 
 def _fail(waiter: asyncio.Future[Message], reason: str) -> None:
@@ -72,10 +86,8 @@ class Conn:
     __slots__ = (
         "__weakref__",
         "_allow_native",
-        "_closed_waiter",
-        "_closer",
-        "_deferred",
-        "_finished",
+        "_closing",
+        "_id",
         "_native_only",
         "_on_reply",
         "_opened",
@@ -83,11 +95,9 @@ class Conn:
         "_server",
         "_ws",
         "ask_timeout",
-        "close_code",
         "close_timeout",
         "dispatcher",
         "handshake_timeout",
-        "id",
         "is_client",
         "reader",
         "reconnect_tries",
@@ -115,7 +125,7 @@ class Conn:
         max_queue: int = 64,
         max_queue_bytes: int = 1 << 20,
     ) -> None:
-        self.id = id
+        self._id = id
         self.request = request
         self.is_client = is_client
         self.reconnect_tries = 0
@@ -123,7 +133,6 @@ class Conn:
         self.ask_timeout = ask_timeout
         self.close_timeout = close_timeout
         self.handshake_timeout = handshake_timeout
-        self.close_code: int | None = None
         self._server = server
         self._ws = ws
         self._registry = registry
@@ -145,13 +154,14 @@ class Conn:
         # Made on first use (most connections never need them):
         self._on_reply: dict[str, Callable[[Message], None]] | None = None
         # Disconnect events to fire in the serving task, and who waits for them.
-        self._deferred: list[tuple[list[tuple[NSConn, Message]], asyncio.Future[None]]] | None = (
-            None
-        )
         self.reader = Reader(ws, self.session, self.read_frame, self.request_close)
-        self._closer: asyncio.Task[None] | None = None
-        self._finished = False  # the disconnect events ran
-        self._closed_waiter: asyncio.Event | None = None  # made when someone waits
+        transport = request.transport if request is not None else None
+        self._closing = Closing(
+            self,
+            registry=registry,
+            transport=transport if isinstance(transport, asyncio.Transport) else None,
+            timeout=close_timeout,
+        )
         self._opened = False  # on_connect accepted the connection: on_disconnect will run
 
     # -- public surface -------------------------------------------------------------------
@@ -162,6 +172,28 @@ class Conn:
         if self._server is None:
             raise AttributeError("a client connection has no server")
         return self._server
+
+    @property
+    def id(self) -> str:
+        """The connection id: the server's ``id_generator`` chose it, the client learns it
+        from the handshake (``A<id>``); ids need not be unique (spec 1.5)."""
+        return self._id
+
+    @id.setter
+    def id(self, value: str) -> None:
+        # The client was told its id in A<id>, and the registry indexes connections by it.
+        if self.session.state is not ConnState.CONNECTING:
+            raise AttributeError(
+                "a connection's id is fixed once its handshake is done: choose it in the"
+                " server's id_generator, or set conn.id in on_connect"
+            )
+        self._id = value
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closing: this side's, or the peer's (1005: it gave none;
+        1006: the connection broke)."""
+        return self._closing.code
 
     @property
     def state(self) -> ConnState:
@@ -201,6 +233,7 @@ class Conn:
 
     def send_native(self, data: bytes | str) -> bool:
         """Send a raw frame without envelope (native messages, spec 9): text for ``str``."""
+        self.acknowledge()
         if not self.session.open:
             return False
         if isinstance(data, str):
@@ -218,8 +251,8 @@ class Conn:
         """
         session = self.session
         while True:
-            ns = session.namespace(namespace)
-            if ns is not None:
+            ns = session.namespaces.get(namespace)
+            if ns is not None and session.connected(ns):
                 return ns
             if not session.declares(namespace):
                 raise EventError(ERR_BAD_NAMESPACE)
@@ -235,28 +268,29 @@ class Conn:
         session = self.session
         ns = session.connect_started(namespace)
         if ns is None:
-            raise StateError(f"{namespace!r} has a record but no connect under way")
-        local = Message(namespace=namespace, event=ON_NAMESPACE_CONNECT, local=True)
-        refusal = await self.dispatcher.fire(ns, local)
-        if refusal is not None or ns.state is not NsState.CONNECTING:
-            session.connect_finished(ns, False)
-            if refusal is not None:
-                raise EventError(refusal)
-            raise ConnectionClosed("connection closed before connect() finished")
+            raise StateError(f"{namespace!r} has a record but no change under way")
 
         def answered(reply: Message) -> None:
             # Now, not when connect() resumes: the peer may be sending to it already.
             session.connect_finished(ns, not reply.err)
 
         try:
+            local = Message(namespace=namespace, event=ON_NAMESPACE_CONNECT, local=True)
+            refusal = await self.dispatcher.fire(ns, local)
+            if refusal is not None:
+                raise EventError(refusal)
+            if ns.state is not NsState.CONNECTING:
+                raise ConnectionClosed("connection closed before connect() finished")
             await self.ask(
                 Message(namespace=namespace, event=ON_NAMESPACE_CONNECT),
                 timeout=timeout,
                 on_reply=answered,
             )
         finally:
-            session.connect_finished(ns, False)  # no answer: no namespace (no-op otherwise)
-        if not ns.connected:
+            session.connect_finished(ns, False)  # refused, failed, cancelled: no namespace
+        if not session.connected(ns):
+            # Disconnected (by the peer, or the close) before connect() resumed: its
+            # _OnNamespaceConnected would come after its _OnNamespaceDisconnect.
             raise ConnectionClosed(f"{ns!r} went away before connect() returned")
         await self.dispatcher.fire(ns, Message(namespace, event=ON_NAMESPACE_CONNECTED, local=True))
         return ns
@@ -278,11 +312,9 @@ class Conn:
 
         def agreed(reply: Message) -> None:
             if not reply.err:  # removed now; its events run in the serving task
-                if self._deferred is None:
-                    self._deferred = []
-                self._deferred.append((self.session.disconnected(ns, local=True), done))
+                self._closing.defer(ns, self.session.disconnected(ns, local=True), done)
 
-        inside = asyncio.current_task() is self.reader.task
+        inside = _serving.get() is self
         try:
             await self.ask(
                 Message(namespace=ns.namespace, event=ON_NAMESPACE_DISCONNECT),
@@ -290,11 +322,17 @@ class Conn:
                 on_reply=agreed,
             )
         except ConnectionClosed:
-            # Gone anyway: the peer's own disconnect removed it, or the connection closes
-            # (and its close fires the events).
-            if self.closed and not inside:
+            # Gone anyway: the connection closes (its close fires the events), or another
+            # disconnect of it was agreed first (wait for its events), or the peer's own.
+            if inside:
+                return
+            if self.closed:
                 await self.wait_closed()
-            return
+                return
+            first = self._closing.deferred_for(ns)
+            if first is None:
+                return  # the peer's own disconnect: its events ran in the serving task
+            done = first
         if not inside:
             await asyncio.shield(done)
 
@@ -336,7 +374,7 @@ class Conn:
             if self._on_reply is None:
                 self._on_reply = {}
             self._on_reply[token] = on_reply
-        inside = asyncio.current_task() is self.reader.task
+        inside = _serving.get() is self
         try:
             self.writer.write(encode(request), request.binary)
             self.reader.ensure_helper()
@@ -369,20 +407,20 @@ class Conn:
         """Close the connection (spec 11.2): the close frame goes after everything written
         before; pending asks fail; the disconnect events run once, in the serving task.
 
-        Returns once they ran, except when called from a handler of this very connection
-        (they run right after that handler returns). Never raises.
+        Returns once they ran. Called from a handler of this very connection (or a task it
+        started) it returns at once: they run right after that handler. Called from a
+        handler of another connection it waits at most ``close_timeout`` seconds for them,
+        and not at all when that connection's handler is itself waiting for the caller's
+        (two handlers closing each other's connections).
+        Never raises.
         """
         self.request_close(code, reason)
-        if self.reader.task is not None and asyncio.current_task() is not self.reader.task:
-            await self.wait_closed()
+        if self.reader.task is not None:  # else never served: nothing to wait for
+            await self._closing.wait_closed(_serving.get())
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed and its disconnect events have run."""
-        if self._finished:
-            return
-        if self._closed_waiter is None:
-            self._closed_waiter = asyncio.Event()
-        await self._closed_waiter.wait()
+        await self._closing.wait_closed(None)
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
@@ -396,22 +434,26 @@ class Conn:
         Server side: ``on_open(conn)`` runs when the client's ``M`` arrives (the server's
         ``on_connect``; a returned reason refuses with ``H<reason>``) and ``on_close(conn)``
         once the disconnect events ran, if ``on_open`` accepted. Cancellation closes the
-        connection (1006), runs the disconnect events and is re-raised.
+        connection (1001), runs the disconnect events and is re-raised.
         """
         self.reader.task = asyncio.current_task()
+        _serving.set(self)
         try:
             if self.session.state is ConnState.CONNECTING:
                 opening = open_native if self._native_only else open_server_side
                 self._opened = await opening(self, on_open)
             await self._serve_open()
         except asyncio.CancelledError:
-            self.request_close(WSCloseCode.ABNORMAL_CLOSURE, "", urgent=True)
+            self.request_close(WSCloseCode.GOING_AWAY, "", urgent=True)
             raise
         except Exception:
             log.exception("%r: serving failed", self)
             self.request_close(WSCloseCode.INTERNAL_ERROR, "internal error")
+        except BaseException:
+            self.request_close(WSCloseCode.INTERNAL_ERROR, "", urgent=True)
+            raise
         finally:
-            await self._finish(on_close)
+            await self._closing.finish(on_close if self._opened else None)
 
     def acknowledge(self) -> None:
         """Server side, during the handshake: send ``A<id>`` and register the connection
@@ -439,8 +481,9 @@ class Conn:
         handle = self.dispatcher.handle
         open_ = ConnState.OPEN
         while session.state is open_:
-            if self._deferred:
-                events, done = self._deferred.pop(0)
+            deferred = self._closing.deferred
+            if deferred:
+                _, events, done = deferred.pop(0)
                 await self.dispatcher.fire_all(events)
                 if not done.done():
                     done.set_result(None)
@@ -487,7 +530,11 @@ class Conn:
             binary = kind is WSMsgType.BINARY
         elif kind in _CLOSE_TYPES:
             code = self._ws.close_code
-            self.request_close(code if code is not None else WSCloseCode.ABNORMAL_CLOSURE, "")
+            if code is None:
+                code = WSCloseCode.ABNORMAL_CLOSURE
+            elif not code:
+                code = 1005  # a close frame without a status (aiohttp says 0)
+            self.request_close(code)
             return None
         else:
             return None
@@ -522,62 +569,8 @@ class Conn:
         """Start closing (once) without waiting, what :meth:`close` starts: nothing more is
         sent but the close frame, which goes after what was written before (``urgent``: at
         once, for a peer that stopped reading), pending asks fail, and the serving task is
-        woken to fire the disconnect events."""
-        if not self.session.begin_close():
-            return
-        self.close_code = code
-        self.writer.closed = True  # now, not when the closer task starts: broadcasts skip it
-        if self._registry is not None:
-            self._registry.conn_removed(self)
-        self._closer = asyncio.get_running_loop().create_task(
-            self._close_transport(code, reason.encode()[:123], urgent)
-        )
-        self.reader.wake()
-
-    async def _close_transport(self, code: int, reason: bytes, urgent: bool) -> None:
-        done = False
-        try:
-            # Bounded: a peer that stopped reading would hold the close frame forever.
-            await asyncio.wait_for(
-                self.writer.close(code, reason, urgent=urgent), self.close_timeout + 1
-            )
-            done = True
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError) as exc:
-            log.debug("%r: close did not complete: %r", self, exc)
-        transport = self.request.transport if self.request is not None else None
-        if transport is None:
-            return
-        if not done:
-            transport.abort()
-        elif transport.get_write_buffer_size():
-            # Closed, with bytes still queued for a peer that may never read them.
-            asyncio.get_running_loop().call_later(self.close_timeout, transport.abort)
-
-    async def _finish(self, on_close: OnOpen | None) -> None:
-        """The end of the serving task: fire the disconnect events, then ``on_close``; then
-        wait (bounded) for the close handshake and the helper reader to end."""
-        self.request_close(WSCloseCode.ABNORMAL_CLOSURE, "")
-        session = self.session
-        events = session.closing_events()
-        try:
-            await self.dispatcher.fire_all(events)
-            if self._opened and on_close is not None:
-                await on_close(self)
-        finally:
-            for _ in events:
-                pass  # cancelled meanwhile: the rest goes without its events
-            session.finish()
-            for _, done in self._deferred or ():
-                if not done.done():
-                    done.set_result(None)
-            self._deferred = None
-            self._finished = True
-            if self._closed_waiter is not None:
-                self._closed_waiter.set()
-            await self._transport_closed()
-            await self.reader.stop(self.close_timeout + 2)
+        woken to fire the disconnect events (:mod:`wsmvc.closing`)."""
+        self._closing.request(code, reason, urgent)
 
     async def _transport_closed(self) -> None:
-        """Wait (bounded by the close itself) until the close handshake ended."""
-        if self._closer is not None and self._closer is not asyncio.current_task():
-            await asyncio.wait([self._closer], timeout=self.close_timeout + 2)
+        await self._closing.transport_closed()

@@ -215,6 +215,10 @@ class Dispatcher:
         except EventError as exc:
             return exc.text
         except Exception as exc:
+            if isinstance(exc, ConnectionClosed):
+                # An ask of the hook's: the peer went away meanwhile, nothing to report.
+                log.debug("%s: %s handler of %r: %s", self._owner, msg.event, ns.namespace, exc)
+                return str(exc)
             log.exception(
                 "%s: %s handler of %r failed: %s", self._owner, msg.event, ns.namespace, exc
             )
@@ -229,8 +233,9 @@ class Dispatcher:
 
     @contextlib.contextmanager
     def deciding(self, namespace: str) -> Iterator[None]:
-        """Mark a connect of ``namespace`` under way (the peer's or this side's) while the
-        block runs: :meth:`under_way` gives others something to wait for."""
+        """Mark a change of ``namespace`` under way (a connect, the peer's or this side's, or
+        the peer's disconnect) while the block runs: :meth:`under_way` gives others
+        something to wait for."""
         if self._connecting is None:
             self._connecting = {}
         done = asyncio.get_running_loop().create_future()
@@ -242,7 +247,7 @@ class Dispatcher:
             done.set_result(None)
 
     def under_way(self, namespace: str) -> asyncio.Future[None] | None:
-        """Done once the connect of ``namespace`` under way is decided (``None``: none)."""
+        """Done once the change of ``namespace`` under way is decided (``None``: none)."""
         return self._connecting.get(namespace) if self._connecting else None
 
     # -- system requests from the peer ---------------------------------------------------------
@@ -250,10 +255,16 @@ class Dispatcher:
     async def _system(self, msg: Message) -> None:
         event = msg.event
         try:
-            if event == ON_NAMESPACE_CONNECT:
-                await self._reply_connect(msg)
-            elif event == ON_NAMESPACE_DISCONNECT:
-                await self._reply_disconnect(msg)
+            if event in (ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT):
+                # This side's own change of that namespace, if one is under way, is decided
+                # first: the peer's request is then answered from where it left things.
+                under_way = self.under_way(msg.namespace)
+                if under_way is not None:
+                    await asyncio.shield(under_way)
+                if event == ON_NAMESPACE_CONNECT:
+                    await self._reply_connect(msg)
+                else:
+                    await self._reply_disconnect(msg)
             elif event == ON_ROOM_JOIN:
                 await self._reply_join(msg)
             elif event == ON_ROOM_LEAVE:
@@ -293,6 +304,11 @@ class Dispatcher:
         if not isinstance(ns, Namespace):
             self._send(ns)
             return
+        with self.deciding(ns.namespace):
+            await self._disconnect(ns, msg)
+
+    async def _disconnect(self, ns: NSConn, msg: Message) -> None:
+        session = self._session
         if self._client:
             # A server's disconnect cannot be refused (spec 5.4): leave, answer, then tell.
             await self.fire_all(session.forced_leaves(ns, local=False))

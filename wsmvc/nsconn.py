@@ -17,7 +17,7 @@ from .protocol import (
     ON_ROOM_LEFT,
     Message,
 )
-from .states import Namespace, NsState
+from .states import Namespace, NsState, RoomState
 
 if TYPE_CHECKING:
     from .conn import Conn
@@ -188,9 +188,12 @@ class NSConn(Namespace):
         if not self.connected or self.conn.closed:
             raise self._gone()
         session = self.conn.session
-        if not await self._change_room(
+        joined = await self._change_room(
             name, ON_ROOM_JOIN, session.join_started, session.join_finished, timeout
-        ):
+        )
+        if not joined or self.room_state(name) is not RoomState.JOINED or self.conn.closed:
+            # Gone before join_room() resumed (a forced leave, the close): its _OnRoomJoined
+            # would come after its _OnRoomLeave.
             raise self._gone()
         await self.conn.dispatcher.fire(
             self, Message(self.namespace, name, ON_ROOM_JOINED, local=True)
@@ -229,12 +232,6 @@ class NSConn(Namespace):
             raise EventError(ERR_BAD_ROOM)
         conn = self.conn
         changing = self.room_state(name)
-        refusal = await conn.dispatcher.fire(self, Message(self.namespace, name, event, local=True))
-        if refusal is not None:
-            finished(self, name, False)
-            raise EventError(refusal)
-        if self.room_state(name) is not changing:
-            return False
         changed = False
 
         def answered(reply: Message) -> None:
@@ -242,13 +239,20 @@ class NSConn(Namespace):
             changed = finished(self, name, not reply.err)  # the moment the answer is read
 
         try:
+            refusal = await conn.dispatcher.fire(
+                self, Message(self.namespace, name, event, local=True)
+            )
+            if refusal is not None:
+                raise EventError(refusal)
+            if self.room_state(name) is not changing:
+                return False  # taken meanwhile
             await conn.ask(
                 Message(namespace=self.namespace, room=name, event=event),
                 timeout=timeout,
                 on_reply=answered,
             )
         finally:
-            finished(self, name, False)  # no answer: no change (a no-op otherwise)
+            finished(self, name, False)  # refused, failed, cancelled: no change (else a no-op)
         return changed
 
     async def leave_all(self, *, timeout: Timeout = DEFAULT) -> None:

@@ -67,19 +67,23 @@ async def open_native(conn: Conn, on_open: OnOpen | None) -> bool:
     """Open a native-only connection (no handshake) into namespace ``""``; whether
     ``on_open`` accepted it."""
     refusal = await on_open(conn) if on_open is not None else None
-    accepted = refusal is None
+    if refusal is not None:
+        _refuse_native(conn, refusal)
+        return False
+    conn.acknowledge()  # registers it, once (a native connection sends no A<id>)
     session = conn.session
-    if session.state is not ConnState.CONNECTING:
-        return accepted
-    if refusal is None:
-        conn.acknowledge()  # registers it; a native connection sends no A<id>
+    if session.open and "" not in session.namespaces:
         ns = session.connect_started("")
-        assert ns is not None  # nothing else connects before it opens
+        assert ns is not None  # just checked: nothing else connects ""
         refusal = await conn.dispatcher.fire(ns, Message(event=ON_NAMESPACE_CONNECT))
         if session.connect_finished(ns, refusal is None):
             await conn.dispatcher.fire(ns, Message(event=ON_NAMESPACE_CONNECTED))
-            return accepted
-    if refusal is not None:
-        log.info("refused native connection %r: %s", conn, refusal)
-        conn.request_close(WSCloseCode.POLICY_VIOLATION, refusal)
-    return accepted
+        elif refusal is not None:
+            _refuse_native(conn, refusal)
+    return True
+
+
+def _refuse_native(conn: Conn, reason: str) -> None:
+    if not conn.closed:
+        log.info("refused native connection %r: %s", conn, reason)
+        conn.request_close(WSCloseCode.POLICY_VIOLATION, reason)

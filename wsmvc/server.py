@@ -14,15 +14,16 @@ from aiohttp import WSCloseCode, web
 from injector import Injector
 from multidict import CIMultiDict
 
-from .conn import Conn
+from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
-from .errors import EventError, Reject
+from .errors import ConnectionClosed, EventError, Reject
 from .exchange import Exchange
 from .handlers import Handler, HandlerTable, Namespaces
 from .injection import Injection, ModuleLike
 from .nsconn import DEFAULT, NSConn, Timeout
 from .protocol import ERR_BAD_NAMESPACE, ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode_event
 from .registry import Registry
+from .states import ConnState
 from .writer import OP_BINARY, OP_TEXT, DirectWriter, QueuedWriter, Writer, frame
 
 __all__ = ["Server", "with_query_headers"]
@@ -256,6 +257,9 @@ class Server:
             # prepare() checks the rest of the handshake (aiohttp answers 400 itself).
             return web.Response(status=400, text="expected a websocket upgrade\n")
         ws = web.WebSocketResponse(
+            # The peer's close is answered through the connection's ordered write path,
+            # after what was written before it (aiohttp's own answer would overtake it).
+            autoclose=False,
             timeout=self.close_timeout,
             receive_timeout=self.read_timeout,
             heartbeat=self.heartbeat,
@@ -339,6 +343,11 @@ class Server:
         except Reject as exc:
             return exc.reason
         except Exception as exc:
+            if isinstance(exc, ConnectionClosed) and conn.closed:
+                # The client went away while on_connect waited for it: not a refusal, so
+                # on_disconnect balances it once the connection's events ran.
+                log.debug("%r: closed during on_connect: %s", conn, exc)
+                return None
             log.exception("on_connect failed for %r; refusing it", conn)
             return f"{type(exc).__name__}: {exc}" if self.debug_errors else "server error"
         return None
@@ -369,25 +378,26 @@ class Server:
         """Stop accepting and close every connection with 1001, firing disconnect events.
 
         Connections still in their upgrade (``id_generator``) close with 1001 as soon as
-        it returns. Waits at most ``close_timeout`` + 2 seconds.
+        it returns. Waits at most ``close_timeout`` + 2 seconds, and never for the
+        connection whose handler calls it (its events run after that handler).
         """
         self._closing = True
-        waits = [
-            *self._upgrading,
-            *(
-                asyncio.ensure_future(c.close(WSCloseCode.GOING_AWAY, "server shutdown"))
-                for c in list(self._live)
-            ),
-        ]
+        me = serving()
+        if me is not None:
+            me.request_close(WSCloseCode.GOING_AWAY, "server shutdown")
+        waits = [*self._upgrading, *self._closes(me)]
         if waits:
             await asyncio.wait(waits, timeout=self.close_timeout + 2)
-        # Upgrades that finished meanwhile are live connections now (or closed themselves).
-        late = [
-            asyncio.ensure_future(c.close(WSCloseCode.GOING_AWAY, "server shutdown"))
-            for c in list(self._live)
-        ]
+        late = self._closes(me)  # upgrades that finished meanwhile (they close themselves)
         if late:
             await asyncio.wait(late, timeout=self.close_timeout + 2)
+
+    def _closes(self, me: Conn | None) -> list[asyncio.Future[None]]:
+        return [
+            asyncio.ensure_future(c.close(WSCloseCode.GOING_AWAY, "server shutdown"))
+            for c in list(self._live)
+            if c is not me and c.state is not ConnState.CLOSED
+        ]
 
     # -- inspection --------------------------------------------------------------------
 
@@ -480,13 +490,18 @@ class Server:
             targets = self._registry.in_namespace(namespace)
         if isinstance(exclude, NSConn):
             exclude = exclude.conn
+        exclude_id = exclude if isinstance(exclude, str) else None
         framed: bytes | None = None
         binary = msg.binary
         sent = 0
         for nsconn in tuple(targets):
             conn = nsconn.conn
             writer = conn.writer
-            if conn is exclude or conn.id == exclude or writer.closed:
+            if (
+                conn is exclude
+                or writer.closed
+                or (exclude_id is not None and conn.id == exclude_id)
+            ):
                 continue
             if check_room and not nsconn.in_room(room):
                 continue

@@ -133,10 +133,12 @@ class Session(Generic[NS, W]):
             if ns.room_states:
                 raise StateError(f"namespace {ns.namespace!r} removed with rooms {ns.room_states}")
             self._fail_asks(lambda namespace: namespace == ns.namespace, "namespace disconnected")
+        # A member is a namespace connected with no disconnect under way: so during its
+        # _OnNamespaceDisconnect a connection is no longer counted, however it leaves.
         if self._members is not None:
-            if new is NsState.CONNECTED and old is NsState.CONNECTING:
+            if new is NsState.CONNECTED:
                 self._members.namespace_added(ns)
-            elif new is NsState.DISCONNECTED and old is NsState.DISCONNECTING:
+            elif old is NsState.CONNECTED:
                 self._members.namespace_removed(ns)
 
     def _set_room(self, ns: NS, room: str, new: RoomState) -> None:
@@ -289,6 +291,10 @@ class Session(Generic[NS, W]):
         """The namespace ``name`` if it is connected (or its disconnect is being decided)."""
         ns = self.namespaces.get(name)
         return ns if ns is not None and ns.state in WRITABLE_NS else None
+
+    def connected(self, ns: NS) -> bool:
+        """Whether ``ns`` is connected, with no disconnect of it under way."""
+        return ns.state is NsState.CONNECTED
 
     def can_write(self, namespace: str, room: str, event: str) -> bool:
         if self.state is not ConnState.OPEN:

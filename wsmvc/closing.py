@@ -1,0 +1,214 @@
+"""The one close path of a connection (``neffos-protocol.md`` §11, ``docs/lifecycle.md``).
+
+Whoever starts it (``close()``, the peer's close frame, a read timeout, the send-buffer
+limit, shutdown, a cancellation), a close goes the same way, once: the session becomes
+``CLOSING`` (pending asks fail at once), the connection leaves the server's registry, the
+close frame is queued behind everything written before it, and the serving task is woken.
+The serving task then ends the connection (:meth:`Closing.finish`): the disconnect events
+still held back for namespaces this side disconnected, the close's own events, then
+``on_disconnect``; only then do the callers of ``close()`` return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TypeAlias
+
+from aiohttp import WSCloseCode
+
+from .protocol import Message
+from .states import ConnState
+
+if TYPE_CHECKING:
+    from .conn import Conn, OnOpen
+    from .nsconn import NSConn, Registry
+
+__all__ = ["Closing", "Deferred"]
+
+log = logging.getLogger("wsmvc")
+
+# RFC 6455 7.4.1: codes that say what happened but never go in a close frame.
+_NOT_ON_THE_WIRE = frozenset({1005, WSCloseCode.ABNORMAL_CLOSURE, 1015})
+
+Events: TypeAlias = "list[tuple[NSConn, Message]]"
+Deferred: TypeAlias = "tuple[NSConn, Events, asyncio.Future[None]]"
+"""A namespace this side disconnected: its events for the serving task, and who waits."""
+
+
+class Closing:
+    """The close of one connection: started once by :meth:`request`, ended by the serving
+    task with :meth:`finish`. ``code`` is the close code once closing (ours, or the
+    peer's); ``transport`` is dropped if the close cannot complete within ``timeout``."""
+
+    __slots__ = (
+        "_closer",
+        "_conn",
+        "_registry",
+        "_transport",
+        "_waiter",
+        "code",
+        "deferred",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        conn: Conn,
+        *,
+        registry: Registry | None,
+        transport: asyncio.Transport | None,
+        timeout: float,
+    ) -> None:
+        self._conn = conn
+        self._registry = registry
+        self._transport = transport
+        self.timeout = timeout
+        self.code: int | None = None
+        self.deferred: list[Deferred] | None = None  # made on first use
+        self._closer: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Event | None = None  # made when someone waits
+
+    def request(self, code: int, reason: str, urgent: bool) -> None:
+        """Start closing, once (see the module docstring). ``urgent``: the close frame goes
+        at once, ahead of what is still queued (a peer that stopped reading)."""
+        conn = self._conn
+        if not conn.session.begin_close():
+            return
+        self.code = code
+        conn.writer.closed = True  # now, not when the closer task starts: broadcasts skip it
+        if self._registry is not None:
+            self._registry.conn_removed(conn)
+        self._closer = asyncio.get_running_loop().create_task(
+            self._close_transport(code, reason.encode()[:123], urgent)
+        )
+        conn.reader.wake()
+
+    async def _close_transport(self, code: int, reason: bytes, urgent: bool) -> None:
+        if code in _NOT_ON_THE_WIRE:
+            # An abnormal end of ours says 1011 if the peer can still hear it; a peer's
+            # close without a status is answered with 1000.
+            if code == WSCloseCode.ABNORMAL_CLOSURE:
+                code, urgent = WSCloseCode.INTERNAL_ERROR, True
+            else:
+                code = WSCloseCode.OK
+        done = False
+        try:
+            # Bounded: a peer that stopped reading would hold the close frame forever.
+            await asyncio.wait_for(
+                self._conn.writer.close(code, reason, urgent=urgent), self.timeout + 1
+            )
+            done = True
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError) as exc:
+            log.debug("%r: close did not complete: %r", self._conn, exc)
+        transport = self._transport
+        if transport is None:
+            return
+        if not done:
+            transport.abort()
+        elif transport.get_write_buffer_size():
+            # Closed, with bytes still queued for a peer that may never read them.
+            asyncio.get_running_loop().call_later(self.timeout, transport.abort)
+
+    # -- namespaces this side disconnected --------------------------------------------------
+
+    def defer(self, ns: NSConn, events: Events, done: asyncio.Future[None]) -> None:
+        """``ns`` is gone (the peer agreed to this side's disconnect): its events wait for
+        the serving task; ``done`` once they ran."""
+        if self.deferred is None:
+            self.deferred = []
+        self.deferred.append((ns, events, done))
+
+    def deferred_for(self, ns: NSConn) -> asyncio.Future[None] | None:
+        """What waits for the events of ``ns``'s removal, if they have not run yet."""
+        return next((done for n, _, done in self.deferred or () if n is ns), None)
+
+    # -- the end ------------------------------------------------------------------------------
+
+    async def finish(self, on_close: OnOpen | None) -> None:
+        """End the connection, in the serving task: the events held back, the close's,
+        then ``on_close``; wake the callers of ``close()``; then wait (bounded) for the
+        close handshake and the helper reader.
+
+        These are the connection's cleanup: a cancellation (or another ``BaseException``)
+        raised by one of them does not skip the others; the first is re-raised at the end.
+        """
+        conn = self._conn
+        self.request(WSCloseCode.ABNORMAL_CLOSURE, "", False)
+        interrupted: BaseException | None = None
+        for _, events, done in self.deferred or ():
+            interrupted = interrupted or await self._fire_through(events)
+            if not done.done():
+                done.set_result(None)
+        self.deferred = None
+        interrupted = interrupted or await self._fire_through(conn.session.closing_events())
+        if on_close is not None:
+            try:
+                await on_close(conn)
+            except BaseException as exc:  # on_close logs an Exception itself
+                interrupted = interrupted or exc
+        conn.session.finish()
+        if self._waiter is not None:
+            self._waiter.set()
+        await self.transport_closed()
+        await conn.reader.stop(self.timeout + 2)
+        if interrupted is not None:
+            raise interrupted
+
+    async def _fire_through(self, events: Iterable[tuple[NSConn, Message]]) -> BaseException | None:
+        """Fire ``events``, every one of them; the first BaseException a hook raised."""
+        interrupted: BaseException | None = None
+        for ns, msg in events:
+            try:
+                await self._conn.dispatcher.fire(ns, msg)
+            except BaseException as exc:
+                interrupted = interrupted or exc
+        return interrupted
+
+    async def transport_closed(self) -> None:
+        """Wait (bounded by the close itself) until the close handshake ended."""
+        closer = self._closer
+        if closer is not None and closer is not asyncio.current_task():
+            await asyncio.wait([closer], timeout=self.timeout + 2)
+
+    async def wait_closed(self, caller: Conn | None) -> None:
+        """Wait until :meth:`finish` ran, as code running for ``caller`` (the connection whose
+        handler, or a task started from it, runs the current code; ``None``: no handler).
+
+        Not at all when the caller is this connection (its events wait for that handler);
+        at most ``timeout`` seconds from a handler of another connection, and not at all
+        when this connection's handler itself waits for the caller's (two handlers closing
+        each other's connections would otherwise wait for each other forever).
+        """
+        conn = self._conn
+        if caller is conn or conn.session.state is ConnState.CLOSED:
+            return
+        if self._waiter is None:
+            self._waiter = asyncio.Event()
+        if caller is None:
+            await self._waiter.wait()
+            return
+        if _waits_for(conn, caller):
+            return
+        _waiting_for[caller] = conn
+        try:
+            await asyncio.wait_for(self._waiter.wait(), self.timeout)
+        except asyncio.TimeoutError:
+            log.debug("%r: closed from %r; its disconnect events still wait", conn, caller)
+        finally:
+            del _waiting_for[caller]
+
+
+# Whose disconnect events a handler of a connection waits for in close().
+_waiting_for: dict[Conn, Conn] = {}
+
+
+def _waits_for(conn: Conn, other: Conn) -> bool:
+    """Whether ``conn``'s handler waits, through close() calls, for ``other``'s."""
+    seen: Conn | None = conn
+    while seen is not None:
+        if seen is other:
+            return True
+        seen = _waiting_for.get(seen)
+    return False
