@@ -830,9 +830,10 @@ async def test_a_server_connect_agreed_then_disconnected_never_fires_connected_l
 
 async def test_a_server_join_agreed_then_closed_never_fires_joined_late(serve: Serve) -> None:
     """A background task calls ``ns.join_room("r")``; the client's agreement and its close
-    frame arrive in one TCP segment. The close's forced ``_OnRoomLeave`` awaits.
-    ``_OnRoomJoined`` must not start inside it, and ``join_room`` must raise
-    ``ConnectionClosed`` rather than return a room of a closed connection."""
+    frame arrive in one TCP segment. The join is finished only when its task resumes, and
+    by then the close has begun: ``join_room`` raises ``ConnectionClosed`` rather than
+    return a room of a closed connection, and neither ``_OnRoomJoined`` nor the forced
+    ``_OnRoomLeave`` of a join that never completed fires."""
     events = Events()
     release = asyncio.Event()
 
@@ -858,15 +859,14 @@ async def test_a_server_join_agreed_then_closed_never_fires_joined_late(serve: S
         joining = asyncio.create_task(ns.join_room("r", timeout=T))
         token = await raw_request_of(raw, "default;r;_OnRoomJoin;0;0;")
         await raw.send_raw(text(f"{token};;;;;;") + close_frame(1000))
-        await events.reached("_OnRoomLeave:r")
-        await turns()
-        release.set()
         ended = await outcome(asyncio.wait_for(joining, T))
+        await asyncio.wait_for(conns[0].wait_closed(), T)
     finally:
         release.set()
         raw.abort()
     assert events.nested == []
     assert ended == "ConnectionClosed"
+    assert events.lines == []  # never joined here: no joined, no forced leave
 
 
 async def test_a_cancelled_connect_does_not_cancel_another_task_sharing_it(

@@ -258,8 +258,7 @@ class Dispatcher:
             if event in (ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT):
                 # This side's own change of that namespace, if one is under way, is decided
                 # first: the peer's request is then answered from where it left things.
-                under_way = self.under_way(msg.namespace)
-                if under_way is not None:
+                while (under_way := self.under_way(msg.namespace)) is not None:
                     await asyncio.shield(under_way)
                 if event == ON_NAMESPACE_CONNECT:
                     await self._reply_connect(msg)

@@ -227,17 +227,16 @@ class NSConn(Namespace):
     ) -> bool:
         """This side's join or leave of ``name``: the local hook, then the peer. Whether
         the room changed by it (``False``: the close, or the namespace's removal, took it
-        meanwhile, with its own events)."""
+        meanwhile, with its own events).
+
+        The room stays ``JOINING``/``LEAVING`` until this task resumes with the answer, so
+        nothing else changes it in between (the peer's own requests for it get ``bad
+        room``) and its follow-up event is this change's."""
         if not started(self, name):
             raise EventError(ERR_BAD_ROOM)
         conn = self.conn
         changing = self.room_state(name)
-        changed = False
-
-        def answered(reply: Message) -> None:
-            nonlocal changed
-            changed = finished(self, name, not reply.err)  # the moment the answer is read
-
+        agreed = False
         try:
             refusal = await conn.dispatcher.fire(
                 self, Message(self.namespace, name, event, local=True)
@@ -247,12 +246,11 @@ class NSConn(Namespace):
             if self.room_state(name) is not changing:
                 return False  # taken meanwhile
             await conn.ask(
-                Message(namespace=self.namespace, room=name, event=event),
-                timeout=timeout,
-                on_reply=answered,
+                Message(namespace=self.namespace, room=name, event=event), timeout=timeout
             )
+            agreed = True
         finally:
-            finished(self, name, False)  # refused, failed, cancelled: no change (else a no-op)
+            changed = finished(self, name, agreed)  # refused, failed, cancelled: no change
         return changed
 
     async def leave_all(self, *, timeout: Timeout = DEFAULT) -> None:

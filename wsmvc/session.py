@@ -534,7 +534,9 @@ class Session(Generic[NS, W]):
         room is joined now (by this join)."""
         if ns.room_state(room) is not RoomState.JOINING:
             return False  # abandoned meanwhile (namespace or connection gone)
-        if ok and self.state is ConnState.OPEN and ns.state is NsState.CONNECTED:
+        # A disconnect of the namespace being decided may yet be refused; if not, its
+        # forced leaves take the room with its events.
+        if ok and self.state is ConnState.OPEN and ns.state in WRITABLE_NS:
             self._set_room(ns, room, RoomState.JOINED)
             return True
         self._set_room(ns, room, RoomState.LEFT)
