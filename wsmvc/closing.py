@@ -93,23 +93,30 @@ class Closing:
                 code, urgent = WSCloseCode.INTERNAL_ERROR, True
             else:
                 code = WSCloseCode.OK
-        done = False
+        loop = asyncio.get_running_loop()
+        transport = self._transport
+        # Bounded: a peer that stopped reading would hold queued frames, and the close frame
+        # after them, forever. Past the bound the transport is aborted, which ends every wait
+        # inside aiohttp's close. A timer, not wait_for(): no second task for every
+        # connection. A client's websocket does not expose its transport: wait_for there.
+        closing = self._conn.writer.close(code, reason, urgent=urgent)
+        abort = None
+        if transport is not None:
+            abort = loop.call_later(self.timeout + 1, transport.abort)
+        else:
+            closing = asyncio.wait_for(closing, self.timeout + 1)
         try:
-            # Bounded: a peer that stopped reading would hold the close frame forever.
-            await asyncio.wait_for(
-                self._conn.writer.close(code, reason, urgent=urgent), self.timeout + 1
-            )
-            done = True
+            await closing
         except (asyncio.TimeoutError, ConnectionError, RuntimeError) as exc:
             log.debug("%r: close did not complete: %r", self._conn, exc)
-        transport = self._transport
-        if transport is None:
-            return
-        if not done:
-            transport.abort()
-        elif transport.get_write_buffer_size():
+            if transport is not None:
+                transport.abort()
+        finally:
+            if abort is not None:
+                abort.cancel()
+        if transport is not None and transport.get_write_buffer_size():
             # Closed, with bytes still queued for a peer that may never read them.
-            asyncio.get_running_loop().call_later(self.timeout, transport.abort)
+            loop.call_later(self.timeout, transport.abort)
 
     # -- namespaces this side disconnected --------------------------------------------------
 
@@ -169,8 +176,10 @@ class Closing:
     async def transport_closed(self) -> None:
         """Wait (bounded by the close itself) until the close handshake ended."""
         closer = self._closer
-        if closer is not None and closer is not asyncio.current_task():
-            await asyncio.wait([closer], timeout=self.timeout + 2)
+        if closer is not None and not closer.done() and closer is not asyncio.current_task():
+            # Bounded by the closer's own abort timer; shielded: a cancelled caller must not
+            # cancel the close handshake.
+            await asyncio.wait([closer])
 
     async def wait_closed(self, caller: Conn | None) -> None:
         """Wait until :meth:`finish` ran, as code running for ``caller`` (the connection whose

@@ -51,10 +51,11 @@ class HandlerTable:
     Build it with :meth:`on` or from a ``{namespace: {event: handler}}`` mapping.
     """
 
-    __slots__ = ("_table",)
+    __slots__ = ("_modes", "_table")
 
     def __init__(self, namespaces: Namespaces | None = None) -> None:
         self._table: dict[str, dict[str, Handler]] = {}
+        self._modes: tuple[bool, bool] | None = None  # (native_only, accepts_native), cached
         for ns, events in (namespaces or {}).items():
             self.declare(ns)
             for event, fn in events.items():
@@ -65,20 +66,24 @@ class HandlerTable:
         if not callable(handler):
             raise TypeError(f"handler for {namespace!r}/{event!r} is not callable: {handler!r}")
         self._table.setdefault(namespace, {})[event] = handler
+        self._modes = None
 
     def declare(self, namespace: str) -> None:
         """Declare ``namespace`` with no events yet (clients may still connect it)."""
         self._table.setdefault(namespace, {})
+        self._modes = None
 
     def set_events(self, namespace: str, events: Events) -> None:
         """Make ``events`` the whole event table of ``namespace``."""
         self._table[namespace] = {}
+        self._modes = None
         for event, fn in events.items():
             self.add(namespace, event, fn)
 
     def remove_namespace(self, namespace: str) -> None:
         """Forget ``namespace`` and its events."""
         self._table.pop(namespace, None)
+        self._modes = None
 
     def on(self, namespace: str, event: str) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add`."""
@@ -114,15 +119,20 @@ class HandlerTable:
         Its connect and disconnect hooks may exist too (a controller's do): they run when
         the websocket opens and closes, as no client sends a namespace request here.
         """
-        if list(self._table) != [""]:
-            return False
-        events = set(self._table[""])
-        return ON_NATIVE_MESSAGE in events and events <= _NATIVE_ONLY_EVENTS
+        return (self._modes or self._compute_modes())[0]
 
     @property
     def accepts_native(self) -> bool:
         """Namespace ``""`` handles native frames (mixed mode, spec 9.2)."""
-        return ON_NATIVE_MESSAGE in self._table.get("", _EMPTY)
+        return (self._modes or self._compute_modes())[1]
+
+    def _compute_modes(self) -> tuple[bool, bool]:
+        # Asked for every connection: computed once per change of the table.
+        native = self._table.get("", _EMPTY)
+        accepts = ON_NATIVE_MESSAGE in native
+        only = list(self._table) == [""] and accepts and set(native) <= _NATIVE_ONLY_EVENTS
+        self._modes = (only, accepts)
+        return self._modes
 
 
 _EMPTY: Mapping[str, Any] = {}

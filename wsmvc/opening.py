@@ -31,21 +31,33 @@ log = logging.getLogger("wsmvc")
 async def open_server_side(conn: Conn, on_open: OnOpen | None) -> bool:
     """Run the neffos handshake of ``conn``; whether ``on_open`` accepted it."""
     session = conn.session
-    loop = asyncio.get_running_loop()
     timeout = conn.handshake_timeout
-    deadline = None if timeout is None else loop.time() + timeout
-    while session.state is ConnState.CONNECTING:
-        left = None if deadline is None else max(deadline - loop.time(), 0.001)
-        frame = await conn.reader.receive(left, "handshake timeout")
-        if frame is None:
-            continue
-        if frame.type is WSMsgType.TEXT and frame.data[:1] == "M":
-            return await _decide(conn, on_open)
-        msg = conn.read_frame(frame)
-        if msg is not None and not session.queue(msg, frame_size(frame)):
-            log.warning("%r: too much sent before the handshake, closing (1008)", conn)
-            conn.request_close(WSCloseCode.POLICY_VIOLATION, "too much before the handshake")
-    return False
+    # One timer for the whole wait (cheaper than a timeout on every receive); when it
+    # fires, the reader closes the connection (1008) and wakes this task.
+    timer = (
+        None
+        if timeout is None
+        else asyncio.get_running_loop().call_later(
+            timeout, conn.reader.timed_out, "handshake timeout"
+        )
+    )
+    try:
+        while session.state is ConnState.CONNECTING:
+            frame = await conn.reader.receive(None, "handshake timeout")
+            if frame is None:
+                continue
+            if frame.type is WSMsgType.TEXT and frame.data[:1] == "M":
+                break
+            msg = conn.read_frame(frame)
+            if msg is not None and not session.queue(msg, frame_size(frame)):
+                log.warning("%r: too much sent before the handshake, closing (1008)", conn)
+                conn.request_close(WSCloseCode.POLICY_VIOLATION, "too much before the handshake")
+        else:
+            return False
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return await _decide(conn, on_open)
 
 
 async def _decide(conn: Conn, on_open: OnOpen | None) -> bool:

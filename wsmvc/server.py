@@ -7,7 +7,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, web
@@ -135,7 +135,8 @@ class Server:
             exchange.attach(self)
         self._registry = Registry(exchange)
         self._live: set[Conn] = set()
-        self._upgrading: set[asyncio.Future[None]] = set()  # requests before their Conn exists
+        self._upgrading = 0  # requests before their Conn exists
+        self._upgrades_done: asyncio.Event | None = None  # made by close() if it must wait
         self._closing = False
         self._injection = Injection(injector, modules, Server)
         self._controllers: dict[type, ControllerHandle] = {}
@@ -268,10 +269,9 @@ class Server:
             max_msg_size=self.max_message_size + 1,
         )
         request = with_query_headers(request)
-        # Until its Conn exists, shutdown knows this request by a future: it waits for it,
-        # and the request closes itself with 1001 once it sees the server closing.
-        upgrading = asyncio.get_running_loop().create_future()
-        self._upgrading.add(upgrading)
+        # Until its Conn exists, shutdown knows this request by a count: it waits for it to
+        # reach 0, and the request closes itself with 1001 once it sees the server closing.
+        self._upgrading += 1
         try:
             try:
                 conn_id = self.id_generator(request)
@@ -289,8 +289,9 @@ class Server:
             conn = self._new_conn(ws, request, str(conn_id))
             self._live.add(conn)
         finally:
-            self._upgrading.discard(upgrading)
-            upgrading.set_result(None)
+            self._upgrading -= 1
+            if not self._upgrading and self._upgrades_done is not None:
+                self._upgrades_done.set()
         try:
             await conn.serve(self._run_on_connect, self._run_on_disconnect)
         finally:
@@ -385,9 +386,19 @@ class Server:
         me = serving()
         if me is not None:
             me.request_close(WSCloseCode.GOING_AWAY, "server shutdown")
-        waits = [*self._upgrading, *self._closes(me)]
+        waits: list[asyncio.Future[Any]] = list(self._closes(me))
+        upgrades = None
+        if self._upgrading:
+            if self._upgrades_done is None:
+                self._upgrades_done = asyncio.Event()
+            upgrades = asyncio.ensure_future(self._upgrades_done.wait())
+            waits.append(upgrades)
         if waits:
-            await asyncio.wait(waits, timeout=self.close_timeout + 2)
+            try:
+                await asyncio.wait(waits, timeout=self.close_timeout + 2)
+            finally:
+                if upgrades is not None:
+                    upgrades.cancel()
         late = self._closes(me)  # upgrades that finished meanwhile (they close themselves)
         if late:
             await asyncio.wait(late, timeout=self.close_timeout + 2)

@@ -160,6 +160,8 @@ class Session(Generic[NS, W]):
                 self._members.room_removed(ns, room)
 
     def _fail_asks(self, matches: Callable[[str], bool], reason: str) -> None:
+        if not self.asks:
+            return
         for token, (namespace, waiter) in list(self.asks.items()):
             if matches(namespace):
                 del self.asks[token]
