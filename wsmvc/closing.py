@@ -49,7 +49,6 @@ class Closing:
         "_transport",
         "_waiter",
         "code",
-        "deferred",
         "timeout",
     )
 
@@ -66,7 +65,6 @@ class Closing:
         self._transport = transport
         self.timeout = timeout
         self.code: int | None = None
-        self.deferred: list[Deferred] | None = None  # made on first use
         self._closer: asyncio.Task[None] | None = None
         self._waiter: asyncio.Event | None = None  # made when someone waits
 
@@ -118,19 +116,6 @@ class Closing:
             # Closed, with bytes still queued for a peer that may never read them.
             loop.call_later(self.timeout, transport.abort)
 
-    # -- namespaces this side disconnected --------------------------------------------------
-
-    def defer(self, ns: NSConn, events: Events, done: asyncio.Future[None]) -> None:
-        """``ns`` is gone (the peer agreed to this side's disconnect): its events wait for
-        the serving task; ``done`` once they ran."""
-        if self.deferred is None:
-            self.deferred = []
-        self.deferred.append((ns, events, done))
-
-    def deferred_for(self, ns: NSConn) -> asyncio.Future[None] | None:
-        """What waits for the events of ``ns``'s removal, if they have not run yet."""
-        return next((done for n, _, done in self.deferred or () if n is ns), None)
-
     # -- the end ------------------------------------------------------------------------------
 
     async def finish(self, on_close: OnOpen | None) -> None:
@@ -144,11 +129,10 @@ class Closing:
         conn = self._conn
         self.request(WSCloseCode.ABNORMAL_CLOSURE, "", False)
         interrupted: BaseException | None = None
-        for _, events, done in self.deferred or ():
+        for _, events, done in conn.take_deferred():
             interrupted = interrupted or await self._fire_through(events)
             if not done.done():
                 done.set_result(None)
-        self.deferred = None
         interrupted = interrupted or await self._fire_through(conn.session.closing_events())
         if on_close is not None:
             try:
