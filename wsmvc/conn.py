@@ -148,13 +148,13 @@ class Conn:
         )
         self.writer = make_writer(self._overflow)
         self.dispatcher = Dispatcher(
-            self.session, self.writer.write, handlers, owner=self, debug_errors=debug_errors
+            self.session, self.writer, handlers, owner=self, debug_errors=debug_errors
         )
         self._native_only = handlers.native_only
         self._allow_native = handlers.accepts_native
         # Made on first use (most connections never need them):
         self._on_reply: dict[str, Callable[[Message], None]] | None = None
-        self.reader = Reader(ws, self.session, self.read_frame, self.request_close)
+        self.reader = Reader(ws, self.session, self)
         transport = request.transport if request is not None else None
         self._closing = Closing(
             self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .bodies import encode_body
@@ -35,6 +35,7 @@ from .states import WRITABLE_NS, Frame, Namespace, NsState
 
 if TYPE_CHECKING:
     from .nsconn import NSConn
+    from .writer import Writer
 
 __all__ = ["GENERIC_ERROR", "LEAVE_ALL_ERROR", "Dispatcher", "system_event"]
 
@@ -73,13 +74,13 @@ class Dispatcher:
         "_owner",
         "_session",
         "_table",
-        "_write",
+        "_writer",
     )
 
     def __init__(
         self,
         session: Session[NSConn, asyncio.Future[Message]],
-        write: Callable[[bytes, bool], bool],
+        writer: Writer,
         handlers: HandlerTable,
         *,
         owner: object,
@@ -88,7 +89,7 @@ class Dispatcher:
         self._session = session
         self._namespaces = session.namespaces
         self._connecting: dict[str, asyncio.Future[None]] | None = None  # made on first use
-        self._write = write
+        self._writer = writer  # not its bound write(): one object less per connection
         self._handlers = handlers
         self._table = handlers.namespaces
         self._client = session.client
@@ -131,7 +132,7 @@ class Dispatcher:
 
     def _send(self, frame: Frame | None) -> None:
         if frame is not None:
-            self._write(*frame)
+            self._writer.write(*frame)
 
     # -- answers (spec 7.2) ----------------------------------------------------------------
 
@@ -159,11 +160,11 @@ class Dispatcher:
                 return
         if msg.native:
             if not msg.err and self._session.open:
-                self._write(body, msg.binary)
+                self._writer.write(body, msg.binary)
             return
         data = self._session.answer(msg, body)
         if data is not None:
-            self._write(data, msg.binary)
+            self._writer.write(data, msg.binary)
 
     def failed(self, msg: Message, exc: Exception) -> None:
         """Answer ``msg`` with the error its handler raised (logged unless an EventError)."""
@@ -192,7 +193,7 @@ class Dispatcher:
     def _answer(self, msg: Message, body: bytes = b"", err: str = "") -> None:
         data = self._session.answer(msg, body, err)
         if data is not None:
-            self._write(data, msg.binary)
+            self._writer.write(data, msg.binary)
 
     def error_text(self, exc: BaseException) -> str:
         """What the peer is told of an exception: a generic text unless ``debug_errors``."""

@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMessage
 
@@ -40,16 +39,25 @@ def frame_size(frame: WSMessage) -> int:
     return len(data) if isinstance(data, (str, bytes)) else 0
 
 
-class Reader:
-    """Reads one websocket for its connection (see the module docstring).
+class Owner(Protocol):
+    """The connection a :class:`Reader` reads for."""
 
-    ``read(frame)`` turns a frame into the message to handle (``None``: nothing to
-    handle); ``close(code, reason)`` starts closing the connection.
+    def read_frame(self, frame: WSMessage) -> Message | None:
+        """The message in ``frame`` to handle (``None``: nothing to handle)."""
+
+    def request_close(self, code: int, reason: str = "") -> None:
+        """Start closing the connection."""
+
+
+class Reader:
+    """Reads one websocket for its connection ``owner`` (see the module docstring).
+
+    The owner, not two of its bound methods: every connection has a reader, and each
+    object kept per connection is work for the garbage collector (measured on connect).
     """
 
     __slots__ = (
-        "_close",
-        "_read",
+        "_owner",
         "_session",
         "_waking",
         "_ws",
@@ -64,13 +72,11 @@ class Reader:
         self,
         ws: AnyWebSocket,
         session: Session[Any, Any],
-        read: Callable[[WSMessage], Message | None],
-        close: Callable[[int, str], None],
+        owner: Owner,
     ) -> None:
         self._ws = ws
         self._session = session
-        self._read = read
-        self._close = close
+        self._owner = owner
         self.task: asyncio.Task[Any] | None = None  # the serving task
         self.helper: asyncio.Task[None] | None = None
         self.reading = False  # the serving task waits in ws.receive()
@@ -99,7 +105,7 @@ class Reader:
     def timed_out(self, reason: str) -> None:
         """Nothing came in time: close, 1000 once open, 1008 during the handshake."""
         open_ = self._session.open
-        self._close(WSCloseCode.OK if open_ else WSCloseCode.POLICY_VIOLATION, reason)
+        self._owner.request_close(WSCloseCode.OK if open_ else WSCloseCode.POLICY_VIOLATION, reason)
 
     def wake(self) -> None:
         """Make the serving task look at the session again: it may wait for a frame.
@@ -159,15 +165,15 @@ class Reader:
                     await drained.wait()  # TCP pushes back meanwhile
                     continue
                 frame = await self._ws.receive()
-                msg = self._read(frame)
+                msg = self._owner.read_frame(frame)
                 if msg is not None and session.open:
                     session.queue(msg, frame_size(frame))
                 wakeup.set()
         except asyncio.TimeoutError:
-            self._close(WSCloseCode.OK, "read timeout")
+            self._owner.request_close(WSCloseCode.OK, "read timeout")
         except Exception:
             log.exception("reading failed")
-            self._close(WSCloseCode.INTERNAL_ERROR, "internal error")
+            self._owner.request_close(WSCloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self.helper = None
             wakeup.set()
