@@ -1202,3 +1202,40 @@ async def test_crossing_joins_of_the_same_room_agree(serve: Serve) -> None:
         await asyncio.wait_for(server_join, T)
         await until(lambda: "r" in cns.rooms)
         assert list(nsconns[0].rooms) == ["r"]
+
+
+@pytest.mark.parametrize("before", ["nothing", "namespace disconnect", "messages arriving"])
+async def test_a_python_client_close_completes_the_close_handshake(
+    serve: Serve, before: str
+) -> None:
+    """The Python client's ``close(code, reason)`` returns only after the server answered its
+    close frame: the server has already handled the close (no connection, no member, its
+    disconnect events ran) and saw the client's own code. aiohttp's client skips the
+    handshake once a ``receive()`` of it was cancelled; the client must never do that."""
+    closed: list[int | None] = []
+    on_server: list[Conn] = []
+
+    async def chatter(ns: NSConn, msg: Message) -> None:
+        for i in range(50):
+            if not ns.emit("tick", str(i)):
+                return
+            await asyncio.sleep(0)
+
+    server = Server(
+        {"default": {"chatter": chatter}},
+        on_connect=on_server.append,
+        on_disconnect=lambda conn: closed.append(conn.close_code),
+    )
+    url = await serve(server)
+    client = await wsmvc.dial(url, {"default": {"tick": lambda ns, msg: None}})
+    ns = await client.connect("default", timeout=T)
+    if before == "namespace disconnect":
+        await ns.disconnect(timeout=T)
+    elif before == "messages arriving":
+        ns.emit("chatter")
+        await asyncio.sleep(0)
+    await client.close(4001, "bye")
+    assert server.connections == []
+    assert server.namespace_members("default") == []
+    assert closed == [4001]
+    assert on_server[0].state is ConnState.CLOSED

@@ -78,10 +78,12 @@ class Closing:
         conn.writer.closed = True  # now, not when the closer task starts: broadcasts skip it
         if self._registry is not None:
             self._registry.conn_removed(conn)
+        # First: the readers' cancellations are then delivered before the closer's first
+        # step (callbacks run in order), so no read of ours is pending when it closes.
+        conn.reader.halt()
         self._closer = asyncio.get_running_loop().create_task(
             self._close_transport(code, reason.encode()[:123], urgent)
         )
-        conn.reader.wake()
 
     async def _close_transport(self, code: int, reason: bytes, urgent: bool) -> None:
         if code in _NOT_ON_THE_WIRE:

@@ -487,6 +487,8 @@ class Conn:
                     finally:
                         reader.reading = False
                     msg = read(frame)
+                    if session.state is not open_:
+                        continue  # closing meanwhile: nothing more is handled
                 if msg is None:
                     continue
                 pending = handle(msg)

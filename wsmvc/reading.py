@@ -122,6 +122,27 @@ class Reader:
             self._waking = True
             task.cancel(_WAKE)
 
+    def halt(self) -> None:
+        """The connection is closing: end every read of ours, the serving task's and the
+        helper's. Call it before aiohttp's ``close()`` can run: while another task waits in
+        ``receive()``, that close does not wait for the peer's close frame (a client would
+        return from ``close()`` before the server saw it).
+
+        Not on a client: aiohttp's client marks its connection aborted (1006) when a
+        ``receive()`` is cancelled, and its ``close()`` then skips the close handshake. Its
+        ``close()`` wakes a pending ``receive()`` itself (with a ``CLOSING`` message), so
+        there the read ends when the close frame goes out.
+        """
+        if self._session.client:
+            if self.wakeup is not None and self.drained is not None:
+                self.wakeup.set()
+                self.drained.set()
+            return
+        self.wake()
+        helper = self.helper
+        if helper is not None and helper is not asyncio.current_task():
+            helper.cancel()
+
     def woken(self) -> bool:
         """Whether the cancellation being handled is a wake-up (it is consumed then)."""
         if not self._waking:
