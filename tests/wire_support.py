@@ -170,9 +170,14 @@ class RawWS:
         self.buf = bytearray()
         self.loop = asyncio.get_running_loop()
         self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self.headers: dict[str, str] = {}  # the server's handshake answer, lower-case names
+        self.compressed = False  # whether the last frame read was (RSV1)
 
     @classmethod
-    async def open(cls, url: str, *, rcvbuf: int | None = None, deflate: bool = False) -> RawWS:
+    async def open(
+        cls, url: str, *, rcvbuf: int | None = None, deflate: bool | str = False
+    ) -> RawWS:
+        """Open and upgrade; ``deflate``: offer permessage-deflate (a string: that offer)."""
         parts = urlsplit(url)
         assert parts.hostname is not None and parts.port is not None
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -191,7 +196,8 @@ class RawWS:
             "Sec-WebSocket-Version: 13",
         ]
         if deflate:
-            lines.append("Sec-WebSocket-Extensions: permessage-deflate")
+            offer = deflate if isinstance(deflate, str) else "permessage-deflate"
+            lines.append(f"Sec-WebSocket-Extensions: {offer}")
         await self.loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
         while b"\r\n\r\n" not in self.buf:
             await self._fill()
@@ -202,7 +208,7 @@ class RawWS:
         headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in header_lines)}
         accept = base64.b64encode(hashlib.sha1((key + cls.GUID).encode()).digest()).decode()
         assert headers["sec-websocket-accept"] == accept
-        assert ("sec-websocket-extensions" in headers) is deflate
+        self.headers = headers
         return self
 
     async def _fill(self) -> None:
@@ -262,6 +268,7 @@ class RawWS:
         assert not b1 & 0x80, "a server must not mask"
         assert b0 & 0x80, "the server does not fragment"
         payload = await self._take(n)
+        self.compressed = bool(b0 & 0x40)
         if b0 & 0x40:  # permessage-deflate (RFC 7692 §7.2.2)
             payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
         return b0 & 0x0F, payload

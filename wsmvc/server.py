@@ -18,13 +18,14 @@ from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
 from .errors import ConnectionClosed, EventError, Reject
 from .exchange import Exchange
+from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD, Payload, declare_no_context_takeover
 from .handlers import Handler, HandlerTable, Namespaces
 from .injection import Injection, ModuleLike
 from .nsconn import DEFAULT, NSConn, Timeout
 from .protocol import ERR_BAD_NAMESPACE, ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode_event
 from .registry import Registry
 from .states import ConnState
-from .writer import OP_BINARY, OP_TEXT, DirectWriter, QueuedWriter, Writer, frame
+from .writer import DirectWriter, QueuedWriter, Writer
 
 __all__ = ["Server", "with_query_headers"]
 
@@ -75,7 +76,14 @@ class Server:
       reading, the copies of one being handled): measured 6 MiB with the defaults for a
       client sending 150 MiB (``tests/test_bounds.py``).
     * ``ask_timeout`` - default timeout of ``ask`` calls, seconds (default 30; ``None``: none).
-    * ``compress`` - accept permessage-deflate when the client offers it (default ``True``).
+    * ``compress`` - accept permessage-deflate when the client offers it (default ``True``;
+      RFC 7692). The server declares ``server_no_context_takeover`` and compresses every
+      message on its own: a broadcast is deflated once for all its receivers, and no
+      connection keeps a compressor (zlib's ~256 KiB) between messages. What clients send
+      compressed is inflated by aiohttp.
+    * ``compress_threshold`` - bytes: smaller messages go uncompressed (default 512;
+      deflate makes small messages larger and costs CPU for nothing).
+    * ``compress_level`` - zlib level 0-9 for what is compressed (default 6, zlib's own).
     * ``debug_errors`` - send handler exception texts to clients (default ``False``: a
       generic text, the traceback only in the log).
     * ``close_timeout`` - seconds a close may take: the frames still queued for the peer, then
@@ -106,6 +114,8 @@ class Server:
         max_queue_bytes: int = 1 << 20,
         ask_timeout: float | None = 30.0,
         compress: bool = True,
+        compress_threshold: int = DEFAULT_THRESHOLD,
+        compress_level: int = DEFAULT_LEVEL,
         debug_errors: bool = False,
         close_timeout: float = 5.0,
     ) -> None:
@@ -128,6 +138,8 @@ class Server:
         self.max_queue_bytes = max_queue_bytes
         self.ask_timeout = ask_timeout
         self.compress = compress
+        self.compress_threshold = compress_threshold
+        self.compress_level = compress_level
         self.debug_errors = debug_errors
         self.close_timeout = close_timeout
         self.exchange = exchange
@@ -231,6 +243,7 @@ class Server:
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
+        app.on_response_prepare.append(self._declare_no_context_takeover)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler: GET upgrades, HEAD answers, other methods get 405."""
@@ -302,9 +315,20 @@ class Server:
         transport = request.transport
         limit = self.send_buffer_limit
 
+        # ws.compress: the negotiated server_max_window_bits (aiohttp), False without deflate.
+        deflate = int(ws.compress) if ws.compress else 0
+
         def make_writer(on_overflow: Callable[[], None]) -> Writer:
-            if not ws.compress and isinstance(transport, asyncio.Transport):
-                return DirectWriter(ws, transport, limit, on_overflow)
+            if isinstance(transport, asyncio.Transport):
+                return DirectWriter(
+                    ws,
+                    transport,
+                    limit,
+                    on_overflow,
+                    deflate=deflate,
+                    threshold=self.compress_threshold,
+                    level=self.compress_level,
+                )
             return QueuedWriter(ws, limit, on_overflow)
 
         conn = Conn(
@@ -371,6 +395,15 @@ class Server:
     async def _on_cleanup(self, app: web.Application) -> None:
         if self.exchange is not None:
             await self.exchange.stop()
+
+    async def _declare_no_context_takeover(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> None:
+        # aiohttp answers the client's offer as it is; every message of ours is compressed
+        # without context, which RFC 7692 §7.1.1.1 lets the server declare unasked.
+        extensions = response.headers.get("Sec-WebSocket-Extensions")
+        if extensions is not None and isinstance(response, web.WebSocketResponse):
+            response.headers["Sec-WebSocket-Extensions"] = declare_no_context_takeover(extensions)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close()
@@ -502,8 +535,10 @@ class Server:
         if isinstance(exclude, NSConn):
             exclude = exclude.conn
         exclude_id = exclude if isinstance(exclude, str) else None
-        framed: bytes | None = None
-        binary = msg.binary
+        # Framed once, and deflated once, for every receiver (framing.Payload).
+        payload = Payload(
+            data, msg.binary, threshold=self.compress_threshold, level=self.compress_level
+        )
         sent = 0
         for nsconn in tuple(targets):
             conn = nsconn.conn
@@ -516,12 +551,7 @@ class Server:
                 continue
             if check_room and not nsconn.in_room(room):
                 continue
-            if writer.direct:
-                if framed is None:
-                    framed = frame(data, OP_BINARY if binary else OP_TEXT)
-                writer.write_frame(framed)
-            else:
-                writer.write(data, binary)
+            writer.write_payload(payload)
             sent += 1
         return sent
 

@@ -1,11 +1,12 @@
 """The write path of one websocket: ordered, synchronous to call, bounded in memory.
 
-Server connections without compression write whole websocket frames straight to the
-transport (one ``write`` per frame, the header built here), so a broadcast can frame its
-payload once and hand the same bytes to every receiver. Connections that compress, and
-client connections (which must mask), go through aiohttp's own writer from a queue that
-one task drains in order. Either way a peer that stops reading cannot make the server
-buffer more than ``limit`` bytes: past it, ``on_overflow`` is called once.
+Server connections write whole websocket frames straight to the transport (one ``write``
+per frame, built by :mod:`wsmvc.framing`), compressed or not: permessage-deflate without
+context takeover compresses each message on its own, so a broadcast frames (and deflates)
+its payload once and hands the same bytes to every receiver. Client connections (which
+must mask) go through aiohttp's own writer from a queue that one task drains in order.
+Either way a peer that stops reading cannot make the server buffer more than ``limit``
+bytes: past it, ``on_overflow`` is called once.
 
 The close frame takes the same path (:meth:`Writer.close`): it goes out after every frame
 written before it, compressed or not, on every Python; only a close for a peer that stopped
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import struct
 from collections.abc import Callable
 from typing import Protocol
 
@@ -25,28 +25,13 @@ from aiohttp import WSMsgType
 from aiohttp.client_ws import ClientWebSocketResponse
 from aiohttp.web_ws import WebSocketResponse
 
+from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD, OP_BINARY, OP_TEXT, Payload, frame
+
 AnyWebSocket = WebSocketResponse | ClientWebSocketResponse
 
-__all__ = ["DirectWriter", "QueuedWriter", "Writer", "frame"]
+__all__ = ["DirectWriter", "QueuedWriter", "Writer"]
 
 log = logging.getLogger("wsmvc")
-
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-_FIN = 0x80
-_HEAD_SHORT = struct.Struct("!BB")
-_HEAD_MEDIUM = struct.Struct("!BBH")
-_HEAD_LONG = struct.Struct("!BBQ")
-
-
-def frame(payload: bytes, opcode: int) -> bytes:
-    """One unmasked, unfragmented websocket frame (RFC 6455 §5.2), as a server sends it."""
-    n = len(payload)
-    if n < 126:
-        return _HEAD_SHORT.pack(_FIN | opcode, n) + payload
-    if n < 65536:
-        return _HEAD_MEDIUM.pack(_FIN | opcode, 126, n) + payload
-    return _HEAD_LONG.pack(_FIN | opcode, 127, n) + payload
 
 
 class Writer(Protocol):
@@ -58,7 +43,11 @@ class Writer(Protocol):
         """Queue one message; ``False`` once the writer is closed."""
 
     def write_frame(self, framed: bytes) -> bool:
-        """Write a frame built by :func:`frame` (direct writers only)."""
+        """Write a frame built by :func:`~wsmvc.framing.frame` (direct writers only)."""
+
+    def write_payload(self, payload: Payload) -> bool:
+        """Write one message of a broadcast: the frame bytes ``payload`` built for this
+        peer's compression (shared with every peer alike) when the writer is direct."""
 
     closed: bool
 
@@ -69,9 +58,23 @@ class Writer(Protocol):
 
 
 class DirectWriter:
-    """Frames written to the transport in the caller's step; no task, no await."""
+    """Frames written to the transport in the caller's step; no task, no await.
 
-    __slots__ = ("_limit", "_on_overflow", "_transport", "_ws", "closed")
+    ``deflate``: the ``server_max_window_bits`` (9-15) of the permessage-deflate this peer
+    negotiated, 0 without. Messages of ``threshold`` bytes or more are then deflated (zlib
+    ``level``), each on its own (:mod:`wsmvc.framing`); smaller ones go plain.
+    """
+
+    __slots__ = (
+        "_level",
+        "_limit",
+        "_on_overflow",
+        "_threshold",
+        "_transport",
+        "_ws",
+        "closed",
+        "deflate",
+    )
     direct = True
 
     def __init__(
@@ -80,17 +83,32 @@ class DirectWriter:
         transport: asyncio.Transport,
         limit: int,
         on_overflow: Callable[[], None],
+        *,
+        deflate: int = 0,
+        threshold: int = DEFAULT_THRESHOLD,
+        level: int = DEFAULT_LEVEL,
     ) -> None:
         self._ws = ws
         self._transport = transport
         self._limit = limit
         self._on_overflow = on_overflow
+        self.deflate = deflate
+        self._threshold = threshold
+        self._level = level
         self.closed = False
 
     def write(self, data: bytes, binary: bool) -> bool:
         if self.closed:
             return False
-        return self.write_frame(frame(data, OP_BINARY if binary else OP_TEXT))
+        if not self.deflate or len(data) < self._threshold:
+            return self.write_frame(frame(data, OP_BINARY if binary else OP_TEXT))
+        payload = Payload(data, binary, threshold=self._threshold, level=self._level)
+        return self.write_frame(payload.for_peer(self.deflate))
+
+    def write_payload(self, payload: Payload) -> bool:
+        if self.closed:
+            return False
+        return self.write_frame(payload.for_peer(self.deflate))
 
     def write_frame(self, framed: bytes) -> bool:
         if self.closed:
@@ -167,6 +185,9 @@ class QueuedWriter:
 
     def write_frame(self, framed: bytes) -> bool:
         raise TypeError("QueuedWriter cannot write pre-built frames")
+
+    def write_payload(self, payload: Payload) -> bool:
+        return self.write(payload.data, payload.binary)
 
     async def _drain(self) -> None:
         try:
