@@ -75,6 +75,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="warm-up seconds per run (default 1)")
     parser.add_argument("--json", type=Path, help="write every run and the medians here")
     parser.add_argument(
+        "--deflate",
+        choices=("off", "on", "both"),
+        default="both",
+        help="echo, broadcast and connect with the load generator offering permessage-deflate"
+        " (as browsers do), without, or both (default both)",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="REV",
         help="also run the wsmvc setup on this git revision's wsmvc/, and compare (before/after)",
@@ -270,7 +277,7 @@ def run_cases(cases: list[Case], args: argparse.Namespace, baseline: ServerSpec 
     for case in cases:
         servers = [
             s
-            for s in scenario_servers(case.scenario, baseline)
+            for s in scenario_servers(case.scenario, baseline, bool(case.config.get("deflate")))
             if not args.server or s.name in args.server or s is baseline
         ]
         runs: dict[str, list[Metrics]] = {s.name: [] for s in servers}
@@ -295,7 +302,8 @@ def main() -> int:
     args = parse_args()
     raise_nofile_limit()
     scenarios = args.scenario or list(SCENARIOS)
-    cases = make_cases(scenarios, args.quick, args.warmup, args.duration)
+    deflate = {"off": (False,), "on": (True,), "both": (False, True)}[args.deflate]
+    cases = make_cases(scenarios, args.quick, args.warmup, args.duration, deflate)
     baseline: ServerSpec | None = None
     commit = ""
     with contextlib.ExitStack() as stack:  # the baseline's export: removed after the runs

@@ -32,8 +32,10 @@ __all__ = [
 
 DEFAULT_THRESHOLD = 512
 """Bytes: smaller messages are sent uncompressed (see docs/deploying.md for the measurement)."""
-DEFAULT_LEVEL = 6
-"""zlib's own default level."""
+DEFAULT_LEVEL = 1
+"""zlib level. Measured on 64 KiB of chat-like JSON: level 1 takes 385 µs and keeps 26 % of
+the bytes, zlib's default 6 takes 1418 µs (3.7x) for 20 %; compression runs on the event
+loop, so the cheaper level is the default."""
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2

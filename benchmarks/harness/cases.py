@@ -38,6 +38,7 @@ class ServerSpec:
 
 
 RAW = ServerSpec("raw-aiohttp", "raw_aiohttp_server.py", "neffos")
+RAW_DEFLATE = ServerSpec("raw-aiohttp-deflate", "raw_aiohttp_server.py", "neffos", ("--compress",))
 WSMVC = ServerSpec("wsmvc", "wsmvc_server.py", "neffos")
 SOCKETIO = ServerSpec("python-socketio", "socketio_server.py", "socketio")
 # di-connect: the same controller without and with dependencies.
@@ -60,7 +61,9 @@ SCENARIO_SERVERS: dict[str, tuple[ServerSpec, ...]] = {
     "di-connect": (NO_DEPS, WITH_DEPS),
     "exchange-broadcast": (IN_PROCESS, REDIS, NATS),
 }
-SERVERS = tuple(dict.fromkeys(s for specs in SCENARIO_SERVERS.values() for s in specs))
+SERVERS = tuple(
+    dict.fromkeys([*(s for specs in SCENARIO_SERVERS.values() for s in specs), RAW_DEFLATE])
+)
 
 
 def baseline_spec(label: str, export: Path) -> ServerSpec:
@@ -69,10 +72,16 @@ def baseline_spec(label: str, export: Path) -> ServerSpec:
     return replace(WSMVC, name=f"wsmvc@{label}", pythonpath=export)
 
 
-def scenario_servers(scenario: str, baseline: ServerSpec | None = None) -> tuple[ServerSpec, ...]:
+def scenario_servers(
+    scenario: str, baseline: ServerSpec | None = None, deflate: bool = False
+) -> tuple[ServerSpec, ...]:
     """The setups of ``scenario``; ``baseline`` right after ``wsmvc`` where it applies, so the
-    two take their turns one after the other in every repetition."""
+    two take their turns one after the other in every repetition. ``deflate`` (the load
+    generator offers permessage-deflate): raw aiohttp with compression too, right after raw."""
     specs = SCENARIO_SERVERS[scenario]
+    if deflate and RAW in specs:
+        after = specs.index(RAW) + 1
+        specs = (*specs[:after], RAW_DEFLATE, *specs[after:])
     if baseline is None or scenario not in BASELINE_SCENARIOS:
         return specs
     after = specs.index(WSMVC) + 1
@@ -95,38 +104,35 @@ class Case:
         return f"{self.scenario} {self.label}"
 
 
-def make_cases(scenarios: list[str], quick: bool, warmup: float, duration: float) -> list[Case]:
-    """The cases of the chosen scenarios; ``quick`` shrinks them to a smoke test."""
+def make_cases(
+    scenarios: list[str],
+    quick: bool,
+    warmup: float,
+    duration: float,
+    deflate: tuple[bool, ...] = (False,),
+) -> list[Case]:
+    """The cases of the chosen scenarios; ``quick`` shrinks them to a smoke test.
+    ``deflate``: echo, broadcast and connect without and/or with permessage-deflate offered
+    by the load generator (label suffix `` deflate``)."""
     timing = {"warmup": warmup, "duration": duration}
     timeout = 60 + 2 * (warmup + duration)
     cases: list[Case] = []
-    if "echo" in scenarios:
-        for conns in (1, 16, 256):
-            cases.append(
-                Case("echo", f"C={conns}", "round trip", {"conns": conns, **timing}, timeout)
-            )
-    if "broadcast" in scenarios:
-        for receivers in (100, 1000):
-            cases.append(
-                Case(
-                    "broadcast",
-                    f"N={receivers}",
-                    "delivery",
-                    {"receivers": receivers, **timing},
-                    timeout,
+    for z in deflate:
+        suffix, extra = (" deflate", {"deflate": True}) if z else ("", {})
+        if "echo" in scenarios:
+            for conns in (1, 16, 256):
+                config = {"conns": conns, **timing, **extra}
+                cases.append(Case("echo", f"C={conns}{suffix}", "round trip", config, timeout))
+        if "broadcast" in scenarios:
+            for receivers in (100, 1000):
+                config = {"receivers": receivers, **timing, **extra}
+                cases.append(
+                    Case("broadcast", f"N={receivers}{suffix}", "delivery", config, timeout)
                 )
-            )
-    if "connect" in scenarios:
-        conns = 500 if quick else 2000
-        cases.append(
-            Case(
-                "connect",
-                str(conns),
-                "connection",
-                {"conns": conns, "warmConns": 20, "settleMs": 1000},
-                180.0,
-            )
-        )
+        if "connect" in scenarios:
+            conns = 500 if quick else 2000
+            config = {"conns": conns, "warmConns": 20, "settleMs": 1000, **extra}
+            cases.append(Case("connect", f"{conns}{suffix}", "connection", config, 180.0))
     if "di-connect" in scenarios:
         slices = max(2, round(duration / DI_SLICE_S))
         cases.append(

@@ -36,7 +36,7 @@ async function openClients(cfg, count, { latencies = null, urlOf = null, namespa
       const i = next++;
       const t0 = performance.now();
       const url = urlOf === null ? cfg.url : urlOf(i);
-      clients[i] = await makeClient(cfg.proto, url).open(namespace);
+      clients[i] = await makeClient(cfg.proto, url, cfg.deflate).open(namespace);
       if (latencies !== null) latencies.push(performance.now() - t0);
     }
   }

@@ -1,5 +1,8 @@
 """Benchmark server: the neffos subset the benchmarks use, by hand on a raw aiohttp websocket.
 
+``--compress``: accept permessage-deflate as aiohttp does it (a compressor per connection,
+every message compressed for each receiver); off by default.
+
 The limit of the stack: ``M`` gets ``A<id>``; an envelope is split on ``;`` six times;
 a namespace connect gets the empty reply; ``ask`` is answered by echoing the envelope
 (same token, namespace, room, event; the body as the reply); ``fanout`` sends ``chat``
@@ -11,18 +14,20 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 
-from _common import parse_port, run
+from _common import port_parser, run
 from aiohttp import WSCloseCode, WSMsgType, web
 
 CONNECT = "_OnNamespaceConnect"
 DISCONNECT = "_OnNamespaceDisconnect"
+
+COMPRESS = False  # --compress: accept permessage-deflate (aiohttp's own, per connection)
 
 members: defaultdict[str, set[web.WebSocketResponse]] = defaultdict(set)
 live: set[web.WebSocketResponse] = set()
 
 
 async def handle(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(compress=False)
+    ws = web.WebSocketResponse(compress=COMPRESS)
     await ws.prepare(request)
     joined: set[str] = set()
     acked = False
@@ -82,4 +87,8 @@ def make_app() -> web.Application:
 
 
 if __name__ == "__main__":
-    run(make_app(), parse_port(__doc__.splitlines()[0]), "raw-aiohttp")
+    parser = port_parser(__doc__.splitlines()[0])
+    parser.add_argument("--compress", action="store_true", help="accept permessage-deflate")
+    args = parser.parse_args()
+    COMPRESS = args.compress
+    run(make_app(), args.port, "raw-aiohttp-deflate" if COMPRESS else "raw-aiohttp")

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from wsmvc import Message, NSConn, Server
 
-server = Server(allowed_origins="*", compress=False)
+server = Server(allowed_origins="*")  # the defaults users get (deflate when offered)
 
 
 @server.on("default", "ask")
