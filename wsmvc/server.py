@@ -66,7 +66,9 @@ class Server:
     * ``handshake_timeout`` - seconds a client has, once upgraded, to send neffos' ``M``;
       past it the connection is closed with 1008 (default 10; ``None``: no limit).
     * ``send_buffer_limit`` - bytes the server may buffer for one peer; a peer that stops
-      reading is closed with 1008 at once past it, so it never delays others (default 4 MiB).
+      reading is closed with 1008 past it, so it never delays others (default 4 MiB). A
+      burst written in one loop step may pass it (it goes out as the peer reads); the peer
+      is cut when a later step's write finds its buffer still past the limit.
     * ``max_queue`` / ``max_queue_bytes`` - messages (default 64) and bytes of them (default
       1 MiB) a connection keeps while they wait their turn: sent before ``M``, or read while
       a handler awaits an ask. Past it, before ``M`` the connection is closed with 1008;

@@ -66,6 +66,7 @@ class DirectWriter:
     """
 
     __slots__ = (
+        "_burst",
         "_level",
         "_limit",
         "_on_overflow",
@@ -95,6 +96,7 @@ class DirectWriter:
         self.deflate = deflate
         self._threshold = threshold
         self._level = level
+        self._burst = False  # the limit was crossed in the current loop step
         self.closed = False
 
     def write(self, data: bytes, binary: bool) -> bool:
@@ -118,10 +120,27 @@ class DirectWriter:
             self.closed = True
             return False
         t.write(framed)
-        if t.get_write_buffer_size() > self._limit:
+        size = t.get_write_buffer_size()
+        if size > self._limit:
+            self._over_limit(size - len(framed))
+        return True
+
+    def _over_limit(self, before: int) -> None:
+        """The transport buffers more than the limit. A burst written in one loop step is
+        the application's doing and goes out as the peer reads; a peer whose buffer is
+        still past the limit when a later step writes is not reading: overflow. (The
+        queued writer's rule too; checked only past the limit, nothing on the hot path.)"""
+        if self._burst:
+            return  # the same step's burst
+        if before > self._limit:
             self.closed = True
             self._on_overflow()
-        return True
+            return
+        self._burst = True
+        asyncio.get_running_loop().call_soon(self._step_ended)
+
+    def _step_ended(self) -> None:
+        self._burst = False
 
     async def close(self, code: int, reason: bytes, *, urgent: bool = False) -> None:
         self.closed = True
