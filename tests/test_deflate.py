@@ -287,3 +287,42 @@ def test_payload_frames_inflate_back_with_the_rfc_tail() -> None:
     assert zlib.decompressobj(-15).decompress(body + b"\x00\x00\xff\xff") == data
     assert payload.for_peer(15) is framed  # computed once
     assert payload.for_peer(0) == framing.frame(data, framing.OP_TEXT)
+
+
+async def test_fifty_reading_clients_get_every_large_broadcast(serve: Serve) -> None:
+    """The case of issue 9: 64 KiB messages broadcast back to back to 50 clients that read,
+    half of them compressing, with the default send-buffer limit. Every client gets every
+    message, in order, and none is closed. The bytes are random: deflate cannot shrink them."""
+    server = Server({"default": {}})
+    url = await serve(server)
+    count, readers = 32, 50
+    got: dict[int, list[bytes]] = {k: [] for k in range(readers)}
+    done = asyncio.Event()
+
+    def recorder(k: int) -> Any:
+        def on_m(ns: NSConn, msg: Message) -> None:
+            got[k].append(msg.body[:4])
+            if all(len(v) == count for v in got.values()):
+                done.set()
+
+        return on_m
+
+    clients = [
+        await wsmvc.dial(url, {"default": {"m": recorder(k)}}, compress=k % 2 == 0)
+        for k in range(readers)
+    ]
+    try:
+        for c in clients:
+            await c.connect("default", timeout=T)
+        blob = os.urandom(64 * 1024)
+        for i in range(count):
+            await server.broadcast(
+                Message(namespace="default", event="m", body=b"%04d" % i + blob, binary=True)
+            )
+            await asyncio.sleep(0)  # one broadcast per loop step, as from 32 handler calls
+        await asyncio.wait_for(done.wait(), T)
+        assert all(not c.closed for c in clients)
+        assert all(v == [b"%04d" % i for i in range(count)] for v in got.values())
+    finally:
+        for c in clients:
+            await c.close()
