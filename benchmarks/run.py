@@ -75,6 +75,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="warm-up seconds per run (default 1)")
     parser.add_argument("--json", type=Path, help="write every run and the medians here")
     parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop", "both"),
+        default="both",
+        help="echo, broadcast and connect with every server on the default asyncio loop,"
+        " on uvloop, or both (default both)",
+    )
+    parser.add_argument(
         "--deflate",
         choices=("off", "on", "both"),
         default="both",
@@ -103,6 +110,8 @@ def run_once(case: Case, spec: ServerSpec) -> Metrics:
     with contextlib.ExitStack() as stack:  # closed in reverse: the servers, then the broker
         broker = stack.enter_context(BrokerProcess(spec.broker)) if spec.broker else None
         args = (*spec.args, "--broker", broker.url) if broker is not None else spec.args
+        if case.config.get("loop") == "uvloop":
+            args = (*args, "--loop", "uvloop")
         servers = [
             stack.enter_context(ServerProcess(spec.path, args, spec.pythonpath))
             for _ in range(spec.processes)
@@ -303,7 +312,8 @@ def main() -> int:
     raise_nofile_limit()
     scenarios = args.scenario or list(SCENARIOS)
     deflate = {"off": (False,), "on": (True,), "both": (False, True)}[args.deflate]
-    cases = make_cases(scenarios, args.quick, args.warmup, args.duration, deflate)
+    loops = {"asyncio": ("asyncio",), "uvloop": ("uvloop",), "both": ("asyncio", "uvloop")}
+    cases = make_cases(scenarios, args.quick, args.warmup, args.duration, deflate, loops[args.loop])
     baseline: ServerSpec | None = None
     commit = ""
     with contextlib.ExitStack() as stack:  # the baseline's export: removed after the runs

@@ -110,15 +110,21 @@ def make_cases(
     warmup: float,
     duration: float,
     deflate: tuple[bool, ...] = (False,),
+    loops: tuple[str, ...] = ("asyncio",),
 ) -> list[Case]:
     """The cases of the chosen scenarios; ``quick`` shrinks them to a smoke test.
     ``deflate``: echo, broadcast and connect without and/or with permessage-deflate offered
-    by the load generator (label suffix `` deflate``)."""
+    by the load generator (label suffix `` deflate``). ``loops``: those three on the default
+    asyncio loop and/or uvloop (every server started with ``--loop uvloop``, suffix
+    `` uvloop``)."""
     timing = {"warmup": warmup, "duration": duration}
     timeout = 60 + 2 * (warmup + duration)
     cases: list[Case] = []
-    for z in deflate:
-        suffix, extra = (" deflate", {"deflate": True}) if z else ("", {})
+    for loop, z in ((loop, z) for loop in loops for z in deflate):
+        suffix = (" deflate" if z else "") + (" uvloop" if loop == "uvloop" else "")
+        extra: dict[str, Any] = {"deflate": True} if z else {}
+        if loop == "uvloop":
+            extra["loop"] = "uvloop"
         if "echo" in scenarios:
             for conns in (1, 16, 256):
                 config = {"conns": conns, **timing, **extra}

@@ -139,6 +139,8 @@ class ServerProcess:
             line = read_line(self.proc.stdout, deadline, "the ready line")
             if not line.startswith("READY"):
                 raise BenchError(f"{self.script.name} did not start: {line!r} {self.stderr()}")
+            if "uvloop" in self.args and "(uvloop)" not in line:
+                raise BenchError(f"{self.script.name} did not run on uvloop: {line!r}")
             self.check_wsmvc(line)
             self.warm()
             self._stack = stack.pop_all()

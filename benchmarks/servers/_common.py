@@ -17,11 +17,23 @@ WSMVC_FROM = " wsmvc="  # ends the ready line of a server that imported wsmvc: w
 BODY_MAX = 1 << 20
 
 
+LOOPS = ("asyncio", "uvloop")
+
+
 def port_parser(description: str) -> argparse.ArgumentParser:
-    """The command line every server takes (``--port``); servers with options add theirs."""
+    """The command line every server takes (``--port``, ``--loop``); servers with options
+    add theirs."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--loop", choices=LOOPS, default="asyncio", help="the event loop")
     return parser
+
+
+def chosen_loop() -> str:
+    """The ``--loop`` of this server's command line (every script's parser has it)."""
+    loop_parser = argparse.ArgumentParser(add_help=False)
+    loop_parser.add_argument("--loop", choices=LOOPS, default="asyncio")
+    return str(loop_parser.parse_known_args()[0].loop)
 
 
 def parse_port(description: str) -> int:
@@ -77,4 +89,9 @@ def run(
     ready: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     raise_nofile_limit()
-    asyncio.run(serve(app, port, name, ready))
+    if chosen_loop() == "uvloop":
+        import uvloop  # only where asked for: the default loop needs nothing extra
+
+        uvloop.run(serve(app, port, f"{name} (uvloop)", ready))
+    else:
+        asyncio.run(serve(app, port, name, ready))
