@@ -1,7 +1,8 @@
 """permessage-deflate on the server's default path (issue 9): every message compressed on its
 own, a broadcast compressed once for all its receivers, small messages plain, and frames of
 one connection in order across both kinds. Real aiohttp servers, raw socket clients that
-show the bits on the wire (RSV1), aiohttp's and wsmvc's clients."""
+show the bits on the wire (RSV1), aiohttp's and wsmvc's clients; on the default asyncio
+loop and on uvloop."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ from .conftest import Serve
 from .wire_support import RawWS, T
 
 BIG = 4000  # bytes: above the default threshold, and compressible
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Every test here on both loops: uvloop's transports are not ``asyncio.Transport``
+    subclasses, and once sent every uvloop connection down the slow write path."""
+    if request.param == "uvloop":
+        import uvloop
+
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
 
 
 def text(i: int, size: int) -> str:

@@ -159,7 +159,8 @@ class Conn:
         self._closing = Closing(
             self,
             registry=registry,
-            transport=transport if isinstance(transport, asyncio.Transport) else None,
+            # Not isinstance(asyncio.Transport): uvloop's transports are not subclasses.
+            transport=transport,
             timeout=close_timeout,
         )
         self._opened = False  # on_connect accepted the connection: on_disconnect will run

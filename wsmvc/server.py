@@ -322,7 +322,9 @@ class Server:
         deflate = int(ws.compress) if ws.compress else 0
 
         def make_writer(on_overflow: Callable[[], None]) -> Writer:
-            if isinstance(transport, asyncio.Transport):
+            # Any transport aiohttp gives (asyncio's, uvloop's: not an asyncio.Transport
+            # subclass, an isinstance check sent every uvloop connection the slow way).
+            if transport is not None:
                 return DirectWriter(
                     ws,
                     transport,
