@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -11,6 +13,14 @@ from aiohttp import web
 from wsmvc import Server
 
 Serve = Callable[..., Awaitable[str]]
+
+if os.environ.get("WSMVC_TEST_LOOP") == "uvloop":  # tox -e uvloop: every test on uvloop
+
+    @pytest.fixture(scope="session")
+    def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+        import uvloop
+
+        return uvloop.EventLoopPolicy()
 
 
 @pytest.fixture
