@@ -135,6 +135,9 @@ def make_cases(
                 cases.append(
                     Case("broadcast", f"N={receivers}{suffix}", "delivery", config, timeout)
                 )
+            # Large messages to fewer readers (issue 9): 64 KiB of chat-like JSON to 50.
+            config = {"receivers": 50, "bodyBytes": 64 * 1024, **timing, **extra}
+            cases.append(Case("broadcast", f"N=50 64KiB{suffix}", "delivery", config, timeout))
         if "connect" in scenarios:
             conns = 500 if quick else 2000
             config = {"conns": conns, "warmConns": 20, "settleMs": 1000, **extra}

@@ -93,6 +93,15 @@ async function probeServers(urls, receivers) {
   }
 }
 
+// Broadcast body `seq` of `size` bytes: the number, then (for large bodies) chat-like JSON
+// text, which deflate shrinks about as much as real traffic.
+const FILLER = ',{"user":"user42","text":"see you in the room at nine","ts":1764540000}';
+function bodyOf(seq, size) {
+  const head = String(seq).padStart(Math.min(size, BODY_SIZE), '0');
+  if (size <= head.length) return head;
+  return (head + FILLER.repeat(Math.ceil((size - head.length) / FILLER.length))).slice(0, size);
+}
+
 async function broadcast(cfg, mark) {
   const urls = cfg.urls || [cfg.url];
   const receivers = await openClients(cfg, cfg.receivers, { urlOf: (i) => urls[i % urls.length] });
@@ -115,7 +124,7 @@ async function broadcast(cfg, mark) {
   // One fan-out in flight: send the trigger, wait until the last receiver has the message.
   const fanout = () =>
     new Promise((resolve, reject) => {
-      expected = String(++seq).padStart(BODY_SIZE, '0');
+      expected = bodyOf(++seq, cfg.bodyBytes || BODY_SIZE);
       remaining = receivers.length;
       const timer = setTimeout(() => {
         reject(new Error(`fan-out ${seq}: ${remaining} receivers still waiting`));
