@@ -22,6 +22,13 @@ if os.environ.get("WSMVC_TEST_LOOP") == "uvloop":  # tox -e uvloop: every test o
 
         return uvloop.EventLoopPolicy()
 
+    @pytest.fixture(autouse=True)
+    async def _on_the_policys_loop(event_loop_policy: asyncio.AbstractEventLoopPolicy) -> None:
+        """Fail rather than pass on another loop if the policy stops being honoured (a
+        module may choose its own policy: tests/test_deflate.py runs on both)."""
+        wanted = type(event_loop_policy).__module__.split(".")[0]
+        assert type(asyncio.get_running_loop()).__module__.split(".")[0] == wanted
+
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:

@@ -33,6 +33,15 @@ def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLo
     return asyncio.DefaultEventLoopPolicy()
 
 
+@pytest.fixture(autouse=True)
+async def _on_the_asked_loop(event_loop_policy: asyncio.AbstractEventLoopPolicy) -> None:
+    """Fail, rather than pass on the wrong loop, if pytest-asyncio stops honouring the
+    policy fixture (it is deprecated there)."""
+    wanted = type(event_loop_policy).__module__.split(".")[0]
+    running = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    assert running == wanted, (running, wanted)
+
+
 def text(i: int, size: int) -> str:
     """Message ``i``: ``size`` bytes of JSON-like text that deflate shrinks."""
     head = f'{{"n":{i},"text":"'
