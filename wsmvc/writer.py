@@ -37,17 +37,12 @@ log = logging.getLogger("wsmvc")
 class Writer(Protocol):
     """What a connection needs from its write path."""
 
-    direct: bool
-
     def write(self, data: bytes, binary: bool) -> bool:
         """Queue one message; ``False`` once the writer is closed."""
 
-    def write_frame(self, framed: bytes) -> bool:
-        """Write a frame built by :func:`~wsmvc.framing.frame` (direct writers only)."""
-
     def write_payload(self, payload: Payload) -> bool:
-        """Write one message of a broadcast: the frame bytes ``payload`` built for this
-        peer's compression (shared with every peer alike) when the writer is direct."""
+        """Write one message of a broadcast: on a server connection, the frame bytes
+        ``payload`` built for this peer's compression (shared with every peer alike)."""
 
     closed: bool
 
@@ -76,7 +71,6 @@ class DirectWriter:
         "closed",
         "deflate",
     )
-    direct = True
 
     def __init__(
         self,
@@ -103,18 +97,17 @@ class DirectWriter:
         if self.closed:
             return False
         if not self.deflate or len(data) < self._threshold:
-            return self.write_frame(frame(data, OP_BINARY if binary else OP_TEXT))
+            return self._write_frame(frame(data, OP_BINARY if binary else OP_TEXT))
         payload = Payload(data, binary, threshold=self._threshold, level=self._level)
-        return self.write_frame(payload.for_peer(self.deflate))
+        return self._write_frame(payload.for_peer(self.deflate))
 
     def write_payload(self, payload: Payload) -> bool:
         if self.closed:
             return False
-        return self.write_frame(payload.for_peer(self.deflate))
+        return self._write_frame(payload.for_peer(self.deflate))
 
-    def write_frame(self, framed: bytes) -> bool:
-        if self.closed:
-            return False
+    def _write_frame(self, framed: bytes) -> bool:
+        # Its callers checked `closed` before building the frame.
         t = self._transport
         if t.is_closing():
             self.closed = True
@@ -168,7 +161,6 @@ class QueuedWriter:
         "_ws",
         "closed",
     )
-    direct = False
 
     def __init__(self, ws: AnyWebSocket, limit: int, on_overflow: Callable[[], None]) -> None:
         self._ws = ws
@@ -201,9 +193,6 @@ class QueuedWriter:
     def _age(self) -> None:
         # Runs after the drain task's next step: what it could not send is now old.
         self._fresh = 0
-
-    def write_frame(self, framed: bytes) -> bool:
-        raise TypeError("QueuedWriter cannot write pre-built frames")
 
     def write_payload(self, payload: Payload) -> bool:
         return self.write(payload.data, payload.binary)
