@@ -543,6 +543,9 @@ class Conn:
                 code = WSCloseCode.ABNORMAL_CLOSURE
             elif not code:
                 code = 1005  # a close frame without a status (aiohttp says 0)
+            if kind is WSMsgType.ERROR:
+                # No pong within the heartbeat, an invalid or oversized frame: say which.
+                log.info("%r: closing (%s): %s", self, code, frame.data)
             self.request_close(code)
             return None
         else:

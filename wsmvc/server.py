@@ -61,7 +61,13 @@ class Server:
       Requests without an ``Origin`` header (non-browser clients) are always allowed.
     * ``max_message_size`` - larger incoming messages close the connection with 1009
       (default 1 MiB).
-    * ``heartbeat`` - seconds between server pings; a peer that does not answer is closed.
+    * ``heartbeat`` - seconds: when a connection received nothing for this long, the server
+      pings it; a peer that does not answer within half of it is closed (1006 for this side;
+      logged at INFO). Default 20: a dead or vanished client (a laptop closed, a NAT entry
+      dropped) is found within 30 s, and the ping keeps proxies (nginx, load balancers: 60 s
+      idle by default) from closing idle connections; browsers and the neffos clients answer
+      pings by themselves. Measured cost: see ``docs/deploying.md#timeouts-and-the-heartbeat``.
+      ``None``: no pings.
     * ``read_timeout`` - close a connection that sends nothing for this many seconds.
     * ``handshake_timeout`` - seconds a client has, once upgraded, to send neffos' ``M``;
       past it the connection is closed with 1008 (default 10; ``None``: no limit).
@@ -109,7 +115,7 @@ class Server:
         on_disconnect: ConnHook | None = None,
         allowed_origins: Iterable[str] | Literal["*"] | None = None,
         max_message_size: int = 1 << 20,
-        heartbeat: float | None = None,
+        heartbeat: float | None = 20.0,
         read_timeout: float | None = None,
         handshake_timeout: float | None = 10.0,
         send_buffer_limit: int = 4 << 20,

@@ -1,0 +1,137 @@
+"""The heartbeat (issue 9): on by default; a client that stops answering is closed, one
+that answers stays, however long its handlers run.
+
+The clients here are aiohttp's with ``autoping=False``: they see every ping and answer
+only when the test says so, so "answered" and "silent" are what the test does, not timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType
+
+import wsmvc
+from wsmvc import Message, NSConn, Server
+
+from .wire_support import Serve, T, conn_by_id, expect, handshake, make_server, ready, recv, show
+
+BEAT = 0.2  # seconds: short, so that tests see many pings
+
+
+def test_heartbeat_is_on_by_default() -> None:
+    """A silent peer is found without configuration (the docstring says 20 s, and why)."""
+    assert Server().heartbeat == 20.0
+    assert Server.__doc__ is not None and "Default 20" in Server.__doc__
+
+
+async def answer_pings(ws: aiohttp.ClientWebSocketResponse, count: int) -> None:
+    """Read ``count`` pings, answering each; anything else the server sends fails."""
+    for _ in range(count):
+        msg = await recv(ws)
+        assert msg.type is WSMsgType.PING, f"expected a ping, got {show(msg)}"
+        await ws.pong(msg.data)
+
+
+async def test_a_client_that_stops_answering_pings_is_closed(
+    serve: Serve, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = asyncio.Event()
+    server = make_server(heartbeat=BEAT, on_disconnect=lambda conn: gone.set())
+    url = await serve(server)
+    ws = await session.ws_connect(url, autoping=False)
+    conn_id = await ready(ws, "lobby")
+    await answer_pings(ws, 2)  # alive for two periods, then silent (reads nothing more)
+    silent_since = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="wsmvc"):
+        await asyncio.wait_for(gone.wait(), T)
+    # Not before the next ping had its half period to be answered.
+    assert time.monotonic() - silent_since >= BEAT / 2
+    assert server.room_members("default", "lobby") == []
+    assert not server.namespace_members("default")
+    assert any(conn_id in r.getMessage() and "PONG" in r.getMessage() for r in caplog.records), [
+        r.getMessage() for r in caplog.records
+    ]
+    # The client sees the end of the connection behind the pings it did not read.
+    while True:
+        msg = await recv(ws)
+        if msg.type is not WSMsgType.PING:
+            break
+    assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING), show(msg)
+
+
+async def test_a_client_that_answers_stays_and_is_served(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    url = await serve(make_server(heartbeat=BEAT))
+    ws = await session.ws_connect(url, autoping=False)
+    await ready(ws)
+    await answer_pings(ws, 5)
+    await ws.send_str("$1;default;;ping;0;0;hi")
+    await expect(ws, "$1;default;;ping;0;0;pong")
+
+
+async def test_pongs_keep_a_connection_whose_handler_runs_long(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """The serving task is busy in a handler for many periods: pongs still count (aiohttp
+    reads them while nobody calls ``receive()``), so the connection is not closed."""
+    release = asyncio.Event()
+
+    async def slow(nsconn: NSConn, msg: Message) -> str:
+        await release.wait()
+        return "done"
+
+    server = Server({"default": {"slow": slow}}, heartbeat=BEAT)
+    url = await serve(server)
+    ws = await session.ws_connect(url, autoping=False)
+    conn_id = await handshake(ws)
+    await ws.send_str("$c;default;;_OnNamespaceConnect;0;0;")
+    await expect(ws, "$c;;;;;;")
+    await ws.send_str("$2;default;;slow;0;0;")
+    await answer_pings(ws, 5)
+    assert not conn_by_id(server, conn_id).closed
+    release.set()
+    await expect(ws, "$2;default;;slow;0;0;done")
+
+
+async def test_messages_count_as_life(serve: Serve, session: aiohttp.ClientSession) -> None:
+    """A client that keeps talking is not pinged: whatever arrives resets the heartbeat."""
+    url = await serve(make_server(heartbeat=BEAT))
+    ws = await session.ws_connect(url, autoping=False)
+    await ready(ws)
+    deadline = time.monotonic() + 4 * BEAT
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        await ws.send_str(f"$m{n};default;;ping;0;0;{n}")
+        msg = await recv(ws)
+        assert msg.type is WSMsgType.TEXT, f"a ping came while the client talked: {show(msg)}"
+        assert msg.data == f"$m{n};default;;ping;0;0;pong"
+        await asyncio.sleep(BEAT / 4)  # the pace of the talk, not a wait for a result
+
+
+async def test_no_heartbeat_means_no_pings(serve: Serve, session: aiohttp.ClientSession) -> None:
+    url = await serve(make_server(heartbeat=None))
+    ws = await session.ws_connect(url, autoping=False)
+    await ready(ws)
+    with pytest.raises(asyncio.TimeoutError):
+        await ws.receive(timeout=3 * BEAT)
+
+
+async def test_the_python_client_answers_by_itself(serve: Serve) -> None:
+    """wsmvc's own client, as users run it, stays connected through many pings: without
+    its pongs the server would close it after 1.5 periods; the test waits 6."""
+    server = make_server(heartbeat=BEAT)
+    url = await serve(server)
+    async with await wsmvc.dial(url, {"default": {}}) as client:
+        nsconn = await client.connect("default")
+        (member,) = server.namespace_members("default")
+        await asyncio.sleep(6 * BEAT)
+        assert not member.conn.closed
+        reply = await nsconn.ask("ping", "hi", timeout=T)
+        assert reply.body == b"pong"
