@@ -16,7 +16,7 @@ import pytest
 from aiohttp import WSMsgType
 
 import wsmvc
-from wsmvc import Message, NSConn, Server
+from wsmvc import Conn, Message, NSConn, Server
 
 from .wire_support import Serve, T, conn_by_id, expect, handshake, make_server, ready, recv, show
 
@@ -41,7 +41,13 @@ async def test_a_client_that_stops_answering_pings_is_closed(
     serve: Serve, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     gone = asyncio.Event()
-    server = make_server(heartbeat=BEAT, on_disconnect=lambda conn: gone.set())
+    codes: list[int | None] = []
+
+    def on_disconnect(conn: Conn) -> None:
+        codes.append(conn.close_code)
+        gone.set()
+
+    server = make_server(heartbeat=BEAT, on_disconnect=on_disconnect)
     url = await serve(server)
     ws = await session.ws_connect(url, autoping=False)
     conn_id = await ready(ws, "lobby")
@@ -53,7 +59,7 @@ async def test_a_client_that_stops_answering_pings_is_closed(
     assert time.monotonic() - silent_since >= BEAT / 2
     assert server.room_members("default", "lobby") == []
     assert not server.namespace_members("default")
-    assert any(conn_id in r.getMessage() and "PONG" in r.getMessage() for r in caplog.records), [
+    assert any(conn_id in r.getMessage() and "no pong" in r.getMessage() for r in caplog.records), [
         r.getMessage() for r in caplog.records
     ]
     # The client sees the end of the connection behind the pings it did not read.
@@ -61,7 +67,10 @@ async def test_a_client_that_stops_answering_pings_is_closed(
         msg = await recv(ws)
         if msg.type is not WSMsgType.PING:
             break
-    assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING), show(msg)
+    # The close frame says why, as the websockets library does.
+    assert msg.type is WSMsgType.CLOSE, show(msg)
+    assert (msg.data, msg.extra) == (1011, "keepalive ping timeout")
+    assert codes == [1006]  # for the server's side: the connection is lost
 
 
 async def test_a_client_that_answers_stays_and_is_served(
@@ -78,8 +87,9 @@ async def test_a_client_that_answers_stays_and_is_served(
 async def test_pongs_keep_a_connection_whose_handler_runs_long(
     serve: Serve, session: aiohttp.ClientSession
 ) -> None:
-    """The serving task is busy in a handler for many periods: pongs still count (aiohttp
-    reads them while nobody calls ``receive()``), so the connection is not closed."""
+    """The serving task is busy in a handler for many periods: it cannot read pongs, so
+    it is not closed for them, but it is still pinged (keeping proxies from timing out),
+    and the pongs count once it reads again."""
     release = asyncio.Event()
 
     async def slow(nsconn: NSConn, msg: Message) -> str:
@@ -135,3 +145,69 @@ async def test_the_python_client_answers_by_itself(serve: Serve) -> None:
         assert not member.conn.closed
         reply = await nsconn.ask("ping", "hi", timeout=T)
         assert reply.body == b"pong"
+
+
+async def test_the_server_answers_a_clients_ping(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """Pongs are the server's own (aiohttp's autoping is off): with the payload, RFC 6455
+    §5.5.3, in order with the messages."""
+    url = await serve(make_server(heartbeat=None))
+    ws = await session.ws_connect(url, autoping=False)
+    await ready(ws)
+    await ws.send_str("$1;default;;ping;0;0;")
+    await ws.ping(b"are you there")
+    await ws.send_str("$2;default;;ping;0;0;")
+    await expect(ws, "$1;default;;ping;0;0;pong")
+    msg = await recv(ws)
+    assert (msg.type, msg.data) == (WSMsgType.PONG, b"are you there"), show(msg)
+    await expect(ws, "$2;default;;ping;0;0;pong")
+
+
+async def test_a_silent_client_is_not_closed_while_its_handler_runs(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """No reader runs during the handler, so a missing pong cannot be told from an unread
+    one: the connection is judged once the handler returned (and then closed)."""
+    release, gone = asyncio.Event(), asyncio.Event()
+
+    async def slow(nsconn: NSConn, msg: Message) -> None:
+        await release.wait()
+
+    server = Server(
+        {"default": {"slow": slow}}, heartbeat=BEAT, on_disconnect=lambda conn: gone.set()
+    )
+    url = await serve(server)
+    ws = await session.ws_connect(url, autoping=False)
+    conn_id = await handshake(ws)
+    await ws.send_str("$c;default;;_OnNamespaceConnect;0;0;")
+    await expect(ws, "$c;;;;;;")
+    await ws.send_str("$2;default;;slow;0;0;")  # then silent: no pong, nothing read
+    await asyncio.sleep(6 * BEAT)  # four pong deadlines pass while the handler runs
+    assert not conn_by_id(server, conn_id).closed
+    release.set()
+    await asyncio.wait_for(gone.wait(), T)
+
+
+async def test_an_ask_to_a_vanished_client_ends_with_the_heartbeat(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """The server asks a client that went silent: the helper reader is listening, so the
+    heartbeat closes the connection and the ask fails then, not after its timeout."""
+    outcome: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def ask_back(nsconn: NSConn, msg: Message) -> None:
+        try:
+            await nsconn.ask("question", timeout=60)
+        except Exception as exc:
+            outcome.set_result(exc)
+
+    server = Server({"default": {"ask_back": ask_back}}, heartbeat=BEAT)
+    url = await serve(server)
+    ws = await session.ws_connect(url, autoping=False)
+    await handshake(ws)
+    await ws.send_str("$c;default;;_OnNamespaceConnect;0;0;")
+    await expect(ws, "$c;;;;;;")
+    await ws.send_str("$2;default;;ask_back;0;0;")  # then reads nothing, answers nothing
+    exc = await asyncio.wait_for(outcome, T)
+    assert isinstance(exc, wsmvc.ConnectionClosed), repr(exc)

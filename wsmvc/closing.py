@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypeAlias
 
-from aiohttp import WSCloseCode
+from aiohttp import WSCloseCode, WSMessage, WSMsgType
 
 from .protocol import Message
 from .states import ConnState
@@ -84,6 +84,18 @@ class Closing:
         self._closer = asyncio.get_running_loop().create_task(
             self._close_transport(code, reason.encode()[:123], urgent)
         )
+
+    def ended(self, frame: WSMessage, code: int | None) -> None:
+        """The websocket ended: the peer's close frame, the connection broke, or aiohttp
+        failed it (an invalid or oversized frame: logged); ``code`` is aiohttp's
+        ``close_code``."""
+        if code is None:
+            code = WSCloseCode.ABNORMAL_CLOSURE
+        elif not code:
+            code = 1005  # a close frame without a status (aiohttp says 0)
+        if frame.type is WSMsgType.ERROR:
+            log.info("%r: closing (%s): %s", self._conn, code, frame.data)
+        self.request(code, "", False)
 
     async def _close_transport(self, code: int, reason: bytes, urgent: bool) -> None:
         if code in _NOT_ON_THE_WIRE:

@@ -99,6 +99,7 @@ class Conn:
         "close_timeout",
         "dispatcher",
         "handshake_timeout",
+        "heard",
         "is_client",
         "reader",
         "reconnect_tries",
@@ -163,6 +164,7 @@ class Conn:
             transport=transport,
             timeout=close_timeout,
         )
+        self.heard = True  # a frame came since the heartbeat last looked (wsmvc.keepalive)
         self._opened = False  # on_connect accepted the connection: on_disconnect will run
         # Namespaces this side disconnected whose events wait for the serving task (made on
         # first use).
@@ -533,22 +535,17 @@ class Conn:
         """The message in a frame read from the websocket; ``None`` if there is none to
         handle (an answer to an ask, resolved here; a control frame; an invalid frame,
         ignored; the close, which starts closing)."""
+        self.heard = True
         kind = frame.type
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
             data: str | bytes = frame.data
             binary = kind is WSMsgType.BINARY
         elif kind in _CLOSE_TYPES:
-            code = self._ws.close_code
-            if code is None:
-                code = WSCloseCode.ABNORMAL_CLOSURE
-            elif not code:
-                code = 1005  # a close frame without a status (aiohttp says 0)
-            if kind is WSMsgType.ERROR:
-                # No pong within the heartbeat, an invalid or oversized frame: say which.
-                log.info("%r: closing (%s): %s", self, code, frame.data)
-            self.request_close(code)
+            self._closing.ended(frame, self._ws.close_code)
             return None
         else:
+            if kind is WSMsgType.PING:  # the server's autoping is off (wsmvc.keepalive)
+                self.writer.control(WSMsgType.PONG, frame.data)
             return None
         if not data:
             return None

@@ -85,6 +85,12 @@ class Reader:
         self.wakeup: asyncio.Event | None = None  # the helper read something, or it ended
         self.drained: asyncio.Event | None = None  # the queue has room: the helper may read
 
+    @property
+    def listening(self) -> bool:
+        """Whether a frame arriving now is read soon: the serving task waits for one, or
+        the helper reads (with room to queue it)."""
+        return self.reading or (self.helper is not None and not self._session.inbox_full)
+
     async def receive(self, timeout: float | None, timeout_reason: str) -> WSMessage | None:
         """The next frame, read by the serving task; ``None`` when woken, or after
         ``timeout`` seconds (aiohttp's ``receive_timeout`` if ``None``), which closes the

@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeAlias
-from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, web
 from injector import Injector
-from multidict import CIMultiDict
 
 from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
@@ -21,10 +18,12 @@ from .exchange import Exchange
 from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD, Payload, declare_no_context_takeover
 from .handlers import Handler, HandlerTable, Namespaces
 from .injection import Injection, ModuleLike
+from .keepalive import Heartbeat
 from .nsconn import DEFAULT, NSConn, Timeout
 from .protocol import ERR_BAD_NAMESPACE, ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode_event
 from .registry import Registry
 from .states import ConnState
+from .upgrade import Origins, default_id_generator, reconnect_tries, with_query_headers
 from .writer import DirectWriter, QueuedWriter, Writer
 
 __all__ = ["Server", "with_query_headers"]
@@ -33,14 +32,6 @@ log = logging.getLogger("wsmvc")
 
 IdGenerator: TypeAlias = Callable[[web.Request], "str | Awaitable[str]"]
 ConnHook: TypeAlias = Callable[[Conn], "Awaitable[None] | None"]
-
-QUERY_HEADER_PREFIX = "x-websocket-header-"
-RECONNECT_HEADER = "X-Websocket-Reconnect"
-
-
-def default_id_generator(request: web.Request) -> str:
-    """A random UUID (version 4), like neffos' default."""
-    return str(uuid.uuid4())
 
 
 class Server:
@@ -134,10 +125,7 @@ class Server:
         self.id_generator = id_generator
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
-        if allowed_origins is None or allowed_origins == "*":
-            self._origins: frozenset[str] | Literal["*"] | None = allowed_origins
-        else:
-            self._origins = frozenset(o.lower().rstrip("/") for o in allowed_origins)
+        self._origins = Origins(allowed_origins)
         self.max_message_size = max_message_size
         self.heartbeat = heartbeat
         self.read_timeout = read_timeout
@@ -156,6 +144,8 @@ class Server:
             exchange.attach(self)
         self._registry = Registry(exchange)
         self._live: set[Conn] = set()
+        live = self._live
+        self._heartbeat = Heartbeat(heartbeat, lambda: live) if heartbeat else None
         self._upgrading = 0  # requests before their Conn exists
         self._upgrades_done: asyncio.Event | None = None  # made by close() if it must wait
         self._closing = False
@@ -269,7 +259,7 @@ class Server:
             return web.Response(status=503, text="server is shutting down\n")
         if not self._prepared:
             self.prepare()
-        if not self._origin_allowed(request):
+        if not self._origins.allow(request):
             log.warning(
                 "refused websocket from origin %r (host %r): not in allowed_origins",
                 request.headers.get("Origin"),
@@ -285,7 +275,10 @@ class Server:
             autoclose=False,
             timeout=self.close_timeout,
             receive_timeout=self.read_timeout,
-            heartbeat=self.heartbeat,
+            # Pings and pongs are wsmvc.keepalive's: one timer for every connection, not
+            # aiohttp's callback per chunk read.
+            heartbeat=None,
+            autoping=False,
             compress=self.compress,
             # aiohttp refuses a message whose size reaches max_msg_size; ours is inclusive.
             max_msg_size=self.max_message_size + 1,
@@ -310,6 +303,8 @@ class Server:
                 return ws
             conn = self._new_conn(ws, request, str(conn_id))
             self._live.add(conn)
+            if self._heartbeat is not None:
+                self._heartbeat.start()
         finally:
             self._upgrading -= 1
             if not self._upgrading and self._upgrades_done is not None:
@@ -357,16 +352,8 @@ class Server:
             max_queue=self.max_queue,
             max_queue_bytes=self.max_queue_bytes,
         )
-        conn.reconnect_tries = _parse_int(request.headers.get(RECONNECT_HEADER))
+        conn.reconnect_tries = reconnect_tries(request)
         return conn
-
-    def _origin_allowed(self, request: web.Request) -> bool:
-        origin = request.headers.get("Origin")
-        if origin is None or self._origins == "*":
-            return True
-        if self._origins is None:
-            return urlsplit(origin).netloc.lower() == request.host.lower()
-        return origin.lower().rstrip("/") in self._origins
 
     async def _run_on_connect(self, conn: Conn) -> str | None:
         """Run ``on_connect``; the refusal reason, or ``None`` to accept."""
@@ -427,6 +414,8 @@ class Server:
         connection whose handler calls it (its events run after that handler).
         """
         self._closing = True
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         me = serving()
         if me is not None:
             me.request_close(WSCloseCode.GOING_AWAY, "server shutdown")
@@ -565,30 +554,3 @@ class Server:
             writer.write_payload(payload)
             sent += 1
         return sent
-
-
-def with_query_headers(request: web.Request) -> web.Request:
-    """The request with its ``X-Websocket-Header-<Name>`` query parameters as headers.
-
-    Browsers cannot set headers on a websocket, so neffos.js sends them this way
-    (spec 1.3). The server does this before ``id_generator``; call it in a middleware
-    (which runs earlier) to read such a header there, e.g. an ``Authorization`` token.
-    """
-    extra = [
-        (key[len(QUERY_HEADER_PREFIX) :], value)
-        for key, value in request.query.items()
-        if len(key) > len(QUERY_HEADER_PREFIX) and key.lower().startswith(QUERY_HEADER_PREFIX)
-    ]
-    if not extra:
-        return request
-    headers = CIMultiDict(request.headers)
-    for key, value in extra:
-        headers.add(key, value)
-    return request.clone(headers=headers)
-
-
-def _parse_int(value: str | None) -> int:
-    try:
-        return int(value) if value else 0
-    except ValueError:
-        return 0

@@ -44,6 +44,10 @@ class Writer(Protocol):
         """Write one message of a broadcast: on a server connection, the frame bytes
         ``payload`` built for this peer's compression (shared with every peer alike)."""
 
+    def control(self, opcode: WSMsgType, payload: bytes) -> bool:
+        """Queue a ping or a pong (``payload``: at most 125 bytes, RFC 6455 §5.5) in order
+        with the messages; ``False`` once the writer is closed."""
+
     closed: bool
 
     async def close(self, code: int, reason: bytes, *, urgent: bool = False) -> None:
@@ -105,6 +109,11 @@ class DirectWriter:
         if self.closed:
             return False
         return self._write_frame(payload.for_peer(self.deflate))
+
+    def control(self, opcode: WSMsgType, payload: bytes) -> bool:
+        if self.closed:
+            return False
+        return self._write_frame(frame(payload, opcode))
 
     def _write_frame(self, framed: bytes) -> bool:
         # Its callers checked `closed` before building the frame.
@@ -173,6 +182,13 @@ class QueuedWriter:
         self.closed = False
 
     def write(self, data: bytes, binary: bool) -> bool:
+        return self._enqueue(WSMsgType.BINARY if binary else WSMsgType.TEXT, data)
+
+    def control(self, opcode: WSMsgType, payload: bytes) -> bool:
+        return self._enqueue(opcode, payload)
+
+    def _enqueue(self, opcode: WSMsgType, payload: bytes) -> bool:
+        # Every frame this writer sends: one queue, one order.
         if self.closed or self._ws.closed:
             return False
         if self._queued - self._fresh > self._limit:
@@ -180,14 +196,14 @@ class QueuedWriter:
             self._queue.clear()
             self._on_overflow()
             return True
-        self._queue.append((data, WSMsgType.BINARY if binary else WSMsgType.TEXT))
-        self._queued += len(data)
+        self._queue.append((payload, opcode))
+        self._queued += len(payload)
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._task = loop.create_task(self._drain())
         if not self._fresh:
             loop.call_soon(self._age)
-        self._fresh += len(data)
+        self._fresh += len(payload)
         return True
 
     def _age(self) -> None:
