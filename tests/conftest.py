@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 import pytest
@@ -14,20 +14,47 @@ from wsmvc import Server
 
 Serve = Callable[..., Awaitable[str]]
 
-if os.environ.get("WSMVC_TEST_LOOP") == "uvloop":  # tox -e uvloop: every test on uvloop
+def _new_uvloop() -> asyncio.AbstractEventLoop:
+    import uvloop
 
-    @pytest.fixture(scope="session")
-    def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
-        import uvloop
+    return uvloop.new_event_loop()
 
-        return uvloop.EventLoopPolicy()
 
-    @pytest.fixture(autouse=True)
-    async def _on_the_policys_loop(event_loop_policy: asyncio.AbstractEventLoopPolicy) -> None:
-        """Fail rather than pass on another loop if the policy stops being honoured (a
-        module may choose its own policy: tests/test_deflate.py runs on both)."""
-        wanted = type(event_loop_policy).__module__.split(".")[0]
-        assert type(asyncio.get_running_loop()).__module__.split(".")[0] == wanted
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": _new_uvloop,
+}
+DEFAULT_LOOP = os.environ.get("WSMVC_TEST_LOOP", "asyncio")  # tox -e uvloop: "uvloop"
+if DEFAULT_LOOP not in LOOPS:
+    raise RuntimeError(f"WSMVC_TEST_LOOP={DEFAULT_LOOP!r}: expected one of {sorted(LOOPS)}")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The event loops an async test runs on: the one ``WSMVC_TEST_LOOP`` names, or both
+    for tests marked ``both_loops`` (each then runs twice, ``[asyncio]`` and ``[uvloop]``)."""
+    if item.get_closest_marker("both_loops") is not None:
+        return dict(LOOPS)
+    return {DEFAULT_LOOP: LOOPS[DEFAULT_LOOP]}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("asyncio") is not None and isinstance(item, pytest.Function):
+            item.fixturenames.append("_on_the_chosen_loop")
+
+
+@pytest.fixture
+async def _on_the_chosen_loop(request: pytest.FixtureRequest) -> None:
+    """Fail, rather than pass on another loop, if the choice above stops being honoured
+    (asked for by every async test; a sync test's async fixtures have a loop of their own)."""
+    callspec = getattr(request.node, "callspec", None)
+    params = callspec.params.values() if callspec is not None else ()
+    chosen = [name for name, factory in LOOPS.items() if any(p is factory for p in params)]
+    wanted = chosen[0] if chosen else DEFAULT_LOOP
+    running = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    assert running == wanted, (running, wanted)
 
 
 @pytest.fixture

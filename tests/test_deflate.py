@@ -22,24 +22,9 @@ from .wire_support import RawWS, T
 BIG = 4000  # bytes: above the default threshold, and compressible
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Every test here on both loops: uvloop's transports are not ``asyncio.Transport``
-    subclasses, and once sent every uvloop connection down the slow write path."""
-    if request.param == "uvloop":
-        import uvloop
-
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
-
-
-@pytest.fixture(autouse=True)
-async def _on_the_asked_loop(event_loop_policy: asyncio.AbstractEventLoopPolicy) -> None:
-    """Fail, rather than pass on the wrong loop, if pytest-asyncio stops honouring the
-    policy fixture (it is deprecated there)."""
-    wanted = type(event_loop_policy).__module__.split(".")[0]
-    running = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    assert running == wanted, (running, wanted)
+# Every test here on both loops: uvloop's transports are not ``asyncio.Transport``
+# subclasses, and that once sent every uvloop connection down the slow write path.
+pytestmark = pytest.mark.both_loops
 
 
 def text(i: int, size: int) -> str:
