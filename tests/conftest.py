@@ -14,6 +14,7 @@ from wsmvc import Server
 
 Serve = Callable[..., Awaitable[str]]
 
+
 def _new_uvloop() -> asyncio.AbstractEventLoop:
     import uvloop
 
