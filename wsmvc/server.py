@@ -63,9 +63,12 @@ class Server:
     * ``handshake_timeout`` - seconds a client has, once upgraded, to send neffos' ``M``;
       past it the connection is closed with 1008 (default 10; ``None``: no limit).
     * ``send_buffer_limit`` - bytes the server may buffer for one peer; a peer that stops
-      reading is closed with 1008 past it, so it never delays others (default 4 MiB). A
-      burst written in one loop step may pass it (it goes out as the peer reads); the peer
-      is cut when a later step's write finds its buffer still past the limit.
+      reading is closed with 1008 past it, so it never delays others (default 4 MiB: four
+      messages of the largest size a client may send, or 2 s of a 64 KiB message 32 times
+      a second, so a healthy reader that falls briefly behind is not cut, while 1,000
+      stalled peers cost at most 4 GiB). A burst written in one loop step may pass it (it
+      goes out as the peer reads); the peer is cut when a later step's write finds its
+      buffer still past the limit.
     * ``max_queue`` / ``max_queue_bytes`` - messages (default 64) and bytes of them (default
       1 MiB) a connection keeps while they wait their turn: sent before ``M``, or read while
       a handler awaits an ask. Past it, before ``M`` the connection is closed with 1008;
@@ -75,11 +78,15 @@ class Server:
       reading, the copies of one being handled): measured 6 MiB with the defaults for a
       client sending 150 MiB (``tests/test_bounds.py``).
     * ``ask_timeout`` - default timeout of ``ask`` calls, seconds (default 30; ``None``: none).
-    * ``compress`` - accept permessage-deflate when the client offers it (default ``True``;
-      RFC 7692). The server declares ``server_no_context_takeover`` and compresses every
-      message on its own: a broadcast is deflated once for all its receivers, and no
-      connection keeps a compressor (zlib's ~256 KiB) between messages. What clients send
-      compressed is inflated by aiohttp.
+    * ``compress`` - accept permessage-deflate when the client offers it (default ``True``:
+      every browser offers it, and large messages shrink 3-4x; RFC 7692). The server
+      declares ``server_no_context_takeover`` and compresses every message on its own: a
+      broadcast is deflated once for all its receivers, and no connection keeps a
+      compressor (zlib's ~256 KiB) between messages. The window is what the client's offer
+      allows (``server_max_window_bits``), sized down to each message: with nothing kept
+      between messages a smaller default would save no memory and only cost bytes. What
+      clients send compressed is inflated by aiohttp, whose decompressor costs about
+      10 KiB per connection once it received a compressed message (``docs/deploying.md``).
     * ``compress_threshold`` - bytes: smaller messages go uncompressed (default 512;
       deflate makes small messages larger and costs CPU for nothing).
     * ``compress_level`` - zlib level 0-9 for what is compressed (default 1: 3.7x less CPU
