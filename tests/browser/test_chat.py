@@ -244,3 +244,28 @@ def test_with_redis_two_servers_share_messages_and_counts(
     expect(alice.online).to_have_text("1 online")  # alice looks at #python
     expect(alice.names).to_have_text("alice")
     expect(alice.room_count("lobby")).to_have_text("1")
+
+
+def test_chromium_negotiates_deflate_and_reads_compressed_broadcasts(
+    open_page: OpenPage, chat_app: ChatApp
+) -> None:
+    """Chromium offers permessage-deflate on every websocket, so the chat's traffic is
+    compressed wherever a message reaches the threshold: a long line, broadcast once to
+    the room, arrives whole in every other tab (issue 9)."""
+    alice, bob, carol = login(open_page, chat_app, "alice", "bob", "carol")
+    extensions = alice.page.evaluate(
+        """() => new Promise((resolve, reject) => {
+            const ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/chat");
+            ws.onopen = () => { resolve(ws.extensions); ws.close(); };
+            ws.onerror = () => reject(new Error("the websocket failed"));
+        })"""
+    )
+    assert "permessage-deflate" in extensions and "server_no_context_takeover" in extensions
+    # ~500 characters: with the event's framing past the 512-byte threshold, so deflated.
+    text = ("the same words again and again " * 16)[:495].strip()
+    alice.say(text)
+    for page in (bob, carol):
+        expect(page.line("alice", text)).to_be_visible()
+    alice.say("and a short one after it")  # plain frames follow compressed ones, in order
+    for page in (bob, carol):
+        expect(page.lines).to_have_text([re.compile("the same words"), re.compile("short one")])
