@@ -2,11 +2,12 @@
 
 Each cycle is a whole short neffos session: upgrade (offering permessage-deflate or not),
 ``M``, connect ``default``, one ask, close. 16 clients cycle concurrently; the server's
-RSS is read after a warm-up of 1,000 cycles and after ``--cycles`` more. A server that
-keeps something per past connection (or fragments its heap, as a zlib compressor per
-connection did: issue 9's +84 MB for 20,000 cycles) grows; one that does not stays flat.
+RSS is read after a warm-up of 1,000 cycles and after each of ``--rounds`` rounds of
+``--cycles`` more. A server that keeps something per past connection (or fragments its
+heap, as a zlib compressor per connection did: issue 9's +84 MB for 20,000 cycles) grows
+in every round; one that does not levels off after its first.
 
-    python benchmarks/churn.py [--cycles 20000]
+    python benchmarks/churn.py [--cycles 20000] [--rounds 3]
 
 The clients are aiohttp's (with deflate they compress every message, as browsers do); the
 servers are the benchmark servers of ``benchmarks/servers``, on CPU 0 as in ``run.py``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import time
 
 import aiohttp
@@ -62,7 +64,8 @@ async def churn(url: str, deflate: bool, cycles: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cycles", type=int, default=20000, help="measured cycles per case")
+    parser.add_argument("--cycles", type=int, default=20000, help="cycles per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per case")
     args = parser.parse_args()
     raise_nofile_limit()
     specs = {s.name: s for s in SERVERS}
@@ -72,26 +75,22 @@ def main() -> None:
         with ServerProcess(spec.path, spec.args) as server:
             url = f"ws://127.0.0.1:{server.port}/ws"
             asyncio.run(churn(url, deflate, WARMUP))
-            before = server.sample().rss_kib
-            rate = asyncio.run(churn(url, deflate, args.cycles))
-            after = server.sample().rss_kib
-        growth = (after - before) / 1024
-        rows.append((name, deflate, before / 1024, after / 1024, growth, rate))
-        print(
-            f"{name} deflate={deflate}: RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB "
-            f"(+{growth:.1f}), {rate:,.0f} cycles/s",
-            flush=True,
-        )
-    print(
-        f"\n| server | client offers deflate | RSS after warm-up MiB | after {args.cycles:,} "
-        "cycles MiB | growth MiB | cycles/s |"
-    )
-    print("|---|---|---|---|---|---|")
-    for name, deflate, before, after, growth, rate in rows:
-        print(
-            f"| {name} | {'yes' if deflate else 'no'} | {before:.1f} | {after:.1f} | "
-            f"{growth:+.1f} | {rate:,.0f} |"
-        )
+            rss = [server.sample().rss_kib / 1024]
+            rates = []
+            for _ in range(args.rounds):
+                rates.append(asyncio.run(churn(url, deflate, args.cycles)))
+                rss.append(server.sample().rss_kib / 1024)
+        growth = [after - before for before, after in itertools.pairwise(rss)]
+        rows.append((name, deflate, rss[0], growth, min(rates)))
+        trace = " -> ".join(f"{r:.1f}" for r in rss)
+        print(f"{name} deflate={deflate}: RSS {trace} MiB", flush=True)
+    rounds = " | ".join(f"round {i + 1} MiB" for i in range(args.rounds))
+    print(f"\nRSS growth per round of {args.cycles:,} cycles:\n")
+    print(f"| server | client offers deflate | RSS after warm-up MiB | {rounds} | cycles/s |")
+    print("|---|---|---|" + "---|" * args.rounds + "---|")
+    for name, deflate, start, growth, rate in rows:
+        cells = " | ".join(f"{g:+.1f}" for g in growth)
+        print(f"| {name} | {'yes' if deflate else 'no'} | {start:.1f} | {cells} | {rate:,.0f} |")
 
 
 if __name__ == "__main__":
