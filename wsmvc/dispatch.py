@@ -117,6 +117,14 @@ class Dispatcher:
         except Exception as exc:
             self.failed(msg, exc)
             return None
+        if result is None:
+            return None
+        if type(result) is bytes and not msg.native:
+            # answered() for the common answer (bytes), written out: a call less per message.
+            data = self._session.answer(msg, result)
+            if data is not None:
+                self._writer.write(data, msg.binary)
+            return None
         if hasattr(result, "__await__"):
             return self._finish(msg, result)
         self.answered(msg, result)
