@@ -211,3 +211,23 @@ async def test_an_ask_to_a_vanished_client_ends_with_the_heartbeat(
     await ws.send_str("$2;default;;ask_back;0;0;")  # then reads nothing, answers nothing
     exc = await asyncio.wait_for(outcome, T)
     assert isinstance(exc, wsmvc.ConnectionClosed), repr(exc)
+
+
+async def test_pings_resume_for_the_first_client_after_the_server_was_empty(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """The heartbeat's timer stops when a sweep finds no connection and starts again with
+    the next one."""
+    gone = asyncio.Event()
+    server = make_server(heartbeat=BEAT, on_disconnect=lambda conn: gone.set())
+    url = await serve(server)
+    first = await session.ws_connect(url, autoping=False)
+    await ready(first)
+    await answer_pings(first, 1)
+    await first.close()
+    await asyncio.wait_for(gone.wait(), T)
+    await asyncio.sleep(2 * BEAT)  # sweeps find nobody meanwhile: the timer stops
+    assert not server.connections
+    second = await session.ws_connect(url, autoping=False)
+    await ready(second)
+    await answer_pings(second, 2)

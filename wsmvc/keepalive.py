@@ -74,7 +74,7 @@ class Heartbeat:
 
     def _sweep(self) -> None:
         self._timer = None
-        conns = self._conns()
+        conns = tuple(self._conns())  # a close during the sweep may change the collection
         pinged, self._pinged = self._pinged, set()
         for conn in conns:
             try:
