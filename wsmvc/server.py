@@ -363,7 +363,17 @@ class Server:
         return conn
 
     async def _run_on_connect(self, conn: Conn) -> str | None:
-        """Run ``on_connect``; the refusal reason, or ``None`` to accept."""
+        """Run ``on_connect``; the refusal reason, or ``None`` to accept. An id that the
+        exchange cannot carry to the other servers is refused too (the client's dial
+        fails with the reason, rather than its messages getting lost)."""
+        refusal = await self._call_on_connect(conn)
+        if refusal is None and self.exchange is not None:
+            refusal = self.exchange.id_problem(conn.id)
+            if refusal is not None:
+                log.warning("refused %r: %s", conn, refusal)
+        return refusal
+
+    async def _call_on_connect(self, conn: Conn) -> str | None:
         if self.on_connect is None:
             return None
         try:

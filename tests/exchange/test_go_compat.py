@@ -24,7 +24,8 @@ Not compatible (by design, or Go's own limits; not tested):
 * ``server.ask(..., to=id)`` for a client of a Go server is never answered (Go does not
   forward asks) and times out; Go's own ``Server.Ask`` through a broker times out even
   between Go servers (§12.5), so whether it would take the answer above is unknown;
-* NATS namespace ``""``: wsmvc uses the subject ``neffos._``, Go the invalid ``neffos.``;
+* NATS names Go cannot write (``""``, with ``.``, ``*``, ``>``, whitespace, non-ASCII):
+  wsmvc escapes them (``~`` and base64, see wsmvc/exchange/nats.py), Go cannot use them;
 * Redis: Go subscribes with patterns, so ``*``, ``?``, ``[`` in a Go-side namespace or id
   match other channels too; wsmvc matches names exactly.
 """

@@ -17,8 +17,23 @@ from ..protocol import ERR_BAD_NAMESPACE, Message
 if TYPE_CHECKING:
     from ..conn import Conn
     from ..server import Server
+    from .nats import NatsExchange
+    from .redis import RedisExchange
 
-__all__ = ["Exchange", "LocalExchange"]
+__all__ = ["Exchange", "LocalExchange", "NatsExchange", "RedisExchange"]
+
+
+def __getattr__(name: str) -> object:
+    # The broker exchanges import their client library only when asked for.
+    if name == "RedisExchange":
+        from .redis import RedisExchange
+
+        return RedisExchange
+    if name == "NatsExchange":
+        from .nats import NatsExchange
+
+        return NatsExchange
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Exchange(abc.ABC):
@@ -48,6 +63,11 @@ class Exchange(abc.ABC):
 
     async def stop(self) -> None:
         """Disconnect and release everything."""
+
+    def id_problem(self, conn_id: str) -> str | None:
+        """Why this exchange cannot carry ``conn_id`` (the server then refuses the
+        connection with that reason), or ``None``."""
+        return None
 
     def namespace_opened(self, namespace: str) -> None:
         """The first connection of ``namespace`` arrived on this server."""

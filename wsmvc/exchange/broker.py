@@ -20,7 +20,7 @@ import collections
 import logging
 import random
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -31,7 +31,12 @@ from . import Exchange
 if TYPE_CHECKING:
     from ..conn import Conn
 
-__all__ = ["BrokerExchange", "Marker", "format_marker", "parse_marker"]
+__all__ = ["MAX_ID_BYTES", "BrokerExchange", "Marker", "format_marker", "parse_marker"]
+
+MAX_ID_BYTES = 1024
+"""The longest connection id (UTF-8 bytes) a broker exchange carries: NATS refuses control
+lines past 4 KiB, and a subject holds an escaped id (4/3 of its size); the same bound on
+both brokers, so an application behaves the same on either."""
 
 log = logging.getLogger("wsmvc.exchange")
 
@@ -78,6 +83,9 @@ def parse_marker(text: str) -> Marker | None:
 class BrokerExchange(Exchange):
     """An exchange through a message broker; subclasses speak to one broker."""
 
+    requires: tuple[str, str] = ("", "")
+    """The client library a backend imports (module, ``pip`` extra of wsmvc)."""
+
     def __init__(
         self,
         *,
@@ -86,8 +94,18 @@ class BrokerExchange(Exchange):
         reconnect_delay: tuple[float, float] = (0.05, 2.0),
         server_id: str | None = None,
     ) -> None:
+        import importlib
         import uuid
 
+        module, extra = self.requires
+        if module:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ImportError(
+                    f"{type(self).__name__} needs the {module!r} package:"
+                    f" pip install 'wsmvc[{extra}]'"
+                ) from exc
         self.id = server_id or uuid.uuid4().hex
         self._own_marker = f"neffos(0x{self.id}(".encode()
         self.timeout = timeout
@@ -106,6 +124,7 @@ class BrokerExchange(Exchange):
         self._runner: asyncio.Task[None] | None = None
         self._pump: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stopped = False
         self._forwards: set[asyncio.Task[None]] = set()
 
     # -- what a backend implements ------------------------------------------------------
@@ -153,12 +172,21 @@ class BrokerExchange(Exchange):
         return self._connected
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until the broker is connected and every subscription is in place."""
+        """Wait until the broker is connected and every subscription is in place.
+
+        Raises :class:`RuntimeError` before :meth:`start`, :class:`~wsmvc.ConnectionClosed`
+        once stopped (also when :meth:`stop` ends the wait), ``TimeoutError`` past
+        ``timeout`` seconds."""
         if self._connected:
             return
+        self._check_started()
+        if self._stopped:
+            raise ConnectionClosed("the exchange stopped")
         if self._connected_event is None:
             self._connected_event = asyncio.Event()
         await asyncio.wait_for(self._connected_event.wait(), timeout)
+        if not self._connected:  # woken by stop()
+            raise ConnectionClosed("the exchange stopped")
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until the broker has everything asked of this exchange so far: the
@@ -168,6 +196,7 @@ class BrokerExchange(Exchange):
         another connection publishes within about a millisecond may still miss them
         (NATS propagates interest between its client connections asynchronously).
         """
+        self._check_started()
         await self.wait_connected(timeout)
         key = new_token()
         done = self._flushes[key] = asyncio.get_running_loop().create_future()
@@ -180,7 +209,7 @@ class BrokerExchange(Exchange):
     async def start(self) -> None:
         if self._runner is not None:
             return
-        self._stopping = False
+        self._stopping = self._stopped = False
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         self._runner = loop.create_task(self._run())
@@ -200,8 +229,32 @@ class BrokerExchange(Exchange):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._runner = self._pump = None
+        self._stopped = True
         self._set_connected(False)
+        event, self._connected_event = self._connected_event, None
+        if event is not None:
+            event.set()  # wakes wait_connected() and flush(), which fail
+        stopped = "the exchange stopped"
+        waiters: list[asyncio.Future[Any]] = [*self._ask_channels.values(), *self._flushes.values()]
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(ConnectionClosed(stopped))
+        if self._queue:
+            log.debug("%s: %d operations left unsent at stop", self, len(self._queue))
+            self._queue.clear()
         await self._disconnect()
+
+    def _check_started(self) -> None:
+        if self._pump is None and not self._stopped:
+            raise RuntimeError(
+                f"{self} is not started: the server's application starts it"
+                " (app startup), or call start()"
+            )
+
+    def id_problem(self, conn_id: str) -> str | None:
+        if len(conn_id.encode()) > MAX_ID_BYTES:
+            return f"connection id longer than {MAX_ID_BYTES} bytes"
+        return None
 
     def _set_connected(self, value: bool) -> None:
         self._connected = value
@@ -359,6 +412,11 @@ class BrokerExchange(Exchange):
         exclude_id: str | None = None,
         to: str | None = None,
     ) -> None:
+        if self._pump is None:
+            if self._stopped:  # a late broadcast of the server's own shutdown
+                self.dropped += 1
+                return
+            self._check_started()
         identity = f"{exclude_conn.id}0x{id(exclude_conn):x}" if exclude_conn is not None else ""
         marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary))
         payload = encode(attrs.evolve(msg, token="", marker=marker, binary=False))
@@ -407,7 +465,9 @@ class BrokerExchange(Exchange):
     async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:
         if not self._connected:
             raise ConnectionClosed("the exchange is not connected")
-        token = new_token()
+        # The answer's channel: unique across the cluster (a counter alone is unique only
+        # in this process), and still a reply token (spec 8.1: not starting with "$").
+        token = f"{new_token()}{self.id}"
         waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._ask_channels[token] = waiter
         self._enqueue("sub", token)

@@ -2,19 +2,39 @@
 
 Subjects follow neffos' NATS exchange (spec §12.2): ``<prefix>.<namespace>`` and
 ``<prefix>.<connection id>``, prefix ``neffos`` by default, and the token itself for the
-answer to a cross-server ask. Go builds the invalid subject ``neffos.`` for the namespace
-``""``; wsmvc uses ``<prefix>._`` for it (Go servers cannot share that namespace at all).
+answer to a cross-server ask. Go puts the name into the subject as it is, which breaks for
+names NATS reads differently: ``.`` splits a subject into tokens, ``*`` and ``>`` are
+wildcards (an id ``*`` would receive every namespace's broadcasts), whitespace is invalid,
+and ``""`` gives the invalid subject ``neffos.``. wsmvc keeps Go's subject for every name
+made of printable ASCII without those, and writes any other as ``~`` followed by its UTF-8
+in unpadded URL-safe base64 (``""`` is ``~``): one subject per name, never another name's
+(Go servers can share only the names they can write).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 from collections.abc import Callable
 from typing import Any
 
 from .broker import BrokerExchange
 
-__all__ = ["NatsExchange"]
+__all__ = ["NatsExchange", "subject_token"]
+
+# What a NATS subject token may hold as it is: printable ASCII but the separator, the
+# wildcards and our escape mark.
+_PLAIN = re.compile(r"[\x21-\x7e]+")
+_SPECIAL = frozenset(".*>~")
+
+
+def subject_token(name: str) -> str:
+    """``name`` as one NATS subject token: itself when NATS reads it as a plain token (Go
+    neffos' subject), else ``~`` and its UTF-8 in unpadded URL-safe base64."""
+    if _PLAIN.fullmatch(name) and _SPECIAL.isdisjoint(name):
+        return name
+    return "~" + base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
 
 
 class NatsExchange(BrokerExchange):
@@ -23,6 +43,8 @@ class NatsExchange(BrokerExchange):
     One NATS connection per server (Go opens one per websocket connection), with echo
     off: a server does not hear its own publications.
     """
+
+    requires = ("nats", "nats")
 
     def __init__(self, url: str = "nats://127.0.0.1:4222", *, prefix: str = "neffos", **kw: Any):
         super().__init__(**kw)
@@ -34,10 +56,10 @@ class NatsExchange(BrokerExchange):
         self._last_error: Exception | None = None
 
     def namespace_channel(self, namespace: str) -> str:
-        return f"{self.prefix}.{namespace or '_'}"
+        return f"{self.prefix}.{subject_token(namespace)}"
 
     def id_channel(self, conn_id: str) -> str:
-        return f"{self.prefix}.{conn_id}"
+        return f"{self.prefix}.{subject_token(conn_id)}"
 
     def __repr__(self) -> str:
         return f"<NatsExchange {self.url} prefix={self.prefix!r}>"

@@ -26,6 +26,8 @@ class RedisExchange(BrokerExchange):
     and is checked with a PING every ``ping_interval`` seconds instead.
     """
 
+    requires = ("redis", "redis")
+
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "neffos", **kw: Any):
         super().__init__(**kw)
         self.url = url
