@@ -180,6 +180,22 @@ class Broker(abc.ABC):
             end_process(self._proc)
             self._proc = None
 
+    def pause(self) -> None:
+        """SIGSTOP: the broker keeps its sockets open but answers nothing (a hung host)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+        # The signal is delivered asynchronously: return once the process is stopped.
+        stat = Path(f"/proc/{self._proc.pid}/stat")
+        deadline = time.monotonic() + WAIT
+        while stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+            assert time.monotonic() < deadline, f"{self.kind} did not stop"
+            time.sleep(0.001)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def _launch(self) -> bool:
         """Run the broker and poll until it answers; ``False`` if it exited (port taken)."""
         self._runs += 1

@@ -6,9 +6,12 @@ Each test has a broker of its own (Redis, then NATS) so it can kill it.
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 import wsmvc
-from wsmvc import Message, Server
+from wsmvc import ConnectionClosed, Message, Server
 from wsmvc.testing import running
 
 from ..conftest import Serve
@@ -167,3 +170,72 @@ async def test_broadcasts_published_during_shutdown_are_sent_before_the_exchange
             if body != b"probe":  # a late probe
                 bodies.append(body)
         assert bodies == [b"%d" % i for i in range(200)]
+
+
+async def test_a_broker_that_hangs_is_given_up_and_found_again(
+    broker: Broker, serve: Serve, peers: Peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker stops answering (SIGSTOP) without closing anything: a flush times out, the
+    exchange says it is not connected and why, drops (counts) rather than queues, and
+    once the broker answers again broadcasts flow with no help (issue 10 §3)."""
+    table: dict[str, dict[str, object]] = {"default": {}}
+    exchange = make_exchange(broker, timeout=1.0, reconnect_delay=(0.05, 0.2), max_pending=100)
+    a = Server(table, exchange=exchange)  # type: ignore[arg-type]
+    b = Server(table, exchange=make_exchange(broker), id_generator=id_from_name)  # type: ignore[arg-type]
+    await serve(a, path="/a")
+    remote = await peers.connect(await serve(b, path="/b"), "remote", at="B")
+
+    async def probe(token: str) -> None:
+        await a.broadcast(Message(namespace="default", event="probe", body=token.encode()))
+
+    await until_heard(probe, [remote])
+    caplog.set_level(logging.WARNING, logger="wsmvc.exchange")
+    broker.pause()
+    try:
+        with pytest.raises(ConnectionClosed, match="did not answer"):
+            await exchange.flush(WAIT)
+        assert not exchange.connected
+        for n in range(300):  # dropped and counted, not queued
+            await a.broadcast(Message(namespace="default", event="chat", body=b"%d" % n))
+        assert exchange.dropped >= 300
+    finally:
+        broker.resume()
+    await exchange.wait_connected(WAIT * 2)
+    assert any(
+        "lost its broker" in r.getMessage() and "did not answer" in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
+    await until_heard(probe, [remote])
+    await a.broadcast(Message(namespace="default", event="chat", body=b"after"))
+    assert [m.text for m in await remote.until("after")] == []
+
+
+async def test_publications_wait_for_a_hung_broker_within_a_bound(
+    redis_broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    """Redis answers every PUBLISH: while it hangs, the one in flight waits (at most
+    ``timeout``) and what the server broadcasts meanwhile queues up to ``max_pending``;
+    past it, broadcasts are dropped and counted. NATS has no such wait (its client buffers
+    within its own bound, and the round-trip check finds the hang)."""
+    table: dict[str, dict[str, object]] = {"default": {}}
+    exchange = make_exchange(
+        redis_broker, timeout=1.0, reconnect_delay=(0.05, 0.2), max_pending=100
+    )
+    a = Server(table, exchange=exchange)  # type: ignore[arg-type]
+    b = Server(table, exchange=make_exchange(redis_broker), id_generator=id_from_name)  # type: ignore[arg-type]
+    await serve(a, path="/a")
+    remote = await peers.connect(await serve(b, path="/b"), "remote", at="B")
+
+    async def probe(token: str) -> None:
+        await a.broadcast(Message(namespace="default", event="probe", body=token.encode()))
+
+    await until_heard(probe, [remote])
+    redis_broker.pause()
+    try:
+        for n in range(300):
+            await a.broadcast(Message(namespace="default", event="chat", body=b"%d" % n))
+        assert exchange.connected  # nothing has timed out yet
+        assert 199 <= exchange.dropped <= 200  # 100 queued, at most one in flight
+    finally:
+        redis_broker.resume()
+    await until_heard(probe, [remote])

@@ -81,7 +81,19 @@ def parse_marker(text: str) -> Marker | None:
 
 
 class BrokerExchange(Exchange):
-    """An exchange through a message broker; subclasses speak to one broker."""
+    """An exchange through a message broker; subclasses speak to one broker.
+
+    Keywords (all backends): ``timeout`` - seconds for connecting, a publication and a
+    round trip (default 5); past it the broker counts as lost: ``connected`` turns false,
+    the log says why, and the exchange reconnects with backoff. ``ping_interval`` - seconds
+    between liveness checks of an idle connection (default 5). ``reconnect_delay`` -
+    ``(first, longest)`` seconds between attempts, doubling, with jitter (default 0.05, 2).
+    ``server_id`` - this server's id in markers (default: a random UUID). ``max_pending`` -
+    broadcasts queued for the broker (default 10,000); while it does not keep up, later
+    ones are dropped and counted in ``dropped`` rather than queued without bound.
+    Raises ImportError (with the ``pip`` command) when the backend's client library is
+    missing.
+    """
 
     requires: tuple[str, str] = ("", "")
     """The client library a backend imports (module, ``pip`` extra of wsmvc)."""
@@ -93,6 +105,7 @@ class BrokerExchange(Exchange):
         ping_interval: float = 5.0,
         reconnect_delay: tuple[float, float] = (0.05, 2.0),
         server_id: str | None = None,
+        max_pending: int = 10_000,
     ) -> None:
         import importlib
         import uuid
@@ -111,6 +124,7 @@ class BrokerExchange(Exchange):
         self.timeout = timeout
         self.ping_interval = ping_interval
         self.reconnect_delay = reconnect_delay
+        self.max_pending = max_pending
         self.dropped = 0  # publications dropped while the broker was away
         self._connected = False
         self._connected_event: asyncio.Event | None = None
@@ -119,6 +133,9 @@ class BrokerExchange(Exchange):
         self._ask_channels: dict[str, asyncio.Future[Message]] = {}
         self._wanted: dict[str, int] = {}  # subscribed channel -> how many reasons
         self._queue: collections.deque[tuple[str, str, bytes]] = collections.deque()
+        self._pending = 0  # publications in the queue
+        self._listener: asyncio.Task[None] | None = None  # _listen(), while connected
+        self._lost_reason = ""
         self._flushes: dict[str, asyncio.Future[None]] = {}
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -242,6 +259,7 @@ class BrokerExchange(Exchange):
         if self._queue:
             log.debug("%s: %d operations left unsent at stop", self, len(self._queue))
             self._queue.clear()
+            self._pending = 0
         await self._disconnect()
 
     def _check_started(self) -> None:
@@ -278,14 +296,13 @@ class BrokerExchange(Exchange):
                     log.warning("%s dropped %d broadcasts while away", self, self.dropped)
                     self.dropped = 0
                 delay = low
-                await self._listen()
-                raise ConnectionError("the broker closed the connection")
+                await self._listen_until_lost()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if self._stopping:
                     return
-                was = self._connected
+                was = self._connected or bool(self._lost_reason)
                 self._set_connected(False)
                 log.warning(
                     "%s %s: %s; retrying in %.2fs",
@@ -297,6 +314,32 @@ class BrokerExchange(Exchange):
             await self._disconnect()
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, high)
+
+    async def _listen_until_lost(self) -> None:
+        """:meth:`_listen` until the connection fails or :meth:`_lost` gives it up; raises
+        ConnectionError with the reason either way."""
+        self._lost_reason = ""
+        listener = self._listener = asyncio.get_running_loop().create_task(self._listen())
+        try:
+            await asyncio.wait({listener})
+        finally:
+            self._listener = None
+            listener.cancel()
+        if listener.cancelled():
+            raise ConnectionError(self._lost_reason or "listening stopped")
+        listener.result()
+        raise ConnectionError("the broker closed the connection")
+
+    def _lost(self, reason: str) -> None:
+        """The broker stopped answering (an operation failed or timed out): stop counting
+        on it now (``connected`` is false, publications are dropped and counted), and
+        reconnect."""
+        if not self._connected:
+            return
+        self._set_connected(False)
+        self._lost_reason = reason
+        if self._listener is not None:
+            self._listener.cancel()
 
     def _channels(self) -> list[str]:
         return [*self._wanted, *self._ask_channels]
@@ -356,6 +399,17 @@ class BrokerExchange(Exchange):
     # -- sending, in order ------------------------------------------------------------------
 
     def _enqueue(self, op: str, channel: str, payload: bytes = b"") -> None:
+        if op == "pub":
+            if self._pending >= self.max_pending:
+                if not self.dropped:
+                    log.warning(
+                        "%s: %d broadcasts wait for the broker; dropping more (counted)",
+                        self,
+                        self._pending,
+                    )
+                self.dropped += 1
+                return
+            self._pending += 1
         self._queue.append((op, channel, payload))
         if self._wake is not None:
             self._wake.set()
@@ -367,6 +421,7 @@ class BrokerExchange(Exchange):
             self._wake.clear()
             while self._queue:
                 op, channel, payload = self._queue.popleft()
+                self._pending -= op == "pub"
                 if op == "flush":
                     await self._flushed(channel)
                     continue
@@ -379,6 +434,7 @@ class BrokerExchange(Exchange):
                         batch = [(channel, payload)]
                         while self._queue and self._queue[0][0] == "pub":
                             batch.append(self._queue.popleft()[1:])
+                            self._pending -= 1
                         await self._publish_many(batch)
                         continue
                     if op == "sub":
@@ -389,7 +445,7 @@ class BrokerExchange(Exchange):
                     raise
                 except Exception as exc:
                     self.dropped += len(batch) if op == "pub" else 0
-                    log.warning("%s: %s %s failed: %s", self, op, channel, exc)
+                    self._lost(f"{op} {channel} failed: {exc or type(exc).__name__}")
 
     async def _flushed(self, key: str) -> None:
         done = self._flushes.get(key)
@@ -400,7 +456,13 @@ class BrokerExchange(Exchange):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            done.set_exception(ConnectionClosed(f"the broker did not answer: {exc}"))
+            reason = (
+                f"no answer within {self.timeout}s"
+                if isinstance(exc, asyncio.TimeoutError)
+                else str(exc) or type(exc).__name__
+            )
+            done.set_exception(ConnectionClosed(f"the broker did not answer: {reason}"))
+            self._lost(f"the broker did not answer a round trip: {reason}")
         else:
             done.set_result(None)
 
@@ -412,11 +474,10 @@ class BrokerExchange(Exchange):
         exclude_id: str | None = None,
         to: str | None = None,
     ) -> None:
-        if self._pump is None:
-            if self._stopped:  # a late broadcast of the server's own shutdown
-                self.dropped += 1
-                return
+        if not self._connected:
             self._check_started()
+            self.dropped += 1  # the broker is away (or the exchange stopped): not queued
+            return
         identity = f"{exclude_conn.id}0x{id(exclude_conn):x}" if exclude_conn is not None else ""
         marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary))
         payload = encode(attrs.evolve(msg, token="", marker=marker, binary=False))
