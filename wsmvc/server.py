@@ -367,10 +367,16 @@ class Server:
         exchange cannot carry to the other servers is refused too (the client's dial
         fails with the reason, rather than its messages getting lost)."""
         refusal = await self._call_on_connect(conn)
-        if refusal is None and self.exchange is not None:
-            refusal = self.exchange.id_problem(conn.id)
+        exchange = self.exchange
+        if refusal is None and exchange is not None:
+            refusal = exchange.id_problem(conn.id)
             if refusal is not None:
                 log.warning("refused %r: %s", conn, refusal)
+            else:
+                # The id's channel before A<id>: the acknowledgement follows this return in
+                # the same step and registers the id itself, then the hold is released.
+                release = await exchange.hold_id(conn.id)
+                asyncio.get_running_loop().call_soon(release)
         return refusal
 
     async def _call_on_connect(self, conn: Conn) -> str | None:

@@ -12,6 +12,7 @@ asks' channels.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 from collections import defaultdict
@@ -23,8 +24,10 @@ import wsmvc
 from wsmvc import ConnectionClosed, Message, NSConn, Reject, Server
 from wsmvc.exchange import broker as broker_module
 from wsmvc.exchange.broker import MAX_ID_BYTES
+from wsmvc.server import IdGenerator
 
 from ..conftest import Serve
+from ..wire_support import RawWS
 from .conftest import WAIT, Broker, Peer, Peers, id_from_name, make_exchange, until_heard
 
 TRICKY_IDS = ["*", ">", "x y", "a.b", "a.*.>", "neffos.x", "é ü", "~", "~fg", "_", "$SYS", "tab\t"]
@@ -35,11 +38,14 @@ def chat(namespace: str, body: str) -> Message:
     return Message(namespace=namespace, event="chat", body=body.encode())
 
 
-async def two_servers(broker: Broker, serve: Serve, namespaces: list[str]) -> tuple[Server, str]:
-    """Server A (returned, to broadcast from) and the URL of server B, sharing ``broker``."""
+async def two_servers(
+    broker: Broker, serve: Serve, namespaces: list[str], ids: IdGenerator = id_from_name
+) -> tuple[Server, str]:
+    """Server A (returned, to broadcast from) and the URL of server B (its connection ids
+    from ``ids``), sharing ``broker``."""
     table: dict[str, dict[str, object]] = {ns: {} for ns in namespaces}
     a = Server(table, exchange=make_exchange(broker))  # type: ignore[arg-type]
-    b = Server(table, exchange=make_exchange(broker), id_generator=id_from_name)  # type: ignore[arg-type]
+    b = Server(table, exchange=make_exchange(broker), id_generator=ids)  # type: ignore[arg-type]
     await serve(a, path="/a")
     url_b = await serve(b, path="/b")
     return a, url_b
@@ -240,3 +246,25 @@ def test_the_broker_exchanges_import_lazily() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["wsmvc.exchange.nats", "wsmvc.exchange.redis"]
+
+
+async def test_a_message_sent_right_after_the_ack_arrives(broker: Broker, serve: Serve) -> None:
+    """The id's channel is subscribed and confirmed by the broker before ``A<id>``: a
+    broadcast ``to=`` the id from another server, sent as soon as the client has its ack
+    and its namespace (asked for in the same write as ``M``), is delivered. Without the
+    confirmation the broker could get the publication before the subscription."""
+    numbers = itertools.count()
+    a, url_b = await two_servers(broker, serve, ["default"], lambda _: f"early-{next(numbers)}")
+    await a.exchange.flush(WAIT)  # type: ignore[union-attr]
+    for n in range(30):
+        raw = await RawWS.open(url_b)
+        try:
+            await raw.send_raw(
+                RawWS.frame(b"M", 0x1) + RawWS.frame(b"$c;default;;_OnNamespaceConnect;0;0;", 0x1)
+            )
+            assert await raw.recv_text() == f"Aearly-{n}"
+            assert await raw.recv_text() == "$c;;;;;;"
+            await a.broadcast(chat("default", f"hello {n}"), to=f"early-{n}")
+            assert await raw.recv_text() == f";default;;chat;0;0;hello {n}"
+        finally:
+            raw.sock.close()

@@ -9,6 +9,7 @@ link processes and hosts through a broker, with neffos' channel names and payloa
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import EventError
@@ -34,6 +35,10 @@ def __getattr__(name: str) -> object:
 
         return NatsExchange
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _nothing() -> None:
+    pass
 
 
 class Exchange(abc.ABC):
@@ -63,6 +68,12 @@ class Exchange(abc.ABC):
 
     async def stop(self) -> None:
         """Disconnect and release everything."""
+
+    async def hold_id(self, conn_id: str) -> Callable[[], None]:
+        """Before the handshake's ack: make messages to ``conn_id`` reach this server from
+        now on; returns the release, called once the connection is registered (which
+        keeps what it needs) or refused."""
+        return _nothing
 
     def id_problem(self, conn_id: str) -> str | None:
         """Why this exchange cannot carry ``conn_id`` (the server then refuses the

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import base64
 import collections
 import logging
 import random
-import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -27,11 +26,12 @@ import attrs
 from ..errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from ..protocol import Message, decode, encode, encode_answer, is_reply_token, new_token
 from . import Exchange
+from .markers import Marker, format_marker, parse_marker
 
 if TYPE_CHECKING:
     from ..conn import Conn
 
-__all__ = ["MAX_ID_BYTES", "BrokerExchange", "Marker", "format_marker", "parse_marker"]
+__all__ = ["MAX_ID_BYTES", "BrokerExchange"]
 
 MAX_ID_BYTES = 1024
 """The longest connection id (UTF-8 bytes) a broker exchange carries: NATS refuses control
@@ -39,45 +39,6 @@ lines past 4 KiB, and a subject holds an escaped id (4/3 of its size); the same 
 both brokers, so an application behaves the same on either."""
 
 log = logging.getLogger("wsmvc.exchange")
-
-_MARKER = re.compile(
-    r"neffos\(0x(?P<origin>[^(]*)\((?P<identity>.*)\)\)"
-    r"(?:wsmvc:(?P<flags>[a-z]*):(?P<exclude>[A-Za-z0-9_=-]*))?",
-    re.DOTALL,
-)
-
-
-@attrs.frozen
-class Marker:
-    """What the token slot of a publication says about it."""
-
-    origin: str  # the publishing server's id
-    identity: str = ""  # Go's excluded-connection identity, meaningful on the origin only
-    exclude_id: str | None = None
-    binary: bool = False
-
-
-def format_marker(marker: Marker) -> str:
-    text = f"neffos(0x{marker.origin}({marker.identity}))"
-    if marker.binary or marker.exclude_id is not None:
-        flags = ("b" if marker.binary else "") + ("x" if marker.exclude_id is not None else "")
-        excluded = base64.urlsafe_b64encode((marker.exclude_id or "").encode()).decode()
-        text += f"wsmvc:{flags}:{excluded}"
-    return text
-
-
-def parse_marker(text: str) -> Marker | None:
-    match = _MARKER.fullmatch(text)
-    if match is None:
-        return None
-    flags = match["flags"] or ""
-    exclude_id = None
-    if "x" in flags:
-        try:
-            exclude_id = base64.urlsafe_b64decode(match["exclude"]).decode()
-        except ValueError:
-            return None
-    return Marker(match["origin"], match["identity"], exclude_id, "b" in flags)
 
 
 class BrokerExchange(Exchange):
@@ -416,42 +377,53 @@ class BrokerExchange(Exchange):
 
     async def _send_in_order(self) -> None:
         assert self._wake is not None
+        flushes: list[str] = []  # flush() keys whose operations before were sent
         while True:
             await self._wake.wait()
             self._wake.clear()
+            sent = 0
             while self._queue:
                 op, channel, payload = self._queue.popleft()
                 self._pending -= op == "pub"
                 if op == "flush":
-                    await self._flushed(channel)
-                    continue
-                if not self._connected:
+                    flushes.append(channel)
+                elif self._connected:
+                    await self._send(op, channel, payload)
+                else:
                     # Subscriptions are redone from the channel sets on reconnect.
                     self.dropped += op == "pub"
-                    continue
-                try:
-                    if op == "pub":
-                        batch = [(channel, payload)]
-                        while self._queue and self._queue[0][0] == "pub":
-                            batch.append(self._queue.popleft()[1:])
-                            self._pending -= 1
-                        await self._publish_many(batch)
-                        continue
-                    if op == "sub":
-                        await self._subscribe(channel)
-                    else:
-                        await self._unsubscribe(channel)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self.dropped += len(batch) if op == "pub" else 0
-                    self._lost(f"{op} {channel} failed: {exc or type(exc).__name__}")
+                sent += 1
+                # One round trip answers every flush() queued meanwhile (each connection's
+                # handshake asks for one), at least every 64 operations under load.
+                if flushes and (not self._queue or sent >= 64):
+                    await self._flushed(flushes)
+                    flushes, sent = [], 0
 
-    async def _flushed(self, key: str) -> None:
-        done = self._flushes.get(key)
-        if done is None or done.done():
+    async def _send(self, op: str, channel: str, payload: bytes) -> None:
+        batch = [(channel, payload)]
+        try:
+            if op == "pub":
+                while self._queue and self._queue[0][0] == "pub":
+                    batch.append(self._queue.popleft()[1:])
+                    self._pending -= 1
+                await self._publish_many(batch)
+            elif op == "sub":
+                await self._subscribe(channel)
+            else:
+                await self._unsubscribe(channel)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.dropped += len(batch) if op == "pub" else 0
+            self._lost(f"{op} {channel} failed: {exc or type(exc).__name__}")
+
+    async def _flushed(self, keys: list[str]) -> None:
+        waiters = [w for w in map(self._flushes.get, keys) if w is not None and not w.done()]
+        if not waiters:
             return
         try:
+            if not self._connected:
+                raise ConnectionError("not connected")
             await asyncio.wait_for(self._roundtrip(), self.timeout)
         except asyncio.CancelledError:
             raise
@@ -461,10 +433,37 @@ class BrokerExchange(Exchange):
                 if isinstance(exc, asyncio.TimeoutError)
                 else str(exc) or type(exc).__name__
             )
-            done.set_exception(ConnectionClosed(f"the broker did not answer: {reason}"))
+            for done in waiters:
+                if not done.done():
+                    done.set_exception(ConnectionClosed(f"the broker did not answer: {reason}"))
             self._lost(f"the broker did not answer a round trip: {reason}")
         else:
-            done.set_result(None)
+            for done in waiters:
+                if not done.done():
+                    done.set_result(None)
+
+    async def hold_id(self, conn_id: str) -> Callable[[], None]:
+        """Subscribe ``conn_id``'s channel and wait, at most ``timeout`` seconds and only
+        while connected, until the broker has it: a message sent to the id right after
+        the handshake's ``A<id>`` then arrives (the Go server subscribes before it acks
+        too). Returns the release, to call once the connection is registered or refused.
+        """
+        channel = self.id_channel(conn_id)
+        self._want(channel)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._unwant(channel)
+
+        if self._connected:
+            try:
+                await self.flush(self.timeout)
+            except (ConnectionClosed, asyncio.TimeoutError) as exc:
+                log.debug("%s: %s not confirmed before its ack: %s", self, conn_id, exc)
+        return release
 
     def publish(
         self,

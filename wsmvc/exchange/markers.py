@@ -1,0 +1,54 @@
+"""The token slot of a publication between servers (``neffos-protocol.md`` §12.3).
+
+``neffos(0x<server>(<excluded>))`` is Go's own form, which every Go server strips;
+``wsmvc:<flags>:<excluded id>`` may follow it for what only wsmvc servers read: ``b`` the
+message is binary, ``x`` an id is excluded (its UTF-8 in URL-safe base64).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import attrs
+
+__all__ = ["Marker", "format_marker", "parse_marker"]
+
+_MARKER = re.compile(
+    r"neffos\(0x(?P<origin>[^(]*)\((?P<identity>.*)\)\)"
+    r"(?:wsmvc:(?P<flags>[a-z]*):(?P<exclude>[A-Za-z0-9_=-]*))?",
+    re.DOTALL,
+)
+
+
+@attrs.frozen
+class Marker:
+    """What the token slot of a publication says about it."""
+
+    origin: str  # the publishing server's id
+    identity: str = ""  # Go's excluded-connection identity, meaningful on the origin only
+    exclude_id: str | None = None
+    binary: bool = False
+
+
+def format_marker(marker: Marker) -> str:
+    text = f"neffos(0x{marker.origin}({marker.identity}))"
+    if marker.binary or marker.exclude_id is not None:
+        flags = ("b" if marker.binary else "") + ("x" if marker.exclude_id is not None else "")
+        excluded = base64.urlsafe_b64encode((marker.exclude_id or "").encode()).decode()
+        text += f"wsmvc:{flags}:{excluded}"
+    return text
+
+
+def parse_marker(text: str) -> Marker | None:
+    match = _MARKER.fullmatch(text)
+    if match is None:
+        return None
+    flags = match["flags"] or ""
+    exclude_id = None
+    if "x" in flags:
+        try:
+            exclude_id = base64.urlsafe_b64decode(match["exclude"]).decode()
+        except ValueError:
+            return None
+    return Marker(match["origin"], match["identity"], exclude_id, "b" in flags)
