@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 
 import aiohttp
@@ -18,7 +19,18 @@ from aiohttp import WSMsgType
 import wsmvc
 from wsmvc import Conn, Message, NSConn, Server
 
-from .wire_support import Serve, T, conn_by_id, expect, handshake, make_server, ready, recv, show
+from .wire_support import (
+    RawWS,
+    Serve,
+    T,
+    conn_by_id,
+    expect,
+    handshake,
+    make_server,
+    ready,
+    recv,
+    show,
+)
 
 BEAT = 0.2  # seconds: short, so that tests see many pings
 
@@ -231,3 +243,27 @@ async def test_pings_resume_for_the_first_client_after_the_server_was_empty(
     second = await session.ws_connect(url, autoping=False)
     await ready(second)
     await answer_pings(second, 2)
+
+
+def test_a_heartbeat_of_zero_or_less_is_refused() -> None:
+    """``None`` turns pings off; 0 is not a quiet way to say the same."""
+    for value in (0, -1.0):
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            Server(heartbeat=value)
+
+
+async def test_a_client_that_vanishes_before_its_handshake_is_closed(serve: Serve) -> None:
+    """Without a handshake timeout, the heartbeat still finds a client that upgraded and
+    then went silent without sending ``M``: it is pinged, then closed."""
+    url = await serve(make_server(heartbeat=BEAT, handshake_timeout=None))
+    raw = await RawWS.open(url)  # upgraded; never sends M, never answers (reading sends nothing)
+    try:
+        op, _ = await raw.recv()
+        assert op == 0x9  # a ping
+        while (frame := await raw.recv())[0] == 0x9:
+            pass
+        op, data = frame
+        assert op == 0x8, frame
+        assert (struct.unpack("!H", data[:2])[0], data[2:]) == (1011, b"keepalive ping timeout")
+    finally:
+        raw.sock.close()

@@ -23,16 +23,28 @@ A connection whose serving task is inside a handler (no reader running) cannot r
 pong: it is still pinged (the traffic keeps proxies from closing it) but not closed for a
 missing pong; it is judged again once it reads (Go neffos reads in the loop that runs its
 handlers, with the same effect).
+
+``Conn.heard`` counts whole frames read, so two live peers could look silent: one whose
+pong is in its socket but not read yet (the event loop was busy, and the sweep runs before
+the serving task), and one sending a single large frame slowly (no pong fits inside it).
+So before closing, the sweep asks the kernel when the socket last received data (Linux:
+``TCP_INFO``'s ``tcpi_last_data_recv``): bytes within the last ``heartbeat / 2`` seconds
+mean a live peer, judged again at the next sweep. And a sweep that runs more than
+``heartbeat / 4`` late (the loop was blocked) closes nobody: it could not tell.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType
+
+from .states import ConnState
 
 if TYPE_CHECKING:
     from .conn import Conn
@@ -40,6 +52,29 @@ if TYPE_CHECKING:
 __all__ = ["Heartbeat"]
 
 log = logging.getLogger("wsmvc")
+
+# Linux's struct tcp_info: tcpi_last_data_recv, milliseconds, a u32 after 8 bytes of u8
+# fields and 11 u32 (include/uapi/linux/tcp.h; stable ABI since 2.6).
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_LAST_DATA_RECV = struct.Struct("=I")
+_LAST_DATA_RECV_AT = 52
+
+
+def ms_since_data(conn: Conn) -> int | None:
+    """Milliseconds since the kernel last received data on ``conn``'s socket, read or not;
+    ``None`` where the platform does not say (or the connection has no socket)."""
+    request = conn.request
+    transport = request.transport if request is not None else None
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if _TCP_INFO is None or sock is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _LAST_DATA_RECV_AT + 4)
+    except OSError:
+        return None
+    if len(info) < _LAST_DATA_RECV_AT + 4:
+        return None
+    return int(_LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_AT)[0])
 
 
 class Heartbeat:
@@ -50,7 +85,7 @@ class Heartbeat:
     stops by itself when a sweep finds no connection, and with :meth:`stop`.
     """
 
-    __slots__ = ("_conns", "_pinged", "_timer", "period")
+    __slots__ = ("_conns", "_due", "_pinged", "_timer", "period")
 
     def __init__(self, period: float, conns: Callable[[], Collection[Conn]]) -> None:
         if period <= 0:
@@ -59,11 +94,14 @@ class Heartbeat:
         self._conns = conns
         self._pinged: set[Conn] = set()  # pinged by the last sweep and silent since
         self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0  # loop time the next sweep is meant for
 
     def start(self) -> None:
         """Make sure the sweeps run (from the event loop's thread)."""
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.period / 2, self._sweep)
+            loop = asyncio.get_running_loop()
+            self._due = loop.time() + self.period / 2
+            self._timer = loop.call_at(self._due, self._sweep)
 
     def stop(self) -> None:
         """No more sweeps (until the next :meth:`start`)."""
@@ -76,21 +114,28 @@ class Heartbeat:
         self._timer = None
         conns = tuple(self._conns())  # a close during the sweep may change the collection
         pinged, self._pinged = self._pinged, set()
+        # Late: the loop was blocked, pongs may wait unread. No verdicts this time.
+        judge = asyncio.get_running_loop().time() - self._due < self.period / 4
         for conn in conns:
             try:
-                self._look_at(conn, conn in pinged)
+                self._look_at(conn, conn in pinged, judge)
             except Exception:  # one connection's failure must not stop the others' heartbeat
                 log.exception("%r: heartbeat failed", conn)
         if conns:
             self.start()
 
-    def _look_at(self, conn: Conn, was_pinged: bool) -> None:
+    def _look_at(self, conn: Conn, was_pinged: bool, judge: bool) -> None:
         if conn.heard:
             conn.heard = False
             return
-        if not conn.session.open:
-            return
+        state = conn.session.state
+        if state is not ConnState.OPEN and state is not ConnState.CONNECTING:
+            return  # closing: its own close path has it (a connection before M is pinged)
         if was_pinged and conn.reader.listening:
+            quiet = ms_since_data(conn) if judge else 0
+            if quiet is not None and quiet < self.period * 500:
+                self._pinged.add(conn)  # bytes came (a frame under way, a pong unread)
+                return
             log.info(
                 "%r: closing (1006): no pong within %s seconds of a ping", conn, self.period / 2
             )

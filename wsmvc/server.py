@@ -58,7 +58,9 @@ class Server:
       dropped) is found within 30 s, and the ping keeps proxies (nginx, load balancers: 60 s
       idle by default) from closing idle connections; browsers and the neffos clients answer
       pings by themselves. Measured cost: see ``docs/deploying.md#timeouts-and-the-heartbeat``.
-      ``None``: no pings.
+      ``None``: no pings (0 or less raises ``ValueError``). See :mod:`wsmvc.keepalive`
+      for how a live peer whose pong is not read yet, or whose large frame is still
+      arriving, is told from a silent one.
     * ``read_timeout`` - close a connection that sends nothing for this many seconds.
     * ``handshake_timeout`` - seconds a client has, once upgraded, to send neffos' ``M``;
       past it the connection is closed with 1008 (default 10; ``None``: no limit).
@@ -152,7 +154,7 @@ class Server:
         self._registry = Registry(exchange)
         self._live: set[Conn] = set()
         live = self._live
-        self._heartbeat = Heartbeat(heartbeat, lambda: live) if heartbeat else None
+        self._heartbeat = Heartbeat(heartbeat, lambda: live) if heartbeat is not None else None
         self._upgrading = 0  # requests before their Conn exists
         self._upgrades_done: asyncio.Event | None = None  # made by close() if it must wait
         self._closing = False
