@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -13,14 +14,15 @@ from injector import Injector
 
 from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
+from .delivery import deliver
 from .errors import ConnectionClosed, EventError, Reject
 from .exchange import Exchange
-from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD, Payload, declare_no_context_takeover
+from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD, declare_no_context_takeover
 from .handlers import Handler, HandlerTable, Namespaces
 from .injection import Injection, ModuleLike
 from .keepalive import Heartbeat
 from .nsconn import DEFAULT, NSConn, Timeout
-from .protocol import ERR_BAD_NAMESPACE, ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode_event
+from .protocol import ERR_BAD_NAMESPACE, Message
 from .registry import Registry
 from .states import ConnState
 from .upgrade import Origins, default_id_generator, reconnect_tries, with_query_headers
@@ -158,6 +160,7 @@ class Server:
         self._upgrading = 0  # requests before their Conn exists
         self._upgrades_done: asyncio.Event | None = None  # made by close() if it must wait
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the app's, once it started
         self._injection = Injection(injector, modules, Server)
         self._controllers: dict[type, ControllerHandle] = {}
         self._prepared = False
@@ -411,6 +414,7 @@ class Server:
             log.exception("on_disconnect failed for %r", conn)
 
     async def _on_startup(self, app: web.Application) -> None:
+        self._loop = asyncio.get_running_loop()
         self.prepare()
         if self.exchange is not None:
             await self.exchange.start()
@@ -534,6 +538,32 @@ class Server:
                 to=to,
             )
 
+    def broadcast_threadsafe(
+        self,
+        msg: Message,
+        *,
+        exclude: str | None = None,
+        to: str | None = None,
+    ) -> concurrent.futures.Future[None]:
+        """:meth:`broadcast` from another thread of this process (a sync web framework's
+        request, a thread pool): scheduled on the server's event loop; the returned
+        future's ``result(timeout)`` waits until it was sent (and raises what it raised).
+
+        Raises :class:`RuntimeError` before the application started (no loop yet) and
+        when called from the event loop's own thread (``await broadcast()`` there: waiting
+        on the future would block the loop it waits for).
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise RuntimeError("the server's application is not running")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("in the event loop's thread, await server.broadcast() instead")
+        return asyncio.run_coroutine_threadsafe(self.broadcast(msg, exclude=exclude, to=to), loop)
+
     def deliver(
         self,
         msg: Message,
@@ -545,37 +575,13 @@ class Server:
 
         What goes out is ``msg`` as an event: never its token nor an exchange marker.
         """
-        data = encode_event(msg)
-        namespace, room = msg.namespace, msg.room
-        check_room = bool(room) and msg.event != ON_ROOM_JOIN and msg.event != ON_ROOM_LEFT
-        if to is not None:
-            targets: Iterable[NSConn] = [
-                ns for c in self._registry.by_id(to) if (ns := c.namespace(namespace))
-            ]
-        elif check_room:
-            targets = self._registry.in_room(namespace, room)
-            check_room = False
-        else:
-            targets = self._registry.in_namespace(namespace)
         if isinstance(exclude, NSConn):
             exclude = exclude.conn
-        exclude_id = exclude if isinstance(exclude, str) else None
-        # Framed once, and deflated once, for every receiver (framing.Payload).
-        payload = Payload(
-            data, msg.binary, threshold=self.compress_threshold, level=self.compress_level
+        return deliver(
+            self._registry,
+            msg,
+            exclude=exclude,
+            to=to,
+            threshold=self.compress_threshold,
+            level=self.compress_level,
         )
-        sent = 0
-        for nsconn in tuple(targets):
-            conn = nsconn.conn
-            writer = conn.writer
-            if (
-                conn is exclude
-                or writer.closed
-                or (exclude_id is not None and conn.id == exclude_id)
-            ):
-                continue
-            if check_room and not nsconn.in_room(room):
-                continue
-            writer.write_payload(payload)
-            sent += 1
-        return sent

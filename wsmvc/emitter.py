@@ -1,0 +1,90 @@
+"""Sending to a cluster's clients from a process that serves none (issue 10 §2).
+
+A worker, a cron job or a script reaches the clients of wsmvc servers through the same
+broker and settings as the servers' exchange: it publishes what a server's ``broadcast``
+publishes, and asks a connection the way one server asks a connection on another (the
+server that has the connection forwards the ask and publishes the answer). No websocket
+server, no aiohttp application::
+
+    import asyncio
+    from wsmvc import Message
+    from wsmvc.emitter import Emitter
+    from wsmvc.exchange import RedisExchange
+
+    async def main() -> None:
+        async with Emitter(RedisExchange("redis://127.0.0.1:6379/0")) as emitter:
+            progress = Message(namespace="jobs", event="progress", body=b"42")
+            await emitter.broadcast(progress, to="alice")
+
+    asyncio.run(main())
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from .errors import ConnectionClosed
+from .exchange.broker import BrokerExchange
+from .protocol import Message
+
+__all__ = ["Emitter"]
+
+
+class Emitter:
+    """Broadcasts to, and asks, the clients of the servers that share ``exchange``'s broker
+    and prefix (a :class:`~wsmvc.exchange.RedisExchange` or
+    :class:`~wsmvc.exchange.NatsExchange` of this emitter's own, not a server's).
+
+    ``connect_timeout`` (seconds): how long :meth:`start` waits for the broker (raises
+    ``TimeoutError`` past it). Use it as an async context manager, or call :meth:`start`
+    and :meth:`stop`.
+    """
+
+    def __init__(self, exchange: BrokerExchange, *, connect_timeout: float = 10.0) -> None:
+        if exchange.server is not None:
+            raise ValueError("this exchange serves a server: give the emitter one of its own")
+        self.exchange = exchange
+        self.connect_timeout = connect_timeout
+
+    async def start(self) -> None:
+        """Connect to the broker; returns once connected."""
+        await self.exchange.start()
+        await self.exchange.wait_connected(self.connect_timeout)
+
+    async def stop(self) -> None:
+        """Send what is still queued (within the exchange's ``timeout``), then disconnect."""
+        await self.exchange.stop()
+
+    async def __aenter__(self) -> Emitter:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def broadcast(
+        self, msg: Message, *, to: str | None = None, exclude: str | None = None
+    ) -> None:
+        """Send ``msg`` to the connections of its namespace (and room, if set) on every
+        server, as ``Server.broadcast`` does; ``to``: only connections with that id;
+        ``exclude``: not those. Returns once the broker has it (one round trip, shared by
+        concurrent calls). Raises :class:`~wsmvc.ConnectionClosed` when the broker cannot
+        take it (not connected, or no answer within the exchange's ``timeout``)."""
+        if not self.exchange.connected:
+            raise ConnectionClosed("the emitter is not connected to its broker")
+        self.exchange.publish(msg, exclude_id=exclude, to=to)
+        await self.exchange.flush(self.exchange.timeout)
+
+    async def ask(self, msg: Message, *, to: str, timeout: float | None = 30.0) -> Message:
+        """Ask the connection with id ``to`` (on whichever server has it, in ``msg``'s
+        namespace) and return its answer. ``timeout``: seconds (``None``: no limit).
+
+        Raises :class:`~wsmvc.AskTimeout` without an answer in time (also when no server
+        has that connection), :class:`~wsmvc.EventError` with the client's error, and
+        :class:`~wsmvc.ConnectionClosed` when not connected."""
+        return await self.exchange.ask(msg, to=to, timeout=timeout)
