@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import subprocess
 import sys
 from collections import defaultdict
@@ -268,3 +269,35 @@ async def test_a_message_sent_right_after_the_ack_arrives(broker: Broker, serve:
             assert await raw.recv_text() == f";default;;chat;0;0;hello {n}"
         finally:
             raw.sock.close()
+
+
+async def test_a_channel_the_broker_refuses_fails_that_message_only(
+    nats_broker: Broker, serve: Serve, peers: Peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cross-server ask whose token is no valid NATS subject (published straight to the
+    broker, as a foreign server could): its answer cannot be published. That one answer
+    is dropped and logged as an error; the connection to NATS stays up."""
+    import nats
+
+    a, url_b = await two_servers(nats_broker, serve, ["default"])
+    target = await peers.connect(url_b, "target", exact_id=True, at="B")
+
+    async def probe(token: str) -> None:
+        msg = Message(namespace="default", event="probe", body=token.encode())
+        await a.broadcast(msg, to=target.id)
+
+    await until_heard(probe, [target])
+    caplog.set_level(logging.INFO, logger="wsmvc.exchange")
+    foreign = await nats.connect(nats_broker.url)
+    try:
+        await foreign.publish("neffos.target", b"bad token;default;;question;0;0;hi")
+        await foreign.flush()
+    finally:
+        await foreign.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while not any("bad token failed" in r.getMessage() for r in caplog.records):
+        assert loop.time() < deadline, caplog.text
+        await asyncio.sleep(0.01)
+    assert not any("lost its broker" in r.getMessage() for r in caplog.records), caplog.text
+    await until_heard(probe, [target])  # still flowing

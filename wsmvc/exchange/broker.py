@@ -415,7 +415,16 @@ class BrokerExchange(Exchange):
             raise
         except Exception as exc:
             self.dropped += len(batch) if op == "pub" else 0
-            self._lost(f"{op} {channel} failed: {exc or type(exc).__name__}")
+            reason = f"{op} {channel} failed: {exc or type(exc).__name__}"
+            if self._refused(exc):  # this operation only: the connection is fine
+                log.error("%s: %s", self, reason)
+            else:
+                self._lost(reason)
+
+    def _refused(self, exc: Exception) -> bool:
+        """Whether the broker refused one operation (a bad channel name, say) rather than
+        failing the connection; a backend knows its client library's errors."""
+        return False
 
     async def _flushed(self, keys: list[str]) -> None:
         waiters = [w for w in map(self._flushes.get, keys) if w is not None and not w.done()]

@@ -135,6 +135,11 @@ class NatsExchange(BrokerExchange):
     async def _publish(self, channel: str, payload: bytes) -> None:
         await self._nc.publish(channel, payload)
 
+    def _refused(self, exc: Exception) -> bool:
+        import nats.errors
+
+        return isinstance(exc, nats.errors.BadSubjectError)
+
     async def _roundtrip(self) -> None:
         await self._nc.flush(timeout=self.timeout)
 
