@@ -27,13 +27,21 @@ class Listener(Protocol):
     def id_closed(self, conn_id: str) -> None: ...
 
 
+class Members(Protocol):
+    """Told of every connection joining or leaving a namespace (room ``""``) or a room."""
+
+    def joined(self, namespace: str, room: str, conn_id: str) -> None: ...
+    def left(self, namespace: str, room: str, conn_id: str) -> None: ...
+
+
 class Registry:
     """The server's index of acknowledged connections, namespaces and rooms."""
 
-    __slots__ = ("_by_id", "_conns", "_listener", "_namespaces", "_rooms")
+    __slots__ = ("_by_id", "_conns", "_listener", "_members", "_namespaces", "_rooms")
 
-    def __init__(self, listener: Listener | None = None) -> None:
+    def __init__(self, listener: Listener | None = None, members: Members | None = None) -> None:
         self._listener = listener
+        self._members = members
         self._conns: dict[Conn, None] = {}
         self._by_id: dict[str, dict[Conn, None]] = {}
         self._namespaces: dict[str, dict[NSConn, None]] = {}
@@ -55,19 +63,36 @@ class Registry:
 
     def namespace_added(self, nsconn: NSConn) -> None:
         members = self._namespaces.setdefault(nsconn.namespace, {})
+        if nsconn in members:
+            return
         members[nsconn] = None
         if len(members) == 1 and self._listener is not None:
             self._listener.namespace_opened(nsconn.namespace)
+        if self._members is not None:
+            self._members.joined(nsconn.namespace, "", nsconn.conn.id)
 
     def namespace_removed(self, nsconn: NSConn) -> None:
+        if nsconn not in self._namespaces.get(nsconn.namespace, {}):
+            return
         if _discard(self._namespaces, nsconn.namespace, nsconn) and self._listener is not None:
             self._listener.namespace_closed(nsconn.namespace)
+        if self._members is not None:
+            self._members.left(nsconn.namespace, "", nsconn.conn.id)
 
     def room_added(self, nsconn: NSConn, room: str) -> None:
-        self._rooms.setdefault((nsconn.namespace, room), {})[nsconn] = None
+        members = self._rooms.setdefault((nsconn.namespace, room), {})
+        if nsconn in members:
+            return
+        members[nsconn] = None
+        if self._members is not None:
+            self._members.joined(nsconn.namespace, room, nsconn.conn.id)
 
     def room_removed(self, nsconn: NSConn, room: str) -> None:
+        if nsconn not in self._rooms.get((nsconn.namespace, room), {}):
+            return
         _discard(self._rooms, (nsconn.namespace, room), nsconn)
+        if self._members is not None:
+            self._members.left(nsconn.namespace, room, nsconn.conn.id)
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -17,11 +17,13 @@ from .controller import ControllerError, ControllerHandle, compile_handlers, spe
 from .delivery import deliver
 from .errors import ConnectionClosed, EventError, Reject
 from .exchange import Exchange
+from .exchange.broker import BrokerExchange
 from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD, declare_no_context_takeover
 from .handlers import Handler, HandlerTable, Namespaces
 from .injection import Injection, ModuleLike
 from .keepalive import Heartbeat
 from .nsconn import DEFAULT, NSConn, Timeout
+from .presence import Presence
 from .protocol import ERR_BAD_NAMESPACE, Message
 from .registry import Registry
 from .states import ConnState
@@ -153,7 +155,9 @@ class Server:
         self.exchange = exchange
         if exchange is not None:
             exchange.attach(self)
-        self._registry = Registry(exchange)
+        self.presence = Presence(exchange if isinstance(exchange, BrokerExchange) else None)
+        """Who is where: the cluster with a broker exchange, else this process."""
+        self._registry = Registry(exchange, self.presence)
         self._live: set[Conn] = set()
         live = self._live
         self._heartbeat = Heartbeat(heartbeat, lambda: live) if heartbeat is not None else None
@@ -418,8 +422,10 @@ class Server:
         self.prepare()
         if self.exchange is not None:
             await self.exchange.start()
+        await self.presence.start()
 
     async def _on_cleanup(self, app: web.Application) -> None:
+        await self.presence.stop()
         if self.exchange is not None:
             await self.exchange.stop()
 

@@ -25,6 +25,8 @@ test client uses to make this server act (each answers an ask once done):
 ``probe`` ``id|token``             broadcasts the event ``probe`` with body token, ``to=id``
                                    (or to the namespace when id is empty)
 ``status``                         ``{"name", "connected", "dropped"}`` as JSON
+``presence`` room                  ``{"count", "bound"}``: the room's members cluster-wide,
+                                   and how long a killed server's members may linger
 
 Broadcasts use the event ``chat``.
 """
@@ -147,6 +149,12 @@ def build(name: str, exchange: BrokerExchange) -> Server:
         probe = Message(namespace=NAMESPACE, event="probe", body=token.encode())
         await server.broadcast(probe, to=to or None)
         return "sent"
+
+    @server.on(NAMESPACE, "presence")
+    def presence(ns: NSConn, msg: Message) -> str:
+        room = msg.body.decode()
+        bound = server.presence.ttl + server.presence.beat
+        return json.dumps({"count": server.presence.count(NAMESPACE, room), "bound": bound})
 
     @server.on(NAMESPACE, "status")
     def status(ns: NSConn, msg: Message) -> str:

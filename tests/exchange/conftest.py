@@ -471,6 +471,12 @@ class ClusterServer:
                 self.url = match[2]
                 return
 
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes without a goodbye, as in a crash."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            end_process(proc, signal.SIGKILL)
+
     def stop(self) -> int | None:
         """SIGTERM and reap; the exit status (``None`` if it was not running)."""
         proc, self._proc = self._proc, None

@@ -56,6 +56,7 @@ class BrokerExchange(Exchange):
     missing.
     """
 
+    prefix: str = "neffos"
     requires: tuple[str, str] = ("", "")
     """The client library a backend imports (module, ``pip`` extra of wsmvc)."""
 
@@ -104,6 +105,7 @@ class BrokerExchange(Exchange):
         self._stopping = False
         self._stopped = False
         self._forwards: set[asyncio.Task[None]] = set()
+        self._side: dict[str, Callable[[bytes], None]] = {}  # wsmvc's own channels
 
     # -- what a backend implements ------------------------------------------------------
 
@@ -202,6 +204,8 @@ class BrokerExchange(Exchange):
             except Exception as exc:
                 log.warning("%s: stopping with broadcasts unsent: %s", self, exc)
         self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
         tasks = [t for t in (self._runner, self._pump, *self._forwards) if t is not None]
         for task in tasks:
             task.cancel()
@@ -277,8 +281,7 @@ class BrokerExchange(Exchange):
             delay = min(delay * 2, high)
 
     async def _listen_until_lost(self) -> None:
-        """:meth:`_listen` until the connection fails or :meth:`_lost` gives it up; raises
-        ConnectionError with the reason either way."""
+        """:meth:`_listen` until it fails or :meth:`_lost` gives up: ConnectionError(why)."""
         self._lost_reason = ""
         listener = self._listener = asyncio.get_running_loop().create_task(self._listen())
         try:
@@ -378,7 +381,9 @@ class BrokerExchange(Exchange):
     async def _send_in_order(self) -> None:
         assert self._wake is not None
         flushes: list[str] = []  # flush() keys whose operations before were sent
-        while True:
+        # Ends with stop()'s flag too: Python 3.10-3.11's wait_for() (in _flushed) can
+        # swallow the cancellation that arrives as its round trip completes.
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
             sent = 0
@@ -422,8 +427,7 @@ class BrokerExchange(Exchange):
                 self._lost(reason)
 
     def _refused(self, exc: Exception) -> bool:
-        """Whether the broker refused one operation (a bad channel name, say) rather than
-        failing the connection; a backend knows its client library's errors."""
+        """Whether the broker refused one operation (a bad channel, say), not the connection."""
         return False
 
     async def _flushed(self, keys: list[str]) -> None:
@@ -452,11 +456,9 @@ class BrokerExchange(Exchange):
                     done.set_result(None)
 
     async def hold_id(self, conn_id: str) -> Callable[[], None]:
-        """Subscribe ``conn_id``'s channel and wait, at most ``timeout`` seconds and only
-        while connected, until the broker has it: a message sent to the id right after
-        the handshake's ``A<id>`` then arrives (the Go server subscribes before it acks
-        too). Returns the release, to call once the connection is registered or refused.
-        """
+        """Subscribe ``conn_id``'s channel and wait (at most ``timeout``, only while
+        connected) until the broker has it, so that a message sent to the id right after
+        ``A<id>`` arrives (as in Go). Returns the release, for once it is registered."""
         channel = self.id_channel(conn_id)
         self._want(channel)
         released = False
@@ -473,6 +475,25 @@ class BrokerExchange(Exchange):
             except (ConnectionClosed, asyncio.TimeoutError) as exc:
                 log.debug("%s: %s not confirmed before its ack: %s", self, conn_id, exc)
         return release
+
+    # -- wsmvc's own traffic between servers (presence) ---------------------------------------
+
+    def side_channel(self, name: str) -> str:
+        """``<prefix>.__wsmvc__.<name>``, for wsmvc's own traffic between servers: never a
+        namespace's or id's channel (NATS: three tokens, names make two; Redis: no end dot)."""
+        return f"{self.prefix}.__wsmvc__.{name}"
+
+    def side_subscribe(self, channel: str, deliver: Callable[[bytes], None]) -> None:
+        """Hand every payload on ``channel`` (from every server) to ``deliver``."""
+        self._side[channel] = deliver
+        self._want(channel)
+
+    def side_publish(self, channel: str, payload: bytes) -> None:
+        """Publish ``payload`` on ``channel`` in order with broadcasts (or drop, counted)."""
+        if self._connected:
+            self._enqueue("pub", channel, payload)
+        else:
+            self.dropped += 1
 
     def publish(
         self,
@@ -496,6 +517,10 @@ class BrokerExchange(Exchange):
 
     def _received(self, channel: str, payload: bytes) -> None:
         """One payload from the broker on ``channel``."""
+        side = self._side.get(channel)
+        if side is not None:
+            side(payload)
+            return
         if payload.startswith(self._own_marker):
             return  # ours: delivered locally when it was published
         try:

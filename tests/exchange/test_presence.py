@@ -1,0 +1,137 @@
+"""Cluster-wide presence (issue 10 §1) on real Redis and NATS.
+
+Three servers share a broker; clients join namespaces and rooms on different servers. Every
+server's ``presence`` converges to the same view (counts, members, rooms of an id), the
+application hears each join and leave once per server, a server shut down cleanly takes its
+members along at once, and a server killed with SIGKILL loses them within the documented
+bound (``ttl`` + ``beat``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from aiohttp import web
+
+from wsmvc import Server
+from wsmvc.presence import Change, Member
+
+from ..conftest import Serve
+from .conftest import (
+    WAIT,
+    Broker,
+    Peers,
+    StartCluster,
+    eventually,
+    id_from_name,
+    make_exchange,
+)
+
+
+def cluster_of(broker: Broker, n: int) -> list[Server]:
+    return [
+        Server({"default": {}}, exchange=make_exchange(broker), id_generator=id_from_name)  # type: ignore[arg-type]
+        for _ in range(n)
+    ]
+
+
+async def test_every_server_sees_the_whole_cluster(
+    broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    servers = cluster_of(broker, 3)
+    urls = [await serve(s, path=f"/s{i}") for i, s in enumerate(servers)]
+    heard: list[Change] = []
+    servers[0].presence.on_change(heard.append)
+    await peers.connect(urls[0], "alice", rooms=["lobby"], exact_id=True, at="s0")
+    await peers.connect(urls[1], "bob", rooms=["lobby"], exact_id=True, at="s1")
+    alice_tab2 = await peers.connect(urls[2], "alice", rooms=["ops"], exact_id=True, at="s2")
+    ids = [s.exchange.id for s in servers]  # type: ignore[union-attr]
+
+    async def converged() -> bool:
+        return all(
+            s.presence.count("default", "lobby") == 2
+            and s.presence.count("default") == 2
+            and s.presence.rooms_of("alice", "default") == ["lobby", "ops"]
+            for s in servers
+        )
+
+    took = await eventually(converged, "every server sees alice (two servers) and bob")
+    assert took < WAIT
+    for s in servers:
+        assert s.presence.members("default", "lobby") == sorted(
+            [Member("alice", ids[0]), Member("bob", ids[1])]
+        )
+        assert s.presence.members("default") == sorted(
+            [Member("alice", ids[0]), Member("alice", ids[2]), Member("bob", ids[1])]
+        )
+    # Leaving: alice's second tab goes; she is still in the namespace through the first.
+    await alice_tab2.conn.close()
+
+    async def tab_gone() -> bool:
+        return all(s.presence.rooms_of("alice", "default") == ["lobby"] for s in servers)
+
+    await eventually(tab_gone, "alice's second tab left everywhere")
+    assert all(s.presence.count("default") == 2 for s in servers)
+    joined = {(c.conn_id, c.room, c.server) for c in heard if c.kind == "joined"}
+    assert {
+        ("alice", "lobby", ids[0]),
+        ("bob", "lobby", ids[1]),
+        ("alice", "ops", ids[2]),
+    } <= joined
+    assert ("alice", "ops", ids[2]) in {
+        (c.conn_id, c.room, c.server) for c in heard if c.kind == "left"
+    }
+
+
+async def test_a_server_shut_down_takes_its_members_along_at_once(
+    broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    stays, goes = cluster_of(broker, 2)
+    await serve(stays, path="/stays")
+    app = web.Application()
+    goes.mount(app, "/goes")
+    runner = web.AppRunner(app, shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"ws://127.0.0.1:{runner.addresses[0][1]}/goes"
+    await peers.connect(url, "carol", rooms=["lobby"], exact_id=True, at="goes")
+    await eventually(
+        lambda: _true(stays.presence.count("default", "lobby") == 1), "carol seen from the other"
+    )
+    left = asyncio.Event()
+    stays.presence.on_change(lambda c: left.set() if c.kind == "left" else None)
+    started = time.monotonic()
+    await runner.cleanup()  # clean shutdown: its clients close, then a goodbye
+    await asyncio.wait_for(left.wait(), WAIT)
+    await eventually(
+        lambda: _true(stays.presence.count("default", "lobby") == 0), "carol gone everywhere"
+    )
+    assert time.monotonic() - started < stays.presence.ttl
+
+
+async def test_a_killed_server_loses_its_members_within_ttl_and_a_beat(
+    broker: Broker, start_cluster: StartCluster, peers: Peers
+) -> None:
+    cluster = start_cluster(broker, ["s1", "s2"])
+    dave = await peers.connect(cluster["s2"], "dave", rooms=["lobby"])
+    watcher = await peers.connect(cluster["s1"], "watcher")
+
+    async def lobby_count() -> int:
+        return int(json.loads(await watcher.ask("presence", "lobby"))["count"])
+
+    await eventually(lambda: _eq(lobby_count(), 1), f"{dave.label} seen from s1")
+    cluster["s2"].kill()
+    took = await eventually(lambda: _eq(lobby_count(), 0), "s2's members expire", timeout=20)
+    bound = float(json.loads(await watcher.ask("presence", "lobby"))["bound"])
+    assert took <= bound + 1.0, (took, bound)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _eq(value: object, expected: int) -> bool:
+    return await value == expected  # type: ignore[misc]

@@ -1,0 +1,193 @@
+"""Cluster-wide presence: who is in which namespace and room, on every server (issue 10 §1).
+
+``server.presence`` answers for the whole cluster when the server has a broker exchange
+(:class:`~wsmvc.exchange.RedisExchange`, :class:`~wsmvc.exchange.NatsExchange`), and for
+this process otherwise::
+
+    server.presence.count("chat", "lobby")       # distinct connection ids, all servers
+    server.presence.members("chat", "lobby")     # [Member(conn_id, server), ...]
+    server.presence.rooms_of("alice", "chat")    # alice's rooms, wherever her tabs are
+    server.presence.on_change(callback)          # Change(kind, conn_id, namespace, room, server)
+
+Each server keeps a replica (:mod:`wsmvc.presence_state`) fed through one channel of the
+exchange's broker (``<prefix>.__wsmvc__.presence``, JSON): its own changes as numbered
+announcements, a beat every ``beat`` seconds, snapshots when a replica missed something,
+and a goodbye on a clean shutdown. A server silent for ``ttl`` seconds (killed, cut off) is
+gone: its members leave every replica, as ``left`` changes. So queries are synchronous reads
+of local memory, as fresh as the broker's latency, and cost nothing per message; a join or
+leave costs one small publication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .presence_state import Announce, Beat, Change, Member, Replica, Snapshot
+
+if TYPE_CHECKING:
+    from .exchange.broker import BrokerExchange
+
+__all__ = ["Change", "Member", "Presence"]
+
+log = logging.getLogger("wsmvc.presence")
+
+OnChange = Callable[[Change], "Awaitable[None] | None"]
+
+
+class Presence:
+    """Who is where (see the module docstring). ``exchange``: the server's broker exchange,
+    or ``None`` (this process only). ``beat`` (seconds, default 2): how often this server
+    says it is alive; ``ttl`` (seconds, default 3 beats): silence after which a server is
+    gone, so a killed server's members leave within ``ttl`` + ``beat`` seconds.
+    """
+
+    def __init__(
+        self, exchange: BrokerExchange | None, *, beat: float = 2.0, ttl: float | None = None
+    ) -> None:
+        if beat <= 0:
+            raise ValueError(f"beat must be positive seconds, got {beat!r}")
+        self.beat = beat
+        self.ttl = 3 * beat if ttl is None else ttl
+        self._exchange = exchange
+        self._replica = Replica(exchange.id if exchange is not None else "local", self.ttl)
+        self._callbacks: list[OnChange] = []
+        self._channel = exchange.side_channel("presence") if exchange is not None else ""
+        self._timer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def members(self, namespace: str, room: str = "") -> list[Member]:
+        """The members of ``room`` of ``namespace`` (``""``: of the namespace): one per
+        connection id and server."""
+        return self._replica.members(namespace, room)
+
+    def count(self, namespace: str, room: str = "") -> int:
+        """Distinct connection ids in ``room`` (``""``: the namespace), cluster-wide."""
+        return self._replica.count(namespace, room)
+
+    def rooms_of(self, conn_id: str, namespace: str) -> list[str]:
+        """The rooms of ``namespace`` that ``conn_id`` is in, on any server."""
+        return self._replica.rooms_of(conn_id, namespace)
+
+    def on_change(self, callback: OnChange) -> Callable[[], None]:
+        """Call ``callback(change)`` (sync, or async: run as a task) for every join and
+        leave, on any server; returns a function that unsubscribes it."""
+        self._callbacks.append(callback)
+        return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
+
+    # -- this server's changes (the registry calls these) -----------------------------------------
+
+    def joined(self, namespace: str, room: str, conn_id: str) -> None:
+        announce, changes = self._replica.join(namespace, room, conn_id)
+        self._publish(announce)
+        self._tell(changes)
+
+    def left(self, namespace: str, room: str, conn_id: str) -> None:
+        announce, changes = self._replica.leave(namespace, room, conn_id)
+        self._publish(announce)
+        self._tell(changes)
+
+    # -- life ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen to the other servers and start beating (the server's startup does it)."""
+        if self._exchange is None or self._timer is not None:
+            return
+        self._exchange.side_subscribe(self._channel, self._received)
+        self._timer = asyncio.get_running_loop().create_task(self._beating())
+        self._send({"t": "r", "s": self._replica.server, "o": ""})  # everyone's snapshot
+
+    async def stop(self) -> None:
+        """Say goodbye (the others drop this server's members at once) and stop."""
+        timer, self._timer = self._timer, None
+        if timer is None or self._exchange is None:
+            return
+        timer.cancel()
+        await asyncio.gather(timer, *self._tasks, return_exceptions=True)
+        self._send({"t": "g", "s": self._replica.server})
+
+    async def _beating(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.beat)
+            beat = self._replica.beat()
+            self._send({"t": "b", "s": beat.server, "q": beat.seq})
+            self._tell(self._replica.expire(loop.time()))
+
+    # -- the wire ------------------------------------------------------------------------------
+
+    def _publish(self, announce: Announce | None) -> None:
+        if announce is not None and self._timer is not None:
+            self._send(
+                {
+                    "t": "a",
+                    "s": announce.server,
+                    "q": announce.seq,
+                    "j": announce.joined,
+                    "l": announce.left,
+                }
+            )
+
+    def _send(self, body: dict[str, Any]) -> None:
+        assert self._exchange is not None
+        if self._exchange.connected:
+            self._exchange.side_publish(self._channel, json.dumps(body).encode())
+
+    def _received(self, payload: bytes) -> None:
+        try:
+            body = json.loads(payload)
+            kind, server = body["t"], body["s"]
+            now = asyncio.get_running_loop().time()
+            if kind == "r":
+                if body["o"] in ("", self._replica.server) and server != self._replica.server:
+                    snap = self._replica.snapshot()
+                    self._send({"t": "s", "s": snap.server, "q": snap.seq, "m": snap.members})
+                return
+            if kind == "g":
+                self._tell(self._replica.forget(server))
+                return
+            msg: Announce | Beat | Snapshot
+            if kind == "a":
+                msg = Announce(server, body["q"], _keys(body["j"]), _keys(body["l"]))
+            elif kind == "b":
+                msg = Beat(server, body["q"])
+            elif kind == "s":
+                msg = Snapshot(server, body["q"], _keys(body["m"]))
+            else:
+                return
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring a presence message that is not one: %s", exc)
+            return
+        changes, ask = self._replica.receive(msg, now)
+        if ask is not None:
+            self._send({"t": "r", "s": ask.server, "o": ask.of})
+        self._tell(changes)
+
+    # -- telling the application ---------------------------------------------------------------
+
+    def _tell(self, changes: list[Change]) -> None:
+        for change in changes:
+            for callback in list(self._callbacks):
+                try:
+                    result = callback(change)
+                    if inspect.isawaitable(result):
+                        task = asyncio.ensure_future(result)
+                        self._tasks.add(task)
+                        task.add_done_callback(self._finished)
+                except Exception:
+                    log.exception("presence callback %r failed for %s", callback, change)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("presence callback failed", exc_info=task.exception())
+
+
+def _keys(rows: Any) -> tuple[tuple[str, str, str], ...]:
+    return tuple((str(ns), str(room), str(conn_id)) for ns, room, conn_id in rows)
