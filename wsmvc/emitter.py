@@ -21,6 +21,7 @@ server, no aiohttp application::
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 
 from .errors import ConnectionClosed
@@ -78,7 +79,12 @@ class Emitter:
         if not self.exchange.connected:
             raise ConnectionClosed("the emitter is not connected to its broker")
         self.exchange.publish(msg, exclude_id=exclude, to=to)
-        await self.exchange.flush(self.exchange.timeout)
+        try:
+            await self.exchange.flush(self.exchange.timeout)
+        except asyncio.TimeoutError:
+            raise ConnectionClosed(
+                f"the broker did not answer within {self.exchange.timeout}s"
+            ) from None
 
     async def ask(self, msg: Message, *, to: str, timeout: float | None = 30.0) -> Message:
         """Ask the connection with id ``to`` (on whichever server has it, in ``msg``'s

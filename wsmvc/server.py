@@ -425,6 +425,7 @@ class Server:
         await self.presence.start()
 
     async def _on_cleanup(self, app: web.Application) -> None:
+        self._loop = None  # broadcast_threadsafe() from now on: RuntimeError
         await self.presence.stop()
         if self.exchange is not None:
             await self.exchange.stop()
@@ -560,7 +561,7 @@ class Server:
         on the future would block the loop it waits for).
         """
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or not loop.is_running():
             raise RuntimeError("the server's application is not running")
         try:
             running = asyncio.get_running_loop()

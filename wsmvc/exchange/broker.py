@@ -1,14 +1,10 @@
 """What the Redis and NATS exchanges share: payloads, ordering, reconnection, asks.
 
-Payloads are neffos envelopes (spec §12.3). The token slot carries a marker that Go
-servers strip (anything starting with ``neffos(0x``): ``neffos(0x<server>(<excluded>))``,
-which is Go's own form, optionally followed by ``wsmvc:<flags>:<excluded id>`` for what
-only wsmvc servers read (the binary flag, exclusion by id). A server skips what it
-published itself: it delivered that locally already.
-
-One task connects, listens and, when the broker goes away, reconnects with backoff and
-resubscribes; another sends publications and subscription changes in order. While the
-broker is away, local delivery goes on and publications are dropped (and counted).
+Payloads are neffos envelopes (spec §12.3) whose token slot carries a marker
+(:mod:`wsmvc.exchange.markers`); a server skips what it published itself. One task
+connects, listens, reconnects with backoff and resubscribes; another sends publications
+and subscription changes in order. While the broker is away, local delivery goes on and
+publications are dropped (and counted).
 """
 
 from __future__ import annotations
@@ -34,9 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_ID_BYTES", "BrokerExchange"]
 
 MAX_ID_BYTES = 1024
-"""The longest connection id (UTF-8 bytes) a broker exchange carries: NATS refuses control
-lines past 4 KiB, and a subject holds an escaped id (4/3 of its size); the same bound on
-both brokers, so an application behaves the same on either."""
+"""Longest connection id (UTF-8 bytes) on either broker: NATS control lines end at 4 KiB."""
 
 log = logging.getLogger("wsmvc.exchange")
 
@@ -52,8 +46,7 @@ class BrokerExchange(Exchange):
     ``server_id`` - this server's id in markers (default: a random UUID). ``max_pending`` -
     broadcasts queued for the broker (default 10,000); while it does not keep up, later
     ones are dropped and counted in ``dropped`` rather than queued without bound.
-    Raises ImportError (with the ``pip`` command) when the backend's client library is
-    missing.
+    Raises ImportError (with the ``pip`` command) without the backend's client library.
     """
 
     prefix: str = "neffos"
@@ -309,16 +302,22 @@ class BrokerExchange(Exchange):
         return [*self._wanted, *self._ask_channels]
 
     async def _resubscribe(self) -> None:
-        # Connections come and go while this awaits: repeat until nothing is missing,
-        # then drop what is no longer wanted. Nothing awaits between the last check and
-        # the caller marking the exchange connected.
-        done: set[str] = set()
-        while missing := [c for c in self._channels() if c not in done]:
+        # Connections come and go while this awaits: repeat until nothing is missing or
+        # extra; nothing awaits between that check and the caller marking it connected.
+        done: dict[str, None] = {}  # subscribed, in order
+        while True:
+            wanted = dict.fromkeys(self._channels())
+            missing = [c for c in wanted if c not in done]
+            extra = [c for c in done if c not in wanted]
+            if not missing and not extra:
+                return
             for channel in missing:
                 await self._subscribe(channel)
-                done.add(channel)
-        for channel in done.difference(self._channels()):
-            await self._unsubscribe(channel)
+                done[channel] = None
+            for channel in extra:
+                if channel not in self._wanted and channel not in self._ask_channels:
+                    await self._unsubscribe(channel)
+                    del done[channel]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
@@ -474,9 +473,10 @@ class BrokerExchange(Exchange):
                 await self.flush(self.timeout)
             except (ConnectionClosed, asyncio.TimeoutError) as exc:
                 log.debug("%s: %s not confirmed before its ack: %s", self, conn_id, exc)
+            except BaseException:  # the handshake was cancelled: nothing will release it
+                release()
+                raise
         return release
-
-    # -- wsmvc's own traffic between servers (presence) ---------------------------------------
 
     def side_channel(self, name: str) -> str:
         """``<prefix>.__wsmvc__.<name>``, for wsmvc's own traffic between servers: never a

@@ -23,6 +23,8 @@ from .broker import BrokerExchange
 
 __all__ = ["NatsExchange", "subject_token"]
 
+_SLOW_PENDING = 1 << 20  # bytes waiting in nats-py's buffer: half its default limit
+
 # What a NATS subject token may hold as it is: printable ASCII but the separator, the
 # wildcards and our escape mark.
 _PLAIN = re.compile(r"[\x21-\x7e]+")
@@ -86,6 +88,9 @@ class NatsExchange(BrokerExchange):
             max_reconnect_attempts=1,
             reconnect_time_wait=0,
             ping_interval=self.ping_interval,
+            # A publication waits at most this long when nats-py's buffer is full (a hung
+            # server): then it fails, and the exchange gives the broker up.
+            flush_timeout=self.timeout,
             max_outstanding_pings=3,
             no_echo=True,
             closed_cb=on_closed,
@@ -133,7 +138,12 @@ class NatsExchange(BrokerExchange):
             await sub.unsubscribe()
 
     async def _publish(self, channel: str, payload: bytes) -> None:
-        await self._nc.publish(channel, payload)
+        nc = self._nc
+        if nc.pending_data_size > _SLOW_PENDING:
+            # nats-py waits without a bound once its 2 MiB buffer is full (a hung server):
+            # past half of it, make sure the server still answers, within timeout.
+            await nc.flush(timeout=self.timeout)
+        await nc.publish(channel, payload)
 
     def _refused(self, exc: Exception) -> bool:
         import nats.errors
