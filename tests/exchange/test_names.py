@@ -49,6 +49,8 @@ async def two_servers(
     b = Server(table, exchange=make_exchange(broker), id_generator=ids)  # type: ignore[arg-type]
     await serve(a, path="/a")
     url_b = await serve(b, path="/b")
+    for server in (a, b):  # both connected, or what B's clients get is not what is tested
+        await server.exchange.flush(WAIT)  # type: ignore[union-attr]
     return a, url_b
 
 
