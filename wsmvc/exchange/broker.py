@@ -274,7 +274,8 @@ class BrokerExchange(Exchange):
             delay = min(delay * 2, high)
 
     async def _listen_until_lost(self) -> None:
-        """:meth:`_listen` until it fails or :meth:`_lost` gives up: ConnectionError(why)."""
+        """:meth:`_listen` until it fails or :meth:`_lost` gives up: ConnectionError(why).
+        The listener has ended on return (no connection of its outlives :meth:`stop`)."""
         self._lost_reason = ""
         listener = self._listener = asyncio.get_running_loop().create_task(self._listen())
         try:
@@ -282,15 +283,15 @@ class BrokerExchange(Exchange):
         finally:
             self._listener = None
             listener.cancel()
+            await asyncio.wait({listener}, timeout=self.timeout)  # if swallowed: _stopping
         if listener.cancelled():
             raise ConnectionError(self._lost_reason or "listening stopped")
         listener.result()
         raise ConnectionError("the broker closed the connection")
 
     def _lost(self, reason: str) -> None:
-        """The broker stopped answering (an operation failed or timed out): stop counting
-        on it now (``connected`` is false, publications are dropped and counted), and
-        reconnect."""
+        """The broker stopped answering: ``connected`` is false now (publications dropped,
+        counted), and the runner reconnects."""
         if not self._connected:
             return
         self._set_connected(False)
@@ -555,7 +556,6 @@ class BrokerExchange(Exchange):
             server.deliver(msg, exclude=exclude_id)
 
     # -- asks across servers ----------------------------------------------------------------
-
     async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:
         if not self._connected:
             raise ConnectionClosed("the exchange is not connected")

@@ -68,7 +68,7 @@ class RedisExchange(BrokerExchange):
         loop = asyncio.get_running_loop()
         pubsub = self._pubsub
         heard = pinged = loop.time()
-        while True:
+        while not self._stopping:  # also if redis-py swallowed this task's cancellation
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             now = loop.time()
             if message is not None:
