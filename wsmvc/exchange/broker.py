@@ -33,6 +33,7 @@ MAX_ID_BYTES = 1024
 """Longest connection id (UTF-8 bytes) on either broker: NATS control lines end at 4 KiB."""
 
 log = logging.getLogger("wsmvc.exchange")
+_STOPPED = "the exchange stopped"
 
 
 class BrokerExchange(Exchange):
@@ -154,12 +155,12 @@ class BrokerExchange(Exchange):
             return
         self._check_started()
         if self._stopped:
-            raise ConnectionClosed("the exchange stopped")
+            raise ConnectionClosed(_STOPPED)
         if self._connected_event is None:
             self._connected_event = asyncio.Event()
         await asyncio.wait_for(self._connected_event.wait(), timeout)
         if not self._connected:  # woken by stop()
-            raise ConnectionClosed("the exchange stopped")
+            raise ConnectionClosed(_STOPPED)
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until the broker has everything asked of this exchange so far: the
@@ -169,8 +170,7 @@ class BrokerExchange(Exchange):
         another connection publishes within about a millisecond may still miss them
         (NATS propagates interest between its client connections asynchronously).
         """
-        self._check_started()
-        await self.wait_connected(timeout)
+        await self.wait_connected(timeout)  # RuntimeError before start()
         key = new_token()
         done = self._flushes[key] = asyncio.get_running_loop().create_future()
         self._enqueue("flush", key)
@@ -209,11 +209,10 @@ class BrokerExchange(Exchange):
         event, self._connected_event = self._connected_event, None
         if event is not None:
             event.set()  # wakes wait_connected() and flush(), which fail
-        stopped = "the exchange stopped"
         waiters: list[asyncio.Future[Any]] = [*self._ask_channels.values(), *self._flushes.values()]
         for waiter in waiters:
             if not waiter.done():
-                waiter.set_exception(ConnectionClosed(stopped))
+                waiter.set_exception(ConnectionClosed(_STOPPED))
         if self._queue:
             log.debug("%s: %d operations left unsent at stop", self, len(self._queue))
             self._queue.clear()
@@ -364,6 +363,9 @@ class BrokerExchange(Exchange):
 
     def _enqueue(self, op: str, channel: str, payload: bytes = b"") -> None:
         if op == "pub":
+            if not self._connected:  # the broker is away (or the exchange stopped)
+                self.dropped += 1
+                return
             if self._pending >= self.max_pending:
                 if not self.dropped:
                     log.warning(
@@ -491,10 +493,7 @@ class BrokerExchange(Exchange):
 
     def side_publish(self, channel: str, payload: bytes) -> None:
         """Publish ``payload`` on ``channel`` in order with broadcasts (or drop, counted)."""
-        if self._connected:
-            self._enqueue("pub", channel, payload)
-        else:
-            self.dropped += 1
+        self._enqueue("pub", channel, payload)
 
     def publish(
         self,
@@ -505,9 +504,7 @@ class BrokerExchange(Exchange):
         to: str | None = None,
     ) -> None:
         if not self._connected:
-            self._check_started()
-            self.dropped += 1  # the broker is away (or the exchange stopped): not queued
-            return
+            self._check_started()  # else dropped (counted) by _enqueue
         identity = f"{exclude_conn.id}0x{id(exclude_conn):x}" if exclude_conn is not None else ""
         marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary))
         payload = encode(attrs.evolve(msg, token="", marker=marker, binary=False))
