@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 import wsmvc
 from wsmvc import ConnectionClosed, Message, Server
+from wsmvc.exchange.broker import BrokerExchange
 from wsmvc.testing import running
 
 from ..conftest import Serve
 from .conftest import (
     WAIT,
     Broker,
+    Peer,
     Peers,
     StartCluster,
     eventually,
@@ -172,12 +175,15 @@ async def test_broadcasts_published_during_shutdown_are_sent_before_the_exchange
         assert bodies == [b"%d" % i for i in range(200)]
 
 
-async def test_a_broker_that_hangs_is_given_up_and_found_again(
-    broker: Broker, serve: Serve, peers: Peers, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The broker stops answering (SIGSTOP) without closing anything: a flush times out, the
-    exchange says it is not connected and why, drops (counts) rather than queues, and
-    once the broker answers again broadcasts flow with no help (issue 10 §3)."""
+Probe = Callable[[str], Awaitable[None]]
+
+
+async def sender_and_remote(
+    broker: Broker, serve: Serve, peers: Peers
+) -> tuple[BrokerExchange, Server, Peer, Probe]:
+    """Server A, whose exchange gives up within 1 s and queues at most 100 broadcasts, and
+    a client of server B that hears A's broadcasts; A's exchange, A, the client, and the
+    probe (a broadcast from A) that ``until_heard`` sends."""
     table: dict[str, dict[str, object]] = {"default": {}}
     exchange = make_exchange(broker, timeout=1.0, reconnect_delay=(0.05, 0.2), max_pending=100)
     a = Server(table, exchange=exchange)  # type: ignore[arg-type]
@@ -189,6 +195,16 @@ async def test_a_broker_that_hangs_is_given_up_and_found_again(
         await a.broadcast(Message(namespace="default", event="probe", body=token.encode()))
 
     await until_heard(probe, [remote])
+    return exchange, a, remote, probe
+
+
+async def test_a_broker_that_hangs_is_given_up_and_found_again(
+    broker: Broker, serve: Serve, peers: Peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker stops answering (SIGSTOP) without closing anything: a flush times out, the
+    exchange says it is not connected and why, drops (counts) rather than queues, and
+    once the broker answers again broadcasts flow with no help (issue 10 §3)."""
+    exchange, a, remote, probe = await sender_and_remote(broker, serve, peers)
     caplog.set_level(logging.WARNING, logger="wsmvc.exchange")
     broker.pause()
     try:
@@ -217,19 +233,7 @@ async def test_publications_wait_for_a_hung_broker_within_a_bound(
     ``timeout``) and what the server broadcasts meanwhile queues up to ``max_pending``;
     past it, broadcasts are dropped and counted. NATS has no such wait (its client buffers
     within its own bound, and the round-trip check finds the hang)."""
-    table: dict[str, dict[str, object]] = {"default": {}}
-    exchange = make_exchange(
-        redis_broker, timeout=1.0, reconnect_delay=(0.05, 0.2), max_pending=100
-    )
-    a = Server(table, exchange=exchange)  # type: ignore[arg-type]
-    b = Server(table, exchange=make_exchange(redis_broker), id_generator=id_from_name)  # type: ignore[arg-type]
-    await serve(a, path="/a")
-    remote = await peers.connect(await serve(b, path="/b"), "remote", at="B")
-
-    async def probe(token: str) -> None:
-        await a.broadcast(Message(namespace="default", event="probe", body=token.encode()))
-
-    await until_heard(probe, [remote])
+    exchange, a, remote, probe = await sender_and_remote(redis_broker, serve, peers)
     redis_broker.pause()
     try:
         for n in range(300):

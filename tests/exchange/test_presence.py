@@ -13,10 +13,9 @@ import asyncio
 import json
 import time
 
-from aiohttp import web
-
 from wsmvc import Server
 from wsmvc.presence import Change, Member
+from wsmvc.testing import running
 
 from ..conftest import Serve
 from .conftest import (
@@ -90,21 +89,16 @@ async def test_a_server_shut_down_takes_its_members_along_at_once(
 ) -> None:
     stays, goes = cluster_of(broker, 2)
     await serve(stays, path="/stays")
-    app = web.Application()
-    goes.mount(app, "/goes")
-    runner = web.AppRunner(app, shutdown_timeout=2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"ws://127.0.0.1:{runner.addresses[0][1]}/goes"
-    await peers.connect(url, "carol", rooms=["lobby"], exact_id=True, at="goes")
-    await eventually(
-        lambda: _true(stays.presence.count("default", "lobby") == 1), "carol seen from the other"
-    )
     left = asyncio.Event()
-    stays.presence.on_change(lambda c: left.set() if c.kind == "left" else None)
-    started = time.monotonic()
-    await runner.cleanup()  # clean shutdown: its clients close, then a goodbye
+    async with running(goes, path="/goes") as url:
+        await peers.connect(url, "carol", rooms=["lobby"], exact_id=True, at="goes")
+        await eventually(
+            lambda: _true(stays.presence.count("default", "lobby") == 1),
+            "carol seen from the other",
+        )
+        stays.presence.on_change(lambda c: left.set() if c.kind == "left" else None)
+        started = time.monotonic()
+    # clean shutdown: its clients closed, then a goodbye
     await asyncio.wait_for(left.wait(), WAIT)
     await eventually(
         lambda: _true(stays.presence.count("default", "lobby") == 0), "carol gone everywhere"
