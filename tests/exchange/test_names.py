@@ -23,6 +23,7 @@ import pytest
 
 import wsmvc
 from wsmvc import ConnectionClosed, Message, NSConn, Reject, Server
+from wsmvc.exchange import NatsExchange, RedisExchange
 from wsmvc.exchange import broker as broker_module
 from wsmvc.exchange.broker import MAX_ID_BYTES
 from wsmvc.server import IdGenerator
@@ -147,10 +148,13 @@ async def test_asks_across_servers_with_the_same_counter_get_their_own_answers(
     broker: Broker, serve: Serve, peers: Peers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two servers whose token counters give the same value at once (their clocks agree)
-    still ask on different channels: each gets its own client's answer."""
+    still ask on different channels: each gets its own client's answer. Server ids chosen
+    by the application (the longest allowed, and one with every kind of character) work."""
     table: dict[str, dict[str, object]] = {"default": {}}
-    one = Server(table, exchange=make_exchange(broker), id_generator=id_from_name)  # type: ignore[arg-type]
-    two = Server(table, exchange=make_exchange(broker), id_generator=id_from_name)  # type: ignore[arg-type]
+    ex_one = make_exchange(broker, server_id="s" * 64)
+    ex_two = make_exchange(broker, server_id="Srv-2_b")
+    one = Server(table, exchange=ex_one, id_generator=id_from_name)  # type: ignore[arg-type]
+    two = Server(table, exchange=ex_two, id_generator=id_from_name)  # type: ignore[arg-type]
     url_one = await serve(one, path="/one")
     url_two = await serve(two, path="/two")
     on_one = await peers.connect(url_one, "on-one", at="one")
@@ -173,6 +177,17 @@ async def test_asks_across_servers_with_the_same_counter_get_their_own_answers(
         f"{on_two.label} heard from one",
         f"{on_one.label} heard from two",
     ]
+
+
+@pytest.mark.parametrize(
+    "server_id", ["", "a b", "a.b", "*", ">", "x(y", "s" * 65, "é", "tab\t", "a/b"]
+)
+@pytest.mark.parametrize("kind", [RedisExchange, NatsExchange])
+def test_a_server_id_the_brokers_cannot_carry_is_refused_at_construction(
+    kind: type[broker_module.BrokerExchange], server_id: str
+) -> None:
+    with pytest.raises(ValueError, match="server_id must be 1 to 64 ASCII letters"):
+        kind("unused://", server_id=server_id)  # type: ignore[call-arg]
 
 
 def attrs_evolve(msg: Message, body: bytes) -> Message:

@@ -22,7 +22,7 @@ import attrs
 from ..errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from ..protocol import Message, decode, encode, encode_answer, is_reply_token, new_token
 from . import Exchange
-from .markers import Marker, format_marker, parse_marker
+from .markers import Marker, check_server_id, format_marker, parse_marker
 
 if TYPE_CHECKING:
     from ..conn import Conn
@@ -44,8 +44,9 @@ class BrokerExchange(Exchange):
     the log says why, and the exchange reconnects with backoff. ``ping_interval`` - seconds
     between liveness checks of an idle connection (default 5). ``reconnect_delay`` -
     ``(first, longest)`` seconds between attempts, doubling, with jitter (default 0.05, 2).
-    ``server_id`` - this server's id in markers (default: a random UUID). ``max_pending`` -
-    broadcasts queued for the broker (default 10,000); while it does not keep up, later
+    ``server_id`` - this server's id in markers and channel names: 1 to 64 ASCII letters,
+    digits, ``-`` or ``_`` (default: a random UUID; ValueError otherwise). ``max_pending`` -
+    broadcasts queued or being sent (default 10,000); while the broker does not keep up, later
     ones are dropped and counted in ``dropped`` rather than queued without bound.
     Raises ImportError (with the ``pip`` command) without the backend's client library.
     """
@@ -75,7 +76,7 @@ class BrokerExchange(Exchange):
                     f"{type(self).__name__} needs the {module!r} package:"
                     f" pip install 'wsmvc[{extra}]'"
                 ) from exc
-        self.id = server_id or uuid.uuid4().hex
+        self.id = uuid.uuid4().hex if server_id is None else check_server_id(server_id)
         self._own_marker = f"neffos(0x{self.id}(".encode()
         self.timeout = timeout
         self.ping_interval = ping_interval
@@ -391,7 +392,6 @@ class BrokerExchange(Exchange):
             sent = 0
             while self._queue:
                 op, channel, payload = self._queue.popleft()
-                self._pending -= op == "pub"
                 if op == "flush":
                     flushes.append(channel)
                 elif self._connected:
@@ -399,6 +399,7 @@ class BrokerExchange(Exchange):
                 else:
                     # Subscriptions are redone from the channel sets on reconnect.
                     self.dropped += op == "pub"
+                    self._pending -= op == "pub"
                 sent += 1
                 # One round trip answers every flush() queued meanwhile (each connection's
                 # handshake asks for one), at least every 64 operations under load.
@@ -412,8 +413,10 @@ class BrokerExchange(Exchange):
             if op == "pub":
                 while self._queue and self._queue[0][0] == "pub":
                     batch.append(self._queue.popleft()[1:])
-                    self._pending -= 1
-                await self._publish_many(batch)
+                try:
+                    await self._publish_many(batch)
+                finally:  # counted until sent: queue and batch hold max_pending at most
+                    self._pending -= len(batch)
             elif op == "sub":
                 await self._subscribe(channel)
             else:

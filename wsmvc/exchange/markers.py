@@ -12,13 +12,29 @@ import re
 
 import attrs
 
-__all__ = ["Marker", "format_marker", "parse_marker"]
+__all__ = ["Marker", "check_server_id", "format_marker", "parse_marker"]
 
 _MARKER = re.compile(
     r"neffos\(0x(?P<origin>[^(]*)\((?P<identity>.*)\)\)"
     r"(?:wsmvc:(?P<flags>[a-z]*):(?P<exclude>[A-Za-z0-9_=-]*))?",
     re.DOTALL,
 )
+
+# A server id goes into markers, Redis channels and NATS subjects as it is: no `(`, no
+# `.`/`*`/`>`/spaces (NATS tokens), short enough for a subject. Go uses a UUID.
+_SERVER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_server_id(server_id: str) -> str:
+    """``server_id`` itself if it is 1 to 64 ASCII letters, digits, ``-`` or ``_``.
+
+    Raises ValueError otherwise (it is put into markers and broker subjects unescaped).
+    """
+    if not isinstance(server_id, str) or _SERVER_ID.fullmatch(server_id) is None:
+        raise ValueError(
+            f"server_id must be 1 to 64 ASCII letters, digits, '-' or '_', got {server_id!r}"
+        )
+    return server_id
 
 
 @attrs.frozen
