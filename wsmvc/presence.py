@@ -2,7 +2,8 @@
 
 ``server.presence`` answers for the whole cluster when the server has a broker exchange
 (:class:`~wsmvc.exchange.RedisExchange`, :class:`~wsmvc.exchange.NatsExchange`), and for
-this process otherwise::
+this process otherwise (also with :class:`~wsmvc.exchange.LocalExchange`, which has no
+side channel for the replicas)::
 
     server.presence.count("chat", "lobby")       # distinct connection ids, all servers
     server.presence.members("chat", "lobby")     # [Member(conn_id, server), ...]
