@@ -5,10 +5,11 @@
     python benchmarks/run.py --quick         # smoke test: short runs, 1 repetition
     python benchmarks/run.py --scenario echo --reps 5 --json out.json
     python benchmarks/run.py --scenario di-connect --scenario exchange-broadcast
+    python benchmarks/run.py --scenario exchange-join --scenario exchange-connect --reps 5
     python benchmarks/run.py --baseline ca897bc --server wsmvc --scenario echo --reps 5
 
 Each server runs pinned to CPU 0, the Node load generator to CPU 1. Every run gets a fresh
-server process (or two, and a fresh broker, for exchange-broadcast), warmed with one TCP
+server process (or two, and a fresh broker, for the exchange scenarios), warmed with one TCP
 connect-and-close before anything is measured. The setups of a scenario take turns
 (A B C A B C ...) and the tables show the median of the repetitions. See README.md for what
 each number means. With ``--baseline REV`` the ``wsmvc`` setup's server also runs on
@@ -33,6 +34,7 @@ from typing import Any
 
 from harness.cases import (
     BASELINE_SCENARIOS,
+    EXCHANGE_SCENARIOS,
     SCENARIOS,
     SERVERS,
     WSMVC,
@@ -56,7 +58,15 @@ from harness.processes import (
     wsmvc_dir,
 )
 from harness.procfs import Sample
-from harness.report import Metrics, Results, as_json, before_after, changes_json, report
+from harness.report import (
+    Metrics,
+    Results,
+    as_json,
+    before_after,
+    changes_json,
+    paired_extra,
+    report,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -188,6 +198,8 @@ def describe(m: Metrics, case: Case) -> str:
         text += f", {m['kib_per_conn']:.1f} KiB/conn"
     if m.get("broker_us_per_op") is not None:
         text += f", broker {m['broker_us_per_op']:.2f} µs/{case.op}"
+    if m.get("converge_p50_ms") is not None:
+        text += f", join→presence p50 {m['converge_p50_ms']:.3f} ms"
     return (
         text + f", server CPU {m['server_cpu_pct']:.0f}%, loadgen CPU {m['loadgen_cpu_pct']:.0f}%"
     )
@@ -260,7 +272,7 @@ def environment(baseline: ServerSpec | None = None, baseline_commit: str = "") -
 
 def broker_versions(scenarios: list[str]) -> dict[str, str]:
     """The versions of the brokers and their Python clients, when a scenario uses them."""
-    if "exchange-broadcast" not in scenarios:
+    if not set(scenarios) & set(EXCHANGE_SCENARIOS):
         return {}
     out: dict[str, str] = {}
     for name in ("redis", "nats-py"):
@@ -342,6 +354,10 @@ def main() -> int:
             "warmup_s": args.warmup,
             "duration_s": args.duration,
             "medians": as_json(rows),
+            "exchange_extra_us_per_op": [
+                {"case": key, "server": name, "extra_us": us}
+                for (key, name), us in paired_extra(results).items()
+            ],
             "runs": runs_json,
         }
         if baseline is not None:

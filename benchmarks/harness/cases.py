@@ -11,7 +11,19 @@ from .procfs import Sample
 SERVERS_DIR = Path(__file__).resolve().parent.parent / "servers"
 DI_CONNS = 64  # di-connect: websockets connecting and disconnecting a namespace in parallel
 DI_SLICE_S = 0.5  # di-connect: how long one server is loaded before the other takes its turn
-SCENARIOS = ("echo", "broadcast", "connect", "di-connect", "exchange-broadcast")
+EXCHANGE_CONNS = 64  # exchange-join and exchange-connect: clients in closed loops
+CONVERGE_SAMPLES = 200  # exchange-join: joins timed until the other server's presence has them
+SCENARIOS = (
+    "echo",
+    "broadcast",
+    "connect",
+    "di-connect",
+    "exchange-broadcast",
+    "exchange-join",
+    "exchange-connect",
+)
+# The scenarios comparing one server without exchange to two sharing a broker.
+EXCHANGE_SCENARIOS = ("exchange-broadcast", "exchange-join", "exchange-connect")
 BASELINE_SCENARIOS = ("echo", "broadcast", "connect")  # where a baseline revision can run
 
 
@@ -44,7 +56,7 @@ SOCKETIO = ServerSpec("python-socketio", "socketio_server.py", "socketio")
 # di-connect: the same controller without and with dependencies.
 NO_DEPS = ServerSpec("wsmvc-nodeps", "wsmvc_di_server.py", "neffos")
 WITH_DEPS = ServerSpec("wsmvc-di", "wsmvc_di_server.py", "neffos", ("--deps",))
-# exchange-broadcast: one server, or two sharing a broker.
+# exchange-*: one server, or two sharing a broker.
 IN_PROCESS = ServerSpec("wsmvc-inprocess", "wsmvc_exchange_server.py", "neffos")
 REDIS = ServerSpec(
     "wsmvc-redis", "wsmvc_exchange_server.py", "neffos", ("--exchange", "redis"), 2, "redis"
@@ -60,6 +72,8 @@ SCENARIO_SERVERS: dict[str, tuple[ServerSpec, ...]] = {
     "connect": (RAW, WSMVC, SOCKETIO),
     "di-connect": (NO_DEPS, WITH_DEPS),
     "exchange-broadcast": (IN_PROCESS, REDIS, NATS),
+    "exchange-join": (IN_PROCESS, REDIS, NATS),
+    "exchange-connect": (IN_PROCESS, REDIS, NATS),
 }
 SERVERS = tuple(
     dict.fromkeys([*(s for specs in SCENARIO_SERVERS.values() for s in specs), RAW_DEFLATE])
@@ -165,6 +179,22 @@ def make_cases(
                     timeout,
                 )
             )
+    if "exchange-join" in scenarios:
+        samples = 50 if quick else CONVERGE_SAMPLES
+        config = {"conns": EXCHANGE_CONNS, "probe": True, "convergeSamples": samples, **timing}
+        cases.append(
+            Case("exchange-join", f"C={EXCHANGE_CONNS}", "join+leave", config, timeout + 30)
+        )
+    if "exchange-connect" in scenarios:
+        settle = {"settleMs": 500}
+        config = {"conns": EXCHANGE_CONNS, "probe": True, **settle, **timing}
+        cases.append(
+            Case("exchange-connect", f"C={EXCHANGE_CONNS}", "connection", config, timeout + 10)
+        )
+        if not quick:  # the handshake alone: the id's channel without the namespace's work
+            config = {**config, "namespace": None}
+            label = f"C={EXCHANGE_CONNS} no namespace"
+            cases.append(Case("exchange-connect", label, "connection", config, timeout + 10))
     return cases
 
 
@@ -208,6 +238,9 @@ def metrics(
     if broker_marks:
         broker0, broker1 = broker_marks["start"], broker_marks["stop"]
         out["broker_us_per_op"] = (broker1.cpu_s - broker0.cpu_s) / ops * 1e6 if ops else None
+    if "converge_p50_ms" in result:  # exchange-join: measured after the last mark
+        out["converge_p50_ms"] = result["converge_p50_ms"]
+        out["converge_p99_ms"] = result["converge_p99_ms"]
     if case.scenario == "connect":
         out["kib_per_conn"] = (server1.rss_kib - server0.rss_kib) / ops
         out["rss_before_kib"] = server0.rss_kib

@@ -1,6 +1,7 @@
 """Medians over repetitions and the markdown tables, with ratios against each scenario's
-baseline (raw aiohttp; the controller without dependencies; the in-process server), and
-the working tree against a baseline revision of wsmvc (before/after)."""
+baseline (raw aiohttp; the controller without dependencies; the in-process server), the
+paired costs (dependency injection; a broker's extra server CPU), and the working tree
+against a baseline revision of wsmvc (before/after)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cases import (
+    EXCHANGE_SCENARIOS,
     IN_PROCESS,
     NO_DEPS,
     RAW,
@@ -32,6 +34,8 @@ TITLES = {
     "connect": ("connect", "conns", "connections/s", "set-up"),
     "di-connect": ("di-connect", "C", "namespace connects/s", "connect+disconnect"),
     "exchange-broadcast": ("exchange-broadcast", "N", "deliveries/s", "send→last receiver"),
+    "exchange-join": ("exchange-join", "C", "join+leave/s", "join+leave"),
+    "exchange-connect": ("exchange-connect", "C", "connections/s", "set-up"),
 }
 # How the ratio columns name the baseline, the first setup of the scenario.
 BASE_NAMES = {RAW: "raw", NO_DEPS: "no deps", IN_PROCESS: "in-process"}
@@ -79,23 +83,32 @@ def table(header: list[str], lines: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def scenario_table(scenario: str, rows: list[Row], di_cost: dict[str, DiCost] | None = None) -> str:
+def scenario_table(
+    scenario: str,
+    rows: list[Row],
+    di_cost: dict[str, DiCost] | None = None,
+    extra: dict[tuple[str, str], float] | None = None,
+) -> str:
     """One row per case and server, ratios against the baseline setup of the same case.
 
-    ``di_cost``: the paired DI cost per case, for di-connect.
+    ``di_cost``: the paired DI cost per case, for di-connect. ``extra``: the exchange
+    scenarios' paired extra server µs per operation over the in-process server, per case
+    and setup (:func:`paired_extra`).
     """
     title, param, rate_name, latency_name = TITLES[scenario]
     op = rows[0][0].op
     baseline = SCENARIO_SERVERS[scenario][0]
     vs = f"vs {BASE_NAMES.get(baseline, baseline.name)}"
     memory = scenario == "connect"
-    exchange = scenario == "exchange-broadcast"
+    exchange = scenario in EXCHANGE_SCENARIOS
+    converge = any("converge_p50_ms" in m for _, _, m in rows)
     header = [param, "server", rate_name, vs, f"{latency_name} p50 ms"]
     header += [vs] if exchange else []
     header += ["p99 ms", f"server µs/{op}", vs]
     header += ["KiB/idle conn", vs] if memory else []
     header += [f"DI µs/{op}"] if di_cost is not None else []
-    header += [f"broker µs/{op}"] if exchange else []
+    header += [f"extra µs/{op}", f"broker µs/{op}"] if exchange else []
+    header += ["join→presence p50 ms", "p99 ms"] if converge else []
     header += ["server CPU", "loadgen CPU"]
     base = {case.key: m for case, server, m in rows if server is baseline}
     lines = []
@@ -121,7 +134,11 @@ def scenario_table(scenario: str, rows: list[Row], di_cost: dict[str, DiCost] | 
             cost = di_cost.get(case.key)
             cells += [f"{cost.us:+.1f}" if cost is not None and server is WITH_DEPS else "-"]
         if exchange:
+            more = (extra or {}).get((case.key, server.name))
+            cells += ["-" if more is None else f"{more:+.1f}"]
             cells += [num(m.get("broker_us_per_op"), 2)]
+        if converge:
+            cells += [num(m.get("converge_p50_ms"), 3), num(m.get("converge_p99_ms"), 3)]
         cells += [f"{num(m['server_cpu_pct'], 0)}%", f"{num(m['loadgen_cpu_pct'], 0)}%"]
         if m.get("errors"):
             cells[1] += f" ({m['errors']:.0f} errors)"
@@ -162,6 +179,29 @@ def paired_di_cost(results: Results) -> dict[str, DiCost]:
             out[case.key] = DiCost(
                 statistics.median(costs), statistics.median(rates), statistics.median(cpu_rates)
             )
+    return out
+
+
+def paired_extra(results: Results) -> dict[tuple[str, str], float]:
+    """Per exchange case and broker setup, the server µs per operation over the in-process
+    server's: the median over the repetitions of each one's difference (in a repetition the
+    setups run one after the other, seconds apart, so a difference sees the same host)."""
+    runs: dict[tuple[str, str], list[Metrics]] = {
+        (case.key, spec.name): ms for case, spec, ms in results
+    }
+    out: dict[tuple[str, str], float] = {}
+    for case, spec, ms in results:
+        base = runs.get((case.key, IN_PROCESS.name))
+        if case.scenario not in EXCHANGE_SCENARIOS or spec is IN_PROCESS or not base:
+            continue
+        diffs = [
+            a - b
+            for n, o in zip(ms, base, strict=True)
+            if (a := n.get("server_us_per_op")) is not None
+            and (b := o.get("server_us_per_op")) is not None
+        ]
+        if diffs:
+            out[(case.key, spec.name)] = statistics.median(diffs)
     return out
 
 
@@ -345,12 +385,15 @@ def report(results: Results, baseline: ServerSpec | None = None) -> tuple[str, l
     revision of wsmvc), the before/after tables too."""
     rows: list[Row] = [(case, server, median(runs)) for case, server, runs in results if runs]
     di_cost = paired_di_cost(results)
+    extra = paired_extra(results)
     parts = []
     for scenario in TITLES:
         mine = [r for r in rows if r[0].scenario == scenario]
         if not mine:
             continue
-        parts.append(scenario_table(scenario, mine, di_cost if scenario == "di-connect" else None))
+        parts.append(
+            scenario_table(scenario, mine, di_cost if scenario == "di-connect" else None, extra)
+        )
         if scenario == "di-connect" and di_cost:
             parts.append(di_targets_table(di_cost))
     parts.append(versus_table(rows))

@@ -11,6 +11,9 @@
 //   await client.connectNamespace(ns)    true when the server accepted (empty reply)
 //   await client.disconnectNamespace(ns) true on the empty reply
 //   await client.ask(body, event)        an ask of another event of `default`
+//   await client.joinRoom(room)          true when the server accepted (empty reply)
+//   await client.leaveRoom(room)         true on the empty reply
+//   await client.closeAndWait()          close, resolving once the socket is closed
 
 const WebSocket = require('ws');
 const { io } = require('socket.io-client');
@@ -87,9 +90,9 @@ class NeffosClient {
     return `$${this.nextToken++}`;
   }
 
-  // A namespace connect or disconnect: resolves with whether the reply was the empty one
-  // (`$<token>;;;;;;`); otherwise the reply is kept in `lastRefusal`.
-  namespaceRequest(namespace, event) {
+  // A namespace connect or disconnect, or a room join or leave: resolves with whether the
+  // reply was the empty one (`$<token>;;;;;;`); otherwise the reply is kept in `lastRefusal`.
+  namespaceRequest(namespace, event, room = '') {
     const token = this.token();
     return new Promise((resolve) => {
       this.pending.set(token, (buf) => {
@@ -98,7 +101,7 @@ class NeffosClient {
         if (!accepted) this.lastRefusal = JSON.stringify(reply);
         resolve(accepted);
       });
-      this.ws.send(`${token};${namespace};;${event};0;0;`);
+      this.ws.send(`${token};${namespace};${room};${event};0;0;`);
     });
   }
 
@@ -108,6 +111,14 @@ class NeffosClient {
 
   disconnectNamespace(namespace) {
     return this.namespaceRequest(namespace, '_OnNamespaceDisconnect');
+  }
+
+  joinRoom(room, namespace = NAMESPACE) {
+    return this.namespaceRequest(namespace, '_OnRoomJoin', room);
+  }
+
+  leaveRoom(room, namespace = NAMESPACE) {
+    return this.namespaceRequest(namespace, '_OnRoomLeave', room);
   }
 
   onFrame(buf) {
@@ -146,6 +157,13 @@ class NeffosClient {
   close() {
     this.closing = true;
     this.ws.close();
+  }
+
+  closeAndWait() {
+    return new Promise((resolve) => {
+      this.ws.once('close', resolve);
+      this.close();
+    });
   }
 }
 

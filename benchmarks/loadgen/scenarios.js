@@ -8,6 +8,8 @@
 const { performance } = require('perf_hooks');
 const { makeClient } = require('./clients');
 
+const NAMESPACE = 'default';
+
 const BODY_SIZE = 64;
 const BODY = 'b'.repeat(BODY_SIZE);
 const DIAL_CONCURRENCY = 64;
@@ -230,10 +232,145 @@ async function namespaceConnect(cfg, mark) {
   };
 }
 
+// Room joins, the presence's load: `cfg.conns` clients in `default`, spread over `cfg.urls` in
+// turn, each in a closed loop of join room + leave room (one room of ROOMS per client), each
+// waiting for its empty reply. One operation is one join + leave; its latency covers both
+// round trips. A refused join or leave counts as an error. With `cfg.convergeSamples`, after
+// the last mark: how long until the last server's presence sees a join made on the first.
+const ROOMS = 16;
+
+async function roomJoin(cfg, mark) {
+  const urls = cfg.urls || [cfg.url];
+  const clients = await openClients(cfg, cfg.conns, { urlOf: (i) => urls[i % urls.length] });
+  clients.forEach((client, i) => {
+    client.room = `room${i % ROOMS}`;
+  });
+  if (cfg.probe) await probeServers(urls, clients);
+  const latencies = [];
+  let errors = 0;
+  let record = false;
+  const cycle = async (client) => {
+    const t0 = performance.now();
+    const joined = await client.joinRoom(client.room);
+    const left = await client.leaveRoom(client.room);
+    if (!record) return;
+    latencies.push(performance.now() - t0);
+    if (!joined || !left) errors++;
+  };
+  await closedLoops(clients, cfg.warmup * 1000, cycle);
+  await mark('start');
+  record = true;
+  const elapsed = await closedLoops(clients, cfg.duration * 1000, cycle);
+  await mark('stop');
+  const out = {
+    ops: latencies.length,
+    elapsed_s: elapsed / 1000,
+    rate: latencies.length / (elapsed / 1000),
+    errors,
+    ...latencySummary(latencies),
+  };
+  if (cfg.convergeSamples) {
+    const converge = await convergence(cfg, urls);
+    out.errors += converge.errors;
+    out.converge_p50_ms = converge.p50_ms;
+    out.converge_p99_ms = converge.p99_ms;
+  }
+  return out;
+}
+
+// Presence convergence, measured alone (one join in flight, no other load): a joiner on the
+// first server joins room `watch<k>`; a watcher on the last server has asked it `watch`, so
+// that server tells it of every presence change of a `watch*` room as its replica applies
+// it, with the room's cluster-wide count (`joined:watch<k>:1`). The latency is from the
+// join leaving the client to that notice arriving; then the joiner leaves and the watcher
+// waits for `left:watch<k>:0`. With one server (in-process) both are on it.
+async function convergence(cfg, urls) {
+  const joiner = await makeClient(cfg.proto, urls[0]).open();
+  const watcher = await makeClient(cfg.proto, urls[urls.length - 1]).open();
+  let errors = 0;
+  let expected = null;
+  let seen = null;
+  watcher.onChat = (body) => {
+    if (body !== expected) {
+      errors++;
+      return;
+    }
+    expected = null;
+    seen(performance.now());
+  };
+  const notice = (body) =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no presence notice ${body}`)), 10000);
+      expected = body;
+      seen = (t) => {
+        clearTimeout(timer);
+        resolve(t);
+      };
+    });
+  if ((await watcher.ask(BODY, 'watch')) !== BODY) throw new Error('watch refused');
+  const latencies = [];
+  for (let k = 0; k < cfg.convergeSamples; k++) {
+    const room = `watch${k}`;
+    const joinSeen = notice(`joined:${room}:1`);
+    const t0 = performance.now();
+    if (!(await joiner.joinRoom(room))) errors++;
+    latencies.push((await joinSeen) - t0);
+    const leaveSeen = notice(`left:${room}:0`);
+    if (!(await joiner.leaveRoom(room))) errors++;
+    await leaveSeen;
+  }
+  joiner.close();
+  watcher.close();
+  return { errors, ...latencySummary(latencies) };
+}
+
+// Connection set-ups, a closed loop: `cfg.conns` workers, each opening a connection (the
+// upgrade, `M` -> `A<id>`, and the namespace connect unless `cfg.namespace` is null) to the
+// next server of `cfg.urls` in turn, then closing it and waiting until the socket is
+// closed. One operation is one connection, opened and closed; the latency is the opening.
+// One idle connection per server stays in `default` throughout, so the namespace never
+// empties on a server (its channel is not unsubscribed and subscribed again). After the
+// warm-up and after the measured loops the load rests `cfg.settleMs`: work a server defers
+// past a close is counted with the connections that caused it.
+async function connectCycles(cfg, mark) {
+  const urls = cfg.urls || [cfg.url];
+  const anchors = await openClients(cfg, urls.length, { urlOf: (i) => urls[i] });
+  if (cfg.probe) await probeServers(urls, anchors);
+  const namespace = cfg.namespace === undefined ? NAMESPACE : cfg.namespace;
+  const latencies = [];
+  let record = false;
+  let next = 0;
+  const cycle = async () => {
+    const url = urls[next++ % urls.length];
+    const t0 = performance.now();
+    const client = await makeClient(cfg.proto, url, cfg.deflate).open(namespace);
+    if (record) latencies.push(performance.now() - t0);
+    await client.closeAndWait();
+  };
+  const workers = Array.from({ length: cfg.conns }, (_, i) => i);
+  await closedLoops(workers, cfg.warmup * 1000, cycle);
+  await sleep(cfg.settleMs);
+  await mark('start');
+  record = true;
+  const elapsed = await closedLoops(workers, cfg.duration * 1000, cycle);
+  await sleep(cfg.settleMs);
+  await mark('stop');
+  for (const anchor of anchors) anchor.close();
+  return {
+    ops: latencies.length,
+    elapsed_s: elapsed / 1000,
+    rate: latencies.length / (elapsed / 1000),
+    errors: 0,
+    ...latencySummary(latencies),
+  };
+}
+
 module.exports = {
   echo,
   broadcast,
   connect,
   'di-connect': namespaceConnect,
   'exchange-broadcast': broadcast,
+  'exchange-join': roomJoin,
+  'exchange-connect': connectCycles,
 };

@@ -4,7 +4,11 @@ Namespace ``default``: ``fanout`` broadcasts ``chat`` with the body to every oth
 of the namespace, on this server and, through the exchange, on the others; ``probe``
 answers with the body once the broker has every subscription asked of it so far
 (``exchange.flush()``), so a client that got the answer knows that the connections that
-arrived before it are reachable. The ready line comes once the broker is connected.
+arrived before it are reachable; ``watch`` makes the asking connection a watcher: from then on
+every presence change of a room named ``watch*`` (on any server) is sent to it as ``chat``,
+``<kind>:<room>:<count>``, with ``server.presence.count`` of that room at that moment (the
+exchange-join scenario's convergence; nothing watches before, so the measured load runs
+without a presence callback). The ready line comes once the broker is connected.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from aiohttp import web
 
 from wsmvc import Message, NSConn, Server
 from wsmvc.exchange.broker import BrokerExchange
+from wsmvc.presence import Change
 
 BROKER_TIMEOUT_S = 10.0
+WATCHED = "watch"  # the prefix of the rooms whose presence changes a watcher is told of
 
 
 def make_exchange(kind: str, url: str | None) -> BrokerExchange | None:
@@ -45,6 +51,16 @@ def make_server(exchange: BrokerExchange | None) -> Server:
     async def probe(ns: NSConn, msg: Message) -> bytes:
         if exchange is not None:
             await exchange.flush(BROKER_TIMEOUT_S)
+        return msg.body
+
+    @server.on("default", "watch")
+    async def watch(ns: NSConn, msg: Message) -> bytes:
+        def tell(change: Change) -> None:
+            if change.namespace == "default" and change.room.startswith(WATCHED):
+                count = server.presence.count(change.namespace, change.room)
+                ns.emit("chat", f"{change.kind}:{change.room}:{count}")
+
+        server.presence.on_change(tell)
         return msg.body
 
     return server
