@@ -13,14 +13,20 @@ In a room, the server sends ``OnChat`` (``{"from", "text", "at"}``) to every mem
 ``OnTyping`` (the typist's name) to the other members, and ``OnPresence``
 (``{"count", "names", "rev"}``) to every member whenever someone joins or leaves.
 
+Who is online comes from ``server.presence``, wsmvc's cluster-wide presence: every server
+hears every join and leave (``presence.on_change``), its own and the other servers', and
+sends the room's snapshot to its own members of that room (``server.deliver``).
+
 The name comes from the ``X-Name`` header (neffos.js' ``headers`` dial option; browsers
 send it as ``?X-Websocket-Header-X-Name=...``) and is the connection id. ``--redis URL``
-(or ``WSMVC_REDIS``) shares messages and room counts with other instances through Redis.
+(or ``WSMVC_REDIS``) shares messages and presence with other instances through Redis.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
 import json
 import logging
 import os
@@ -29,10 +35,10 @@ import time
 from pathlib import Path
 
 from aiohttp import web
-from presence import LocalPresence, Presence, RedisPresence
 
 from wsmvc import EventError, Message, NSConn, Server, controller, event
 from wsmvc.exchange import Exchange
+from wsmvc.presence import Change
 
 NAMESPACE = "chat"
 PATH = "/chat"
@@ -44,10 +50,54 @@ ROOM_NAME = re.compile(rf"[\w-]{{1,{MAX_ROOM}}}")
 
 log = logging.getLogger("chat")
 
+# The rev of every OnPresence this process sends, one counter for all rooms. A page hears
+# one server only (each server sends to its own members), and this server writes its
+# snapshots in the order it numbers them, so the revs a page gets grow and it can drop one
+# that arrives late. A restarted server starts again at 1: the page resets on reconnecting.
+REVISIONS = itertools.count(1)
+
 
 def name_of(request: web.Request) -> str:
     """The connection id: the name the page sent in the ``X-Name`` header."""
     return request.headers.get("X-Name", "").strip()
+
+
+def presence_of(server: Server, room: str) -> Message:
+    """The ``OnPresence`` message of ``room`` now: its distinct names on every server
+    (two tabs of ``alice``, on one server or two, count once) and the next rev."""
+    names = sorted({member.conn_id for member in server.presence.members(NAMESPACE, room)})
+    body = {"count": len(names), "names": names, "rev": next(REVISIONS)}
+    return Message(
+        namespace=NAMESPACE, room=room, event="OnPresence", body=json.dumps(body).encode()
+    )
+
+
+def tell_the_rooms(server: Server) -> None:
+    """Send a room's snapshot to this server's members of it whenever someone joins or
+    leaves it, on any server: every server hears every change (a server that stopped or
+    died shows as its members leaving), so each tells its own pages. ``server.deliver``
+    sends to this process only; ``broadcast`` would reach the other servers too, which
+    send their own.
+
+    Changes that come together (a server gone with all its members, a newcomer learning
+    the cluster) make one snapshot per room: the rooms are sent at the loop's next turn.
+    """
+    changed_rooms: dict[str, None] = {}  # in the order they changed
+
+    def send() -> None:
+        rooms = list(changed_rooms)
+        changed_rooms.clear()
+        for room in rooms:
+            server.deliver(presence_of(server, room))
+
+    def changed(change: Change) -> None:
+        if change.namespace != NAMESPACE or not change.room:
+            return
+        if not changed_rooms:
+            asyncio.get_running_loop().call_soon(send)
+        changed_rooms[change.room] = None
+
+    server.presence.on_change(changed)
 
 
 @controller(namespace=NAMESPACE)
@@ -55,7 +105,6 @@ class ChatController:
     """One instance per browser tab connected to namespace ``chat``."""
 
     conn: NSConn
-    presence: Presence  # LocalPresence or RedisPresence, bound in make_app
 
     @event
     def on_namespace_connect(self, msg: Message) -> None:
@@ -80,15 +129,20 @@ class ChatController:
             raise EventError(f"room names are 1 to {MAX_ROOM} letters, digits, - or _")
 
     @event
-    async def on_room_joined(self, msg: Message) -> None:
+    def on_room_joined(self, msg: Message) -> None:
         log.info("%s joined #%s", self.conn.id, msg.room)
-        await self._announce(msg.room)
+        # The room heard of the join from server.presence (tell_the_rooms). But a second tab
+        # of a name already in the room changes nobody's presence, so no change comes for
+        # it: the joining tab gets the room's snapshot here, whichever tab it is.
+        room = self.conn.room(msg.room)
+        if room is not None:
+            snapshot = presence_of(self.conn.server, msg.room)
+            room.emit(snapshot.event, snapshot.body)
 
     @event
-    async def on_room_left(self, msg: Message) -> None:
+    def on_room_left(self, msg: Message) -> None:
         # Also when the tab closes or the server stops: neffos leaves the rooms first.
         log.info("%s left #%s", self.conn.id, msg.room)
-        await self._announce(msg.room)
 
     @event
     async def on_say(self, msg: Message) -> str:
@@ -118,11 +172,6 @@ class ChatController:
         # exclude= an id: none of the typist's own tabs, on any server.
         await self.conn.server.broadcast(notice, exclude=self.conn.id)
 
-    async def _announce(self, room: str) -> None:
-        snapshot = await self.presence.update(room)
-        if snapshot is not None:
-            await self.conn.server.broadcast(snapshot.message(NAMESPACE))
-
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
@@ -135,19 +184,12 @@ def make_app(redis_url: str | None = None) -> web.Application:
 
         exchange = RedisExchange(redis_url, prefix="wsmvc-chat")
     server = Server(controllers=[ChatController], exchange=exchange, id_generator=name_of)
-    presence: Presence = (
-        RedisPresence(server, NAMESPACE, redis_url)
-        if redis_url
-        else LocalPresence(server, NAMESPACE)
-    )
-    server.injector.binder.bind(Presence, to=presence)
+    tell_the_rooms(server)
 
     app = web.Application()
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC)
     server.mount(app, PATH)  # same origin as the page: the default allowed_origins fits
-    app.on_startup.append(presence.start)
-    app.on_cleanup.append(presence.stop)
     return app
 
 
@@ -169,7 +211,8 @@ def main() -> None:
         print(f"chat ready on http://{args.host}:{args.port}/{via}", flush=True)
 
     # run_app stops on SIGINT and SIGTERM: every connection is closed (1001) and leaves its
-    # rooms, so with --redis the pages of the other servers see the counts drop.
+    # rooms, so with --redis the pages of the other servers see the counts drop at once (a
+    # killed server's members leave the others' presence within 8 seconds).
     web.run_app(make_app(args.redis), host=args.host, port=args.port, print=ready, access_log=None)
 
 
