@@ -24,6 +24,9 @@ pytestmark = pytest.mark.browser
 
 AWAY = re.compile(r"\baway\b")
 RECONNECT_TIMEOUT = 20_000  # ms: the server stopped, started again, neffos.js probing every 1 s
+# ms: a killed server's members leave the others' presence within ttl + one beat, 8 s
+# (docs/scale-out.md, "Presence"); the rest is the page's margin.
+KILLED_SERVER_GONE = 15_000
 
 
 def login(open_page: OpenPage, app: ChatApp, *names: str) -> list[ChatPage]:
@@ -162,6 +165,32 @@ def test_counts_drop_when_a_page_closes_or_leaves(open_page: OpenPage, chat_app:
     expect(bob.online).to_have_text("2 online")
 
 
+def test_a_second_tab_of_a_name_sees_who_is_online_and_counts_once(
+    open_page: OpenPage, chat_app: ChatApp
+) -> None:
+    """A second tab of alice joining the lobby changes nobody's presence (alice is there
+    already), yet it is shown who is online like any tab; one of her two tabs leaving
+    leaves her online."""
+    alice, bob = login(open_page, chat_app, "alice", "bob")
+    (alice_again,) = login(open_page, chat_app, "alice")
+    for page in (alice, bob, alice_again):
+        expect(page.online).to_have_text("2 online")
+        expect(page.names).to_have_text("alice, bob")
+
+    alice.leave()
+    expect(alice.page.get_by_text("You are in no room.")).to_be_visible()
+    # Any count alice's leave changed goes out before the server reads bob's line, which
+    # is sent after it: once the line is shown, such a count would be too.
+    bob.say("still there, alice?")
+    for page in (bob, alice_again):
+        expect(page.line("bob", "still there, alice?")).to_be_visible()
+        expect(page.online).to_have_text("2 online")
+        expect(page.names).to_have_text("alice, bob")
+    alice_again.page.context.close()
+    expect(bob.online).to_have_text("1 online")
+    expect(bob.notices.last).to_have_text("alice left")
+
+
 def test_pages_reconnect_by_themselves_after_a_server_restart(
     open_page: OpenPage, chat_app: ChatApp
 ) -> None:
@@ -244,6 +273,55 @@ def test_with_redis_two_servers_share_messages_and_counts(
     expect(alice.online).to_have_text("1 online")  # alice looks at #python
     expect(alice.names).to_have_text("alice")
     expect(alice.room_count("lobby")).to_have_text("1")
+
+
+def test_with_redis_a_tab_on_each_server_sees_the_other_join_and_leave(
+    open_page: OpenPage, redis_url: str, start_chat_app: Callable[..., ChatApp]
+) -> None:
+    first = start_chat_app(redis_url)
+    second = start_chat_app(redis_url)
+    (alice,) = login(open_page, first, "alice")
+    (bob,) = login(open_page, second, "bob")
+    alice.join("python")
+    bob.join("python")
+    for page in (alice, bob):
+        expect(page.online).to_have_text("2 online")
+        expect(page.names).to_have_text("alice, bob")
+
+    bob.leave()  # bob's #python tab was the one shown: he is left in the lobby
+    expect(alice.online).to_have_text("1 online")
+    expect(alice.names).to_have_text("alice")
+    expect(alice.notices.last).to_have_text("bob left")
+    expect(alice.room_count("lobby")).to_have_text("2")
+
+    # alice in a second tab, on bob's server: one person, on both pages.
+    (alice_there,) = login(open_page, second, "alice")
+    for page in (alice, bob, alice_there):
+        expect(page.room_count("lobby")).to_have_text("2")
+    expect(alice_there.names).to_have_text("alice, bob")
+    bob.join("python")
+    for page in (alice, bob):
+        expect(page.online).to_have_text("2 online")
+        expect(page.names).to_have_text("alice, bob")
+
+
+def test_with_redis_the_pages_see_a_killed_server_s_people_go(
+    open_page: OpenPage, redis_url: str, start_chat_app: Callable[..., ChatApp]
+) -> None:
+    """A server killed (SIGKILL: no leaves, no goodbye) falls silent; the other servers'
+    presence drops its members after ``ttl`` and they tell their own pages."""
+    first = start_chat_app(redis_url)
+    second = start_chat_app(redis_url)
+    (alice,) = login(open_page, first, "alice")
+    bob, carol = login(open_page, second, "bob", "carol")
+    for page in (alice, bob, carol):
+        expect(page.online).to_have_text("3 online")
+
+    second.kill()
+    expect(bob.status).to_have_text("reconnecting…")
+    expect(alice.online).to_have_text("1 online", timeout=KILLED_SERVER_GONE)
+    expect(alice.names).to_have_text("alice")
+    expect(alice.notices).to_have_text(["bob joined", "carol joined", "bob left", "carol left"])
 
 
 def test_chromium_negotiates_deflate_and_reads_compressed_broadcasts(
