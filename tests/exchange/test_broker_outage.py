@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import pytest
+import yarl
 
 import wsmvc
 from wsmvc import ConnectionClosed, Message, Server
@@ -244,3 +245,62 @@ async def test_publications_wait_for_a_hung_broker_within_a_bound(
     finally:
         redis_broker.resume()
     await until_heard(probe, [remote])
+
+
+async def test_what_nats_cannot_carry_is_refused_alone_and_said(
+    nats_broker: Broker, serve: Serve, peers: Peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NATS closes a connection that publishes more than its max_payload (1 MiB). A
+    broadcast, a question or an answer that large is not sent to the other servers (an
+    error in the log; the ask fails at once; the remote answer becomes an error answer),
+    and the exchange stays connected: what comes next flows as before."""
+    table: dict[str, dict[str, object]] = {"default": {}}
+    roomy = 2 << 20  # the servers take messages larger than NATS does
+    exchange = make_exchange(nats_broker)
+    a = Server(table, exchange=exchange, max_message_size=roomy)  # type: ignore[arg-type]
+    b = Server(
+        table,  # type: ignore[arg-type]
+        exchange=make_exchange(nats_broker),
+        id_generator=id_from_name,
+        max_message_size=roomy,
+    )
+    await serve(a, path="/a")
+    url_b = await serve(b, path="/b")
+    remote = await peers.connect(url_b, "remote", exact_id=True, at="B")
+    huge = "x" * 1_100_000
+    talker = await wsmvc.dial(
+        str(yarl.URL(url_b).update_query({"X-Websocket-Header-X-Name": "talker"})),
+        {"default": {"long_story": lambda ns, msg: huge}},
+        timeout=WAIT,
+    )
+    try:
+        await talker.connect("default", timeout=WAIT)
+        await until_heard(probe_from(a), [remote])
+        caplog.set_level(logging.ERROR, logger="wsmvc.exchange")
+
+        await a.broadcast(Message(namespace="default", event="chat", body=huge.encode()))
+        await a.broadcast(Message(namespace="default", event="chat", body=b"after"))
+        assert [m.text for m in await remote.until("after")] == []
+        with pytest.raises(ConnectionClosed, match="did not go out to the other servers"):
+            question = Message(namespace="default", event="question", body=huge.encode())
+            await a.ask(question, to="remote", timeout=WAIT)
+        with pytest.raises(wsmvc.EventError, match="did not go out to the asking server"):
+            await a.ask(Message(namespace="default", event="long_story"), to="talker", timeout=WAIT)
+
+        assert exchange.connected and exchange.dropped == 0
+        question = Message(namespace="default", event="question", body=b"still there?")
+        assert (await a.ask(question, to="remote", timeout=WAIT)).text == (
+            f"{remote.label} heard still there?"
+        )
+        refusals = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(refusals) == 3, refusals
+        assert all("the broker takes 1048576 at most" in r for r in refusals), refusals
+    finally:
+        await talker.close()
+
+
+def probe_from(server: Server) -> Callable[[str], Awaitable[None]]:
+    async def probe(token: str) -> None:
+        await server.broadcast(Message(namespace="default", event="probe", body=token.encode()))
+
+    return probe

@@ -413,15 +413,14 @@ async def test_100k_broadcasts_while_redis_hangs_stay_within_max_pending(
     try:
         for n in range(100_000):
             await a.broadcast(chat(str(n)))
-        assert len(exchange._queue) <= 1000
-        assert exchange.dropped >= 100_000 - 2 * 1000
+        assert exchange.dropped >= 100_000 - 1000  # queued and in flight: 1000 at most
     finally:
         redis_broker.resume()
     await exchange.flush(WAIT)
     await a.broadcast(chat("end"))
     got = [int(m.text) for m in await remote.until("end", timeout=WAIT)]
     assert got == sorted(got)
-    assert len(got) <= 2 * 1000
+    assert len(got) <= 1000
 
 
 # -- broadcast_threadsafe around shutdown ------------------------------------------------------

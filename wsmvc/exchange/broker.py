@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import collections
 import logging
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -23,6 +22,7 @@ from ..errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from ..protocol import Message, decode, encode, encode_answer, is_reply_token, new_token
 from . import Exchange
 from .markers import Marker, check_server_id, format_marker, parse_marker
+from .outbox import Outbox
 
 if TYPE_CHECKING:
     from ..conn import Conn
@@ -34,6 +34,7 @@ MAX_ID_BYTES = 1024
 
 log = logging.getLogger("wsmvc.exchange")
 _STOPPED = "the exchange stopped"
+_UNSENT = "the answer did not go out to the asking server"
 
 
 class BrokerExchange(Exchange):
@@ -81,20 +82,23 @@ class BrokerExchange(Exchange):
         self.timeout = timeout
         self.ping_interval = ping_interval
         self.reconnect_delay = reconnect_delay
-        self.max_pending = max_pending
-        self.dropped = 0  # publications dropped while the broker was away
+        self._outbox = Outbox(
+            send=self._send,
+            roundtrip=self._roundtrip,
+            connected=lambda: self._connected,
+            lost=self._lost,
+            limit=self._payload_limit,
+            max_pending=max_pending,
+            owner=self,
+        )
         self._connected = False
         self._connected_event: asyncio.Event | None = None
         self._namespace_channels: dict[str, str] = {}  # channel -> namespace
         self._id_channels: dict[str, str] = {}  # channel -> connection id
         self._ask_channels: dict[str, asyncio.Future[Message]] = {}
         self._wanted: dict[str, int] = {}  # subscribed channel -> how many reasons
-        self._queue: collections.deque[tuple[str, str, bytes]] = collections.deque()
-        self._pending = 0  # publications in the queue
         self._listener: asyncio.Task[None] | None = None  # _listen(), while connected
         self._lost_reason = ""
-        self._flushes: dict[str, asyncio.Future[None]] = {}
-        self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._pump: asyncio.Task[None] | None = None
         self._stopping = False
@@ -136,6 +140,10 @@ class BrokerExchange(Exchange):
         for channel, payload in items:
             await self._publish(channel, payload)
 
+    def _payload_limit(self) -> int | None:
+        """The largest payload the broker takes now, in bytes (``None``: no limit known)."""
+        return None
+
     @abc.abstractmethod
     async def _roundtrip(self) -> None:
         """Return once the broker has processed everything sent before."""
@@ -145,6 +153,16 @@ class BrokerExchange(Exchange):
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def dropped(self) -> int:
+        """Broadcasts dropped since the broker was last (re)connected: it was away, or
+        ``max_pending`` waited for it already."""
+        return self._outbox.dropped
+
+    @property
+    def max_pending(self) -> int:
+        return self._outbox.max_pending
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until the broker is connected and every subscription is in place.
@@ -172,34 +190,26 @@ class BrokerExchange(Exchange):
         (NATS propagates interest between its client connections asynchronously).
         """
         await self.wait_connected(timeout)  # RuntimeError before start()
-        key = new_token()
-        done = self._flushes[key] = asyncio.get_running_loop().create_future()
-        self._enqueue("flush", key)
-        try:
-            await asyncio.wait_for(done, timeout)
-        finally:
-            self._flushes.pop(key, None)
+        await self._outbox.flush(timeout)
 
     async def start(self) -> None:
         if self._runner is not None:
             return
         self._stopping = self._stopped = False
-        self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         self._runner = loop.create_task(self._run())
-        self._pump = loop.create_task(self._send_in_order())
+        self._pump = loop.create_task(self._outbox.run(self.timeout))
 
     async def stop(self) -> None:
         # What the server's shutdown published (its connections' last events) goes out
         # first, within the timeout.
-        if self._connected and self._queue:
+        if self._connected and self._outbox:
             try:
                 await self.flush(self.timeout)
             except Exception as exc:
                 log.warning("%s: stopping with broadcasts unsent: %s", self, exc)
         self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
+        self._outbox.stop()
         tasks = [t for t in (self._runner, self._pump, *self._forwards) if t is not None]
         for task in tasks:
             task.cancel()
@@ -210,14 +220,10 @@ class BrokerExchange(Exchange):
         event, self._connected_event = self._connected_event, None
         if event is not None:
             event.set()  # wakes wait_connected() and flush(), which fail
-        waiters: list[asyncio.Future[Any]] = [*self._ask_channels.values(), *self._flushes.values()]
-        for waiter in waiters:
+        for waiter in self._ask_channels.values():
             if not waiter.done():
                 waiter.set_exception(ConnectionClosed(_STOPPED))
-        if self._queue:
-            log.debug("%s: %d operations left unsent at stop", self, len(self._queue))
-            self._queue.clear()
-            self._pending = 0
+        self._outbox.close(ConnectionClosed(_STOPPED))
         await self._disconnect()
 
     def _check_started(self) -> None:
@@ -250,9 +256,9 @@ class BrokerExchange(Exchange):
                 await self._resubscribe()
                 self._set_connected(True)
                 log.info("%s connected (server %s)", self, self.id)
-                if self.dropped:
+                if self._outbox.dropped:
                     log.warning("%s dropped %d broadcasts while away", self, self.dropped)
-                    self.dropped = 0
+                    self._outbox.dropped = 0
                 delay = low
                 await self._listen_until_lost()
             except asyncio.CancelledError:
@@ -350,7 +356,7 @@ class BrokerExchange(Exchange):
     def _want(self, channel: str) -> None:
         self._wanted[channel] = self._wanted.get(channel, 0) + 1
         if self._wanted[channel] == 1:
-            self._enqueue("sub", channel)
+            self._outbox.put("sub", channel)
 
     def _unwant(self, channel: str) -> None:
         left = self._wanted.get(channel, 0) - 1
@@ -358,65 +364,15 @@ class BrokerExchange(Exchange):
             self._wanted[channel] = left
             return
         self._wanted.pop(channel, None)
-        self._enqueue("unsub", channel)
+        self._outbox.put("unsub", channel)
 
     # -- sending, in order ------------------------------------------------------------------
 
-    def _enqueue(self, op: str, channel: str, payload: bytes = b"") -> None:
-        if op == "pub":
-            if not self._connected:  # the broker is away (or the exchange stopped)
-                self.dropped += 1
-                return
-            if self._pending >= self.max_pending:
-                if not self.dropped:
-                    log.warning(
-                        "%s: %d broadcasts wait for the broker; dropping more (counted)",
-                        self,
-                        self._pending,
-                    )
-                self.dropped += 1
-                return
-            self._pending += 1
-        self._queue.append((op, channel, payload))
-        if self._wake is not None:
-            self._wake.set()
-
-    async def _send_in_order(self) -> None:
-        assert self._wake is not None
-        flushes: list[str] = []  # flush() keys whose operations before were sent
-        # Ends with stop()'s flag too: Python 3.10-3.11's wait_for() (in _flushed) can
-        # swallow the cancellation that arrives as its round trip completes.
-        while not self._stopping:
-            await self._wake.wait()
-            self._wake.clear()
-            sent = 0
-            while self._queue:
-                op, channel, payload = self._queue.popleft()
-                if op == "flush":
-                    flushes.append(channel)
-                elif self._connected:
-                    await self._send(op, channel, payload)
-                else:
-                    # Subscriptions are redone from the channel sets on reconnect.
-                    self.dropped += op == "pub"
-                    self._pending -= op == "pub"
-                sent += 1
-                # One round trip answers every flush() queued meanwhile (each connection's
-                # handshake asks for one), at least every 64 operations under load.
-                if flushes and (not self._queue or sent >= 64):
-                    await self._flushed(flushes)
-                    flushes, sent = [], 0
-
-    async def _send(self, op: str, channel: str, payload: bytes) -> None:
-        batch = [(channel, payload)]
+    async def _send(self, op: str, channel: str, batch: list[tuple[str, bytes]]) -> bool:
+        """One operation of the outbox (see :data:`~wsmvc.exchange.outbox.Send`)."""
         try:
             if op == "pub":
-                while self._queue and self._queue[0][0] == "pub":
-                    batch.append(self._queue.popleft()[1:])
-                try:
-                    await self._publish_many(batch)
-                finally:  # counted until sent: queue and batch hold max_pending at most
-                    self._pending -= len(batch)
+                await self._publish_many(batch)
             elif op == "sub":
                 await self._subscribe(channel)
             else:
@@ -424,41 +380,17 @@ class BrokerExchange(Exchange):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.dropped += len(batch) if op == "pub" else 0
             reason = f"{op} {channel} failed: {exc or type(exc).__name__}"
             if self._refused(exc):  # this operation only: the connection is fine
                 log.error("%s: %s", self, reason)
             else:
                 self._lost(reason)
+            return False
+        return True
 
     def _refused(self, exc: Exception) -> bool:
         """Whether the broker refused one operation (a bad channel, say), not the connection."""
         return False
-
-    async def _flushed(self, keys: list[str]) -> None:
-        waiters = [w for w in map(self._flushes.get, keys) if w is not None and not w.done()]
-        if not waiters:
-            return
-        try:
-            if not self._connected:
-                raise ConnectionError("not connected")
-            await asyncio.wait_for(self._roundtrip(), self.timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            reason = (
-                f"no answer within {self.timeout}s"
-                if isinstance(exc, asyncio.TimeoutError)
-                else str(exc) or type(exc).__name__
-            )
-            for done in waiters:
-                if not done.done():
-                    done.set_exception(ConnectionClosed(f"the broker did not answer: {reason}"))
-            self._lost(f"the broker did not answer a round trip: {reason}")
-        else:
-            for done in waiters:
-                if not done.done():
-                    done.set_result(None)
 
     async def hold_id(self, conn_id: str) -> Callable[[], None]:
         """Subscribe ``conn_id``'s channel and wait (at most ``timeout``, only while
@@ -496,7 +428,7 @@ class BrokerExchange(Exchange):
 
     def side_publish(self, channel: str, payload: bytes) -> None:
         """Publish ``payload`` on ``channel`` in order with broadcasts (or drop, counted)."""
-        self._enqueue("pub", channel, payload)
+        self._outbox.put("pub", channel, payload)
 
     def publish(
         self,
@@ -512,7 +444,7 @@ class BrokerExchange(Exchange):
         marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary))
         payload = encode(attrs.evolve(msg, token="", marker=marker, binary=False))
         channel = self.id_channel(to) if to is not None else self.namespace_channel(msg.namespace)
-        self._enqueue("pub", channel, payload)
+        self._outbox.put("pub", channel, payload)
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -564,16 +496,17 @@ class BrokerExchange(Exchange):
         token = f"{new_token()}{self.id}"
         waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._ask_channels[token] = waiter
-        self._enqueue("sub", token)
+        self._outbox.put("sub", token)
         request = attrs.evolve(msg, token=token, marker="", binary=False)
-        self._enqueue("pub", self.id_channel(to), encode(request))
         try:
+            if not self._outbox.put("pub", self.id_channel(to), encode(request)):
+                raise ConnectionClosed("the question did not go out to the other servers")
             reply = await asyncio.wait_for(waiter, timeout)
         except asyncio.TimeoutError:
             raise AskTimeout(f"no answer to {msg.event!r} from {to!r} within {timeout}s") from None
         finally:
             del self._ask_channels[token]
-            self._enqueue("unsub", token)
+            self._outbox.put("unsub", token)
         if reply.err:
             raise EventError(reply.err)
         return reply
@@ -593,7 +526,8 @@ class BrokerExchange(Exchange):
                 reply = encode_answer(request, err=exc.text)
             except (AskTimeout, ConnectionClosed):
                 return  # the asker times out too
-            self._enqueue("pub", request.token, reply)
+            if not self._outbox.put("pub", request.token, reply):  # too large, say
+                self._outbox.put("pub", request.token, encode_answer(request, err=_UNSENT))
 
         task = asyncio.get_running_loop().create_task(forward())
         self._forwards.add(task)

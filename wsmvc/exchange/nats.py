@@ -160,6 +160,10 @@ class NatsExchange(BrokerExchange):
                 raise
         return release
 
+    def _payload_limit(self) -> int | None:
+        nc = self._nc
+        return None if nc is None else int(nc.max_payload)  # the server's, from its INFO
+
     def _refused(self, exc: Exception) -> bool:
         import nats.errors
 
