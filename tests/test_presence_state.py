@@ -86,6 +86,31 @@ def test_a_goodbye_removes_a_servers_members_at_once() -> None:
     assert b.count("chat") == 0
 
 
+def test_a_snapshot_in_parts_counts_once_whole_and_a_lost_part_asks_again() -> None:
+    a, b = Replica("A", TTL), Replica("B", TTL)
+    for conn_id in ("alice", "bob", "carol", "dave", "erin"):
+        a.join("chat", "lobby", conn_id)
+    parts = a.snapshot_parts(len("alice") * 2, lambda key: len(key[2]))
+    assert [(p.part, p.parts, [k[2] for k in p.members]) for p in parts] == [
+        (0, 3, ["alice", "bob"]),
+        (1, 3, ["carol", "dave"]),
+        (2, 3, ["erin"]),
+    ]
+    assert b.receive(Beat("A", 5), now=0) == ([], SnapshotRequest("B", "A"))
+    b.receive(parts[0], now=0)
+    b.receive(parts[2], now=0)  # the middle part was lost
+    assert b.count("chat", "lobby") == 0
+    asked_again = b.receive(Beat("A", 5), now=TTL / 3 + 0.1)
+    assert asked_again == ([], SnapshotRequest("B", "A"))
+    for part in parts:
+        changes, _ = b.receive(part, now=TTL / 3 + 0.2)
+        assert (len(changes), b.count("chat", "lobby")) == ((5, 5) if part.part == 2 else (0, 0))
+    huge = ("chat", "x" * 100, "frank")
+    a.join(*huge)
+    alone = a.snapshot_parts(20, lambda key: len(key[1]) + len(key[2]))
+    assert [p.members for p in alone if huge in p.members] == [(huge,)]
+
+
 def test_a_ttl_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Replica("A", 0)
@@ -119,7 +144,9 @@ class Cluster(RuleBasedStateMachine):
             return
         _, ask = self.replicas[receiver].receive(msg, self.now)
         if ask is not None and ask.of in self.alive:
-            self.queues[receiver].append(self.replicas[ask.of].snapshot())
+            # Two members per part: a snapshot comes in parts, and a part can be lost.
+            parts = self.replicas[ask.of].snapshot_parts(2, lambda key: 1)
+            self.queues[receiver].extend(parts)
 
     @rule(
         server=st.sampled_from(SERVERS),

@@ -39,6 +39,10 @@ log = logging.getLogger("wsmvc.presence")
 
 OnChange = Callable[[Change], "Awaitable[None] | None"]
 
+SNAPSHOT_BYTES = 64 * 1024
+"""Members per snapshot part, in bytes of their JSON: well under any broker's limit (NATS:
+1 MiB by default), so a server with many members still sends its snapshot."""
+
 
 class Presence:
     """Who is where (see the module docstring). ``exchange``: the server's broker exchange,
@@ -147,8 +151,9 @@ class Presence:
             now = asyncio.get_running_loop().time()
             if kind == "r":
                 if body["o"] in ("", self._replica.server) and server != self._replica.server:
-                    snap = self._replica.snapshot()
-                    self._send({"t": "s", "s": snap.server, "q": snap.seq, "m": snap.members})
+                    for snap in self._replica.snapshot_parts(SNAPSHOT_BYTES, _json_size):
+                        part = {"p": snap.part, "n": snap.parts, "m": snap.members}
+                        self._send({"t": "s", "s": snap.server, "q": snap.seq, **part})
                 return
             if kind == "g":
                 self._tell(self._replica.forget(server))
@@ -159,7 +164,7 @@ class Presence:
             elif kind == "b":
                 msg = Beat(server, body["q"])
             elif kind == "s":
-                msg = Snapshot(server, body["q"], _keys(body["m"]))
+                msg = Snapshot(server, body["q"], _keys(body["m"]), int(body["p"]), int(body["n"]))
             else:
                 return
         except (ValueError, KeyError, TypeError) as exc:
@@ -188,6 +193,10 @@ class Presence:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("presence callback failed", exc_info=task.exception())
+
+
+def _json_size(key: tuple[str, str, str]) -> int:
+    return len(json.dumps(key)) + 2  # and the separator after it
 
 
 def _keys(rows: Any) -> tuple[tuple[str, str, str], ...]:

@@ -8,7 +8,8 @@ module) publishes and delivers:
 * :class:`Announce` - a server's own changes, numbered (``seq`` +1 per announcement);
 * :class:`Beat` - every few seconds: "I am alive, my last announcement is ``seq``";
 * :class:`SnapshotRequest` - "tell me all your members" (a newcomer, or a gap was seen);
-* :class:`Snapshot` - a server's whole membership at ``seq``.
+* :class:`Snapshot` - a server's whole membership at ``seq``, in one part or several
+  consecutive ones (a broker limits a message's size: NATS to 1 MiB by default).
 
 A receiver applies announcements in order; a gap (a lost message, a receiver that started
 late) makes it ask for the sender's snapshot, and ignore that sender's announcements until
@@ -24,6 +25,7 @@ changes the replica returns the :class:`Change` list the application is told abo
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 
 import attrs
 
@@ -83,9 +85,14 @@ class SnapshotRequest:
 
 @attrs.frozen
 class Snapshot:
+    """Part ``part`` (from 0) of ``parts`` of ``server``'s members at ``seq``; the parts
+    of one snapshot are published one after the other."""
+
     server: str
     seq: int
     members: tuple[Key, ...]
+    part: int = 0
+    parts: int = 1
 
 
 @attrs.define
@@ -94,6 +101,8 @@ class _Remote:
     seen: float  # when it was last heard from (the replica's clock)
     members: set[Key] = attrs.field(factory=set)
     asked: float | None = None  # when its snapshot was last asked for, until it arrives
+    # The snapshot being received in parts: its seq, the last part, the members so far.
+    partial: tuple[int, int, list[Key]] | None = None
 
 
 class Replica:
@@ -150,6 +159,21 @@ class Replica:
     def snapshot(self) -> Snapshot:
         return Snapshot(self.server, self._seq, tuple(sorted(self._own)))
 
+    def snapshot_parts(self, budget: int, size: Callable[[Key], int]) -> list[Snapshot]:
+        """This server's snapshot in parts whose members' ``size`` add up to ``budget`` at
+        most (a member larger than that goes alone in its part)."""
+        chunks: list[list[Key]] = [[]]
+        used = 0
+        for key in sorted(self._own):
+            cost = size(key)
+            if chunks[-1] and used + cost > budget:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(key)
+            used += cost
+        n = len(chunks)
+        return [Snapshot(self.server, self._seq, tuple(c), i, n) for i, c in enumerate(chunks)]
+
     # -- the other servers --------------------------------------------------------------------
 
     def receive(
@@ -164,7 +188,8 @@ class Replica:
             remote = self._remote[msg.server] = _Remote(seq=-1, seen=now)
         remote.seen = now
         if isinstance(msg, Snapshot):
-            return self._apply_snapshot(msg.server, remote, msg), None
+            whole = self._assemble(remote, msg)
+            return ([] if whole is None else self._apply_snapshot(msg.server, remote, whole)), None
         if isinstance(msg, Announce) and remote.seq < 0 and msg.seq == 1:
             remote.seq = 0  # its first announcement: nothing came before it
         if isinstance(msg, Announce) and msg.seq == remote.seq + 1 and remote.seq >= 0:
@@ -200,6 +225,22 @@ class Replica:
         if remote is None:
             return []
         return [self._remove(server, key) for key in sorted(remote.members)]
+
+    @staticmethod
+    def _assemble(remote: _Remote, part: Snapshot) -> Snapshot | None:
+        """The whole snapshot once its last part arrived after all the others, in order;
+        a part out of turn (one was lost) drops what was gathered: it is asked again."""
+        gathered, remote.partial = remote.partial, None
+        if part.part == 0:
+            gathered = (part.seq, 0, [])
+        elif gathered is None or gathered[:2] != (part.seq, part.part - 1):
+            return None
+        members = gathered[2]
+        members.extend(part.members)
+        if part.part + 1 >= part.parts:
+            return Snapshot(part.server, part.seq, tuple(members))
+        remote.partial = (part.seq, part.part, members)
+        return None
 
     def _apply_snapshot(self, server: str, remote: _Remote, snap: Snapshot) -> list[Change]:
         if 0 <= snap.seq < remote.seq:

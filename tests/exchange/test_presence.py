@@ -138,6 +138,26 @@ async def test_a_killed_server_loses_its_members_everywhere_and_a_restart_brings
     await eventually(lambda: counts_are(2, everyone), "erin and frank, everywhere")
 
 
+async def test_more_members_than_one_broker_message_holds_reach_a_new_server(
+    broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    """A server whose members' snapshot is larger than NATS takes in one message (1 MiB):
+    a server that starts later still learns all of them (the snapshot goes in parts)."""
+    big, late = cluster_of(broker, 2)
+    url = await serve(big, path="/big")
+    rooms = [f"{n:03d}{'r' * 400}" for n in range(300)]
+    for n in range(10):
+        peer = await peers.connect(url, f"user{n}", exact_id=True, at="big")
+        await asyncio.gather(*(peer.ns.join_room(room, timeout=WAIT) for room in rooms))
+    await serve(late, path="/late")
+
+    async def all_seen() -> bool:
+        return all(late.presence.count("default", room) == 10 for room in rooms)
+
+    await eventually(all_seen, "every member of the big server, seen from the late one")
+    assert late.presence.rooms_of("user7", "default") == sorted(rooms)
+
+
 async def _true(value: bool) -> bool:
     return value
 
