@@ -5,8 +5,10 @@ once, and the same bytes are written to every receiver (:class:`~wsmvc.framing.P
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .framing import Payload
 from .protocol import ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode_event
@@ -16,7 +18,9 @@ if TYPE_CHECKING:
     from .nsconn import NSConn
     from .registry import Registry
 
-__all__ = ["deliver"]
+__all__ = ["deliver", "submit_from_thread"]
+
+T = TypeVar("T")
 
 
 def deliver(
@@ -58,3 +62,22 @@ def deliver(
         writer.write_payload(payload)
         sent += 1
     return sent
+
+
+def submit_from_thread(
+    loop: asyncio.AbstractEventLoop | None,
+    make: Callable[[], Coroutine[Any, Any, T]],
+    instead: str,
+) -> concurrent.futures.Future[T]:
+    """Run ``make()`` on ``loop`` from another thread; its future. Raises RuntimeError
+    when ``loop`` is not running, and in ``loop``'s own thread (``await`` ``instead``
+    there: waiting on the future would block the loop it waits for)."""
+    if loop is None or loop.is_closed() or not loop.is_running():
+        raise RuntimeError("the server's application is not running")
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        raise RuntimeError(f"in the event loop's thread, await {instead} instead")
+    return asyncio.run_coroutine_threadsafe(make(), loop)

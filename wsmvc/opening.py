@@ -11,11 +11,14 @@ connection: then ``on_disconnect`` runs once it closes, whatever happened in bet
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeAlias
 
 from aiohttp import WSCloseCode, WSMsgType
 
+from .errors import ConnectionClosed, Reject
 from .protocol import ON_NAMESPACE_CONNECT, ON_NAMESPACE_CONNECTED, Message
 from .reading import frame_size
 from .states import ConnState
@@ -23,7 +26,9 @@ from .states import ConnState
 if TYPE_CHECKING:
     from .conn import Conn, OnOpen
 
-__all__ = ["open_native", "open_server_side"]
+ConnHook: TypeAlias = Callable[["Conn"], "Awaitable[None] | None"]
+
+__all__ = ["ConnHook", "call_on_connect", "call_on_disconnect", "open_native", "open_server_side"]
 
 log = logging.getLogger("wsmvc")
 
@@ -99,3 +104,38 @@ def _refuse_native(conn: Conn, reason: str) -> None:
     if not conn.closed:
         log.info("refused native connection %r: %s", conn, reason)
         conn.request_close(WSCloseCode.POLICY_VIOLATION, reason)
+
+
+async def call_on_connect(hook: ConnHook | None, conn: Conn, *, debug_errors: bool) -> str | None:
+    """Run the server's ``on_connect`` hook (sync or async): the refusal reason (from
+    :class:`~wsmvc.Reject`, or a generic text for another exception, which is logged), or
+    ``None`` to accept."""
+    if hook is None:
+        return None
+    try:
+        result = hook(conn)
+        if inspect.isawaitable(result):
+            await result
+    except Reject as exc:
+        return exc.reason
+    except Exception as exc:
+        if isinstance(exc, ConnectionClosed) and conn.closed:
+            # The client went away while on_connect waited for it: not a refusal, so
+            # on_disconnect balances it once the connection's events ran.
+            log.debug("%r: closed during on_connect: %s", conn, exc)
+            return None
+        log.exception("on_connect failed for %r; refusing it", conn)
+        return f"{type(exc).__name__}: {exc}" if debug_errors else "server error"
+    return None
+
+
+async def call_on_disconnect(hook: ConnHook | None, conn: Conn) -> None:
+    """Run the server's ``on_disconnect`` hook (sync or async); an exception is logged."""
+    if hook is None:
+        return
+    try:
+        result = hook(conn)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception("on_disconnect failed for %r", conn)

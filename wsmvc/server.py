@@ -14,8 +14,8 @@ from injector import Injector
 
 from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
-from .delivery import deliver
-from .errors import ConnectionClosed, EventError, Reject
+from .delivery import deliver, submit_from_thread
+from .errors import EventError
 from .exchange import Exchange
 from .exchange.broker import BrokerExchange
 from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD, declare_no_context_takeover
@@ -23,19 +23,19 @@ from .handlers import Handler, HandlerTable, Namespaces
 from .injection import Injection, ModuleLike
 from .keepalive import Heartbeat
 from .nsconn import DEFAULT, NSConn, Timeout
+from .opening import ConnHook, call_on_connect, call_on_disconnect
 from .presence import Presence
 from .protocol import ERR_BAD_NAMESPACE, Message
 from .registry import Registry
 from .states import ConnState
 from .upgrade import Origins, default_id_generator, reconnect_tries, with_query_headers
-from .writer import DirectWriter, QueuedWriter, Writer
+from .writer import writer_factory
 
 __all__ = ["Server", "with_query_headers"]
 
 log = logging.getLogger("wsmvc")
 
 IdGenerator: TypeAlias = Callable[[web.Request], "str | Awaitable[str]"]
-ConnHook: TypeAlias = Callable[[Conn], "Awaitable[None] | None"]
 
 
 class Server:
@@ -332,27 +332,16 @@ class Server:
         return ws
 
     def _new_conn(self, ws: web.WebSocketResponse, request: web.Request, conn_id: str) -> Conn:
-        transport = request.transport
-        limit = self.send_buffer_limit
-
         # ws.compress: the negotiated server_max_window_bits (aiohttp), False without deflate.
         deflate = int(ws.compress) if ws.compress else 0
-
-        def make_writer(on_overflow: Callable[[], None]) -> Writer:
-            # Any transport aiohttp gives (asyncio's, uvloop's: not an asyncio.Transport
-            # subclass, an isinstance check sent every uvloop connection the slow way).
-            if transport is not None:
-                return DirectWriter(
-                    ws,
-                    transport,
-                    limit,
-                    on_overflow,
-                    deflate=deflate,
-                    threshold=self.compress_threshold,
-                    level=self.compress_level,
-                )
-            return QueuedWriter(ws, limit, on_overflow)
-
+        make_writer = writer_factory(
+            ws,
+            request.transport,
+            self.send_buffer_limit,
+            deflate=deflate,
+            threshold=self.compress_threshold,
+            level=self.compress_level,
+        )
         conn = Conn(
             ws,
             make_writer,
@@ -375,7 +364,7 @@ class Server:
         """Run ``on_connect``; the refusal reason, or ``None`` to accept. An id that the
         exchange cannot carry to the other servers is refused too (the client's dial
         fails with the reason, rather than its messages getting lost)."""
-        refusal = await self._call_on_connect(conn)
+        refusal = await call_on_connect(self.on_connect, conn, debug_errors=self.debug_errors)
         exchange = self.exchange
         if refusal is None and exchange is not None:
             refusal = exchange.id_problem(conn.id)
@@ -388,34 +377,8 @@ class Server:
                 asyncio.get_running_loop().call_soon(release)
         return refusal
 
-    async def _call_on_connect(self, conn: Conn) -> str | None:
-        if self.on_connect is None:
-            return None
-        try:
-            result = self.on_connect(conn)
-            if inspect.isawaitable(result):
-                await result
-        except Reject as exc:
-            return exc.reason
-        except Exception as exc:
-            if isinstance(exc, ConnectionClosed) and conn.closed:
-                # The client went away while on_connect waited for it: not a refusal, so
-                # on_disconnect balances it once the connection's events ran.
-                log.debug("%r: closed during on_connect: %s", conn, exc)
-                return None
-            log.exception("on_connect failed for %r; refusing it", conn)
-            return f"{type(exc).__name__}: {exc}" if self.debug_errors else "server error"
-        return None
-
     async def _run_on_disconnect(self, conn: Conn) -> None:
-        if self.on_disconnect is None:
-            return
-        try:
-            result = self.on_disconnect(conn)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("on_disconnect failed for %r", conn)
+        await call_on_disconnect(self.on_disconnect, conn)
 
     async def _on_startup(self, app: web.Application) -> None:
         self._loop = asyncio.get_running_loop()
@@ -560,16 +523,9 @@ class Server:
         when called from the event loop's own thread (``await broadcast()`` there: waiting
         on the future would block the loop it waits for).
         """
-        loop = self._loop
-        if loop is None or loop.is_closed() or not loop.is_running():
-            raise RuntimeError("the server's application is not running")
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            raise RuntimeError("in the event loop's thread, await server.broadcast() instead")
-        return asyncio.run_coroutine_threadsafe(self.broadcast(msg, exclude=exclude, to=to), loop)
+        return submit_from_thread(
+            self._loop, lambda: self.broadcast(msg, exclude=exclude, to=to), "server.broadcast()"
+        )
 
     def deliver(
         self,

@@ -29,7 +29,7 @@ from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD, OP_BINARY, OP_TEXT, Paylo
 
 AnyWebSocket = WebSocketResponse | ClientWebSocketResponse
 
-__all__ = ["DirectWriter", "QueuedWriter", "Writer"]
+__all__ = ["DirectWriter", "QueuedWriter", "Writer", "writer_factory"]
 
 log = logging.getLogger("wsmvc")
 
@@ -238,3 +238,34 @@ class QueuedWriter:
             await ws.close(code=code, message=reason, drain=False)
         else:
             await ws.close(code=code, message=reason)
+
+
+def writer_factory(
+    ws: WebSocketResponse,
+    transport: asyncio.Transport | None,
+    limit: int,
+    *,
+    deflate: int,
+    threshold: int,
+    level: int,
+) -> Callable[[Callable[[], None]], Writer]:
+    """``make(on_overflow)`` for a server connection: the direct writer on ``transport``
+    (``deflate``: the negotiated window bits, 0 without permessage-deflate), the queued
+    one when aiohttp gives none."""
+
+    def make(on_overflow: Callable[[], None]) -> Writer:
+        # Any transport aiohttp gives (asyncio's, uvloop's: not an asyncio.Transport
+        # subclass, an isinstance check sent every uvloop connection the slow way).
+        if transport is not None:
+            return DirectWriter(
+                ws,
+                transport,
+                limit,
+                on_overflow,
+                deflate=deflate,
+                threshold=threshold,
+                level=level,
+            )
+        return QueuedWriter(ws, limit, on_overflow)
+
+    return make
