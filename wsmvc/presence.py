@@ -82,7 +82,12 @@ class Presence:
 
     def on_change(self, callback: OnChange) -> Callable[[], None]:
         """Call ``callback(change)`` (sync, or async: run as a task) for every join and
-        leave, on any server; returns a function that unsubscribes it."""
+        leave, on any server; returns a function that unsubscribes it.
+
+        A member is a connection id on one server: a second connection with the same id
+        on the same server (another tab) joining the same room is no change, nor is one
+        of the two leaving. A sync callback runs inside the join or leave itself, so what
+        it sends reaches the joining client before the answer to its join."""
         self._callbacks.append(callback)
         return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
 
