@@ -901,17 +901,13 @@ async def test_typed_body_next_to_message_and_nsconn(typed_ns: NSConn) -> None:
 @pytest.mark.parametrize(
     ("ev", "body", "error"),
     [
-        (
-            "SendLine",
-            '{"text": "hi", "count": "many"}',
-            "invalid value for type, expected int @ body.count",
-        ),
-        ("SendLine", '{"count": 1}', "required field missing @ body.text"),
-        ("Tally", '{"a": "x"}', "invalid value for type, expected int @ body['a']"),
-        ("WithContext", "{}", "required field missing @ body.text"),
-        ("SendLine", '"hello"', "body: expected a JSON object, got a string"),
-        ("SendLine", "[]", "body: expected a JSON object, got an array"),
-        ("SendLine", "null", "body: expected a JSON object, got null"),
+        ("SendLine", '{"text": "hi", "count": "many"}', "body.count: expected an integer"),
+        ("SendLine", '{"count": 1}', "body.text: required field missing"),
+        ("Tally", '{"a": "x"}', "body['a']: expected an integer"),
+        ("WithContext", "{}", "body.text: required field missing"),
+        ("SendLine", '"hello"', "body: expected an object, got a string"),
+        ("SendLine", "[]", "body: expected an object, got an array"),
+        ("SendLine", "null", "body: expected an object, got null"),
     ],
 )
 async def test_a_body_that_does_not_fit_names_the_field(

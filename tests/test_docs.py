@@ -323,12 +323,12 @@ async def typed(demo: Demo) -> None:
     assert await ask_error(ns, "OnChat", "hello") == (
         "body: invalid JSON (Expecting value: line 1 column 1 (char 0))"
     )
-    assert await ask_error(ns, "OnChat", "{}") == "required field missing @ body.text"
+    assert await ask_error(ns, "OnChat", "{}") == "body.text: required field missing"
     assert await ask_error(ns, "OnChat", '{"text": "hi", "priority": "high"}') == (
-        "invalid value for type, expected int @ body.priority"
+        "body.priority: expected an integer"
     )
     assert await ask_error(ns, "OnChat", '{"priority": "high"}') == (
-        "required field missing @ body.text; invalid value for type, expected int @ body.priority"
+        "body.text: required field missing; body.priority: expected an integer"
     )
     # cattrs' leniency: unknown keys ignored, a number for a str arrives as its text.
     assert await ask_text(ns, "OnChat", '{"text": "hi", "mood": "happy"}') == (

@@ -21,6 +21,7 @@ import attrs
 from aiohttp import WSCloseCode, WSMessage, WSMsgType
 
 from .closing import Closing, Deferred
+from .codecs import JSON, Codec
 from .dispatch import Dispatcher
 from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from .handlers import HandlerTable
@@ -126,6 +127,7 @@ class Conn:
         handshake_timeout: float | None = 10.0,
         max_queue: int = 64,
         max_queue_bytes: int = 1 << 20,
+        codec: Codec = JSON,
     ) -> None:
         self._id = id
         self.request = request
@@ -149,7 +151,7 @@ class Conn:
         )
         self.writer = make_writer(self._overflow)
         self.dispatcher = Dispatcher(
-            self.session, self.writer, handlers, owner=self, debug_errors=debug_errors
+            self.session, self.writer, handlers, owner=self, debug_errors=debug_errors, codec=codec
         )
         self._native_only = handlers.native_only
         self._allow_native = handlers.accepts_native

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 
-from .bodies import decode_body, require_cattrs
+from .bodies import body_decoder, body_problem
+from .codecs import JSON, Codec
 from .errors import EventError
 from .handlers import Handler
 from .nsconn import NSConn
@@ -270,37 +271,39 @@ def _arguments(fn: Callable[..., Any], where: str, *, system: bool) -> tuple[tup
         elif body_type is not None:
             raise ControllerError(f"{where}: only one parameter can be the typed body; {usage}")
         else:
-            if kind not in (str, bytes):
-                require_cattrs(where)
+            problem = body_problem(kind)
+            if problem is not None:
+                raise ControllerError(f"{where}: parameter {p.name!r}: {problem}")
             takes.append("body")
             body_type = kind
     return tuple(takes), body_type
 
 
-def compile_handlers(spec: ControllerSpec, injection: Injection, plan: Plan) -> dict[str, Handler]:
+def compile_handlers(
+    spec: ControllerSpec, injection: Injection, plan: Plan, codec: Codec = JSON
+) -> dict[str, Handler]:
     """The handler-table entries of a controller: one function per event, plus the connect
-    hook that builds the controller instance for each namespace connection."""
-    handlers = {w: _handler(m) for w, m in spec.events.items() if w != ON_NAMESPACE_CONNECT}
+    hook that builds the controller instance for each namespace connection. Typed bodies
+    are decoded with ``codec`` (the server's)."""
+    handlers = {w: _handler(m, codec) for w, m in spec.events.items() if w != ON_NAMESPACE_CONNECT}
     handlers[ON_NAMESPACE_CONNECT] = _connect_hook(
         spec.events.get(ON_NAMESPACE_CONNECT), injection, plan
     )
     return handlers
 
 
-def _handler(method: EventMethod) -> Handler:
+def _handler(method: EventMethod, codec: Codec = JSON) -> Handler:
     fn, takes, body_type = method.fn, method.takes, method.body_type
     if takes == ("msg",):
         return lambda ns, msg: fn(ns.controller, msg)
     if takes == ():
         return lambda ns, msg: fn(ns.controller)
+    decode = body_decoder(body_type, codec) if "body" in takes else bytes  # made once
     if takes == ("body",):
-        return lambda ns, msg: fn(ns.controller, decode_body(msg.body, body_type))
+        return lambda ns, msg: fn(ns.controller, decode(msg.body))
 
     def handler(ns: NSConn, msg: Message) -> Any:
-        args = [
-            msg if t == "msg" else ns if t == "nsconn" else decode_body(msg.body, body_type)
-            for t in takes
-        ]
+        args = [msg if t == "msg" else ns if t == "nsconn" else decode(msg.body) for t in takes]
         return fn(ns.controller, *args)
 
     return handler

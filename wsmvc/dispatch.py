@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .bodies import encode_body
+from .codecs import JSON, Codec
 from .errors import ConnectionClosed, EventError
 from .handlers import HandlerTable, Reply
 from .protocol import (
@@ -62,11 +63,13 @@ class Dispatcher:
 
     ``session`` is the connection's session, ``write(data, binary)`` its write path,
     ``handlers`` the handler table, ``owner`` the connection (named in log lines).
-    ``debug_errors``: send exception texts to the peer.
+    ``debug_errors``: send exception texts to the peer. ``codec``: how a returned value that
+    is not ``bytes``, ``str`` or a :class:`~wsmvc.Reply` is written (:mod:`wsmvc.codecs`).
     """
 
     __slots__ = (
         "_client",
+        "_codec",
         "_connecting",
         "_debug_errors",
         "_handlers",
@@ -85,6 +88,7 @@ class Dispatcher:
         *,
         owner: object,
         debug_errors: bool = False,
+        codec: Codec = JSON,
     ) -> None:
         self._session = session
         self._namespaces = session.namespaces
@@ -94,6 +98,7 @@ class Dispatcher:
         self._table = handlers.namespaces
         self._client = session.client
         self._debug_errors = debug_errors
+        self._codec = codec
         self._owner = owner
 
     def handle(self, msg: Message) -> Awaitable[None] | None:
@@ -148,6 +153,7 @@ class Dispatcher:
         """Answer ``msg`` with what its handler returned: nothing for ``None``."""
         if result is None:
             return
+        binary = msg.binary
         if isinstance(result, bytes):
             body = result
         elif isinstance(result, str):
@@ -156,7 +162,8 @@ class Dispatcher:
             body = result.data
         else:
             try:
-                body = encode_body(result)
+                body = encode_body(result, self._codec)
+                binary = binary or self._codec.binary  # not UTF-8: never in a text frame
             except Exception as exc:
                 self.failed(
                     msg,
@@ -168,11 +175,11 @@ class Dispatcher:
                 return
         if msg.native:
             if not msg.err and self._session.open:
-                self._writer.write(body, msg.binary)
+                self._writer.write(body, binary)
             return
         data = self._session.answer(msg, body)
         if data is not None:
-            self._writer.write(data, msg.binary)
+            self._writer.write(data, binary)
 
     def failed(self, msg: Message, exc: Exception) -> None:
         """Answer ``msg`` with the error its handler raised (logged unless an EventError)."""

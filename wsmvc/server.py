@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeAlias
 from aiohttp import WSCloseCode, web
 from injector import Injector
 
+from .codecs import JSON, Codec, checked_codec
 from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
 from .delivery import deliver, submit_from_thread
@@ -104,6 +105,8 @@ class Server:
     * ``exchange`` - shares broadcasts with other servers: a
       :class:`~wsmvc.exchange.redis.RedisExchange`, a :class:`~wsmvc.exchange.nats.NatsExchange`
       or a :class:`~wsmvc.exchange.LocalExchange`; ``None`` (default): this process only.
+    * ``codec`` - the wire format of typed bodies and typed return values (default JSON;
+      msgpack, orjson...: :mod:`wsmvc.codecs`, ``docs/controllers.md#typed-bodies``).
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class Server:
         compress_level: int = DEFAULT_LEVEL,
         debug_errors: bool = False,
         close_timeout: float = 5.0,
+        codec: Codec = JSON,
     ) -> None:
         self.handlers = (
             namespaces if isinstance(namespaces, HandlerTable) else HandlerTable(namespaces)
@@ -152,6 +156,7 @@ class Server:
         self.compress_level = compress_level
         self.debug_errors = debug_errors
         self.close_timeout = close_timeout
+        self.codec = checked_codec(codec)  # before the controllers compile with it
         self.exchange = exchange
         if exchange is not None:
             exchange.attach(self)
@@ -225,7 +230,7 @@ class Server:
                 f" {handle.cls.__qualname__} alone"
             )
         self.handlers.set_events(
-            namespace, compile_handlers(handle.spec, self._injection, handle.plan)
+            namespace, compile_handlers(handle.spec, self._injection, handle.plan, self.codec)
         )
         handle.namespace = namespace
 
@@ -356,6 +361,7 @@ class Server:
             handshake_timeout=self.handshake_timeout,
             max_queue=self.max_queue,
             max_queue_bytes=self.max_queue_bytes,
+            codec=self.codec,
         )
         conn.reconnect_tries = reconnect_tries(request)
         return conn
