@@ -648,6 +648,25 @@ async def rooms_both_ways(demo: Demo) -> None:
 
 
 @check
+async def several_rooms(demo: Demo) -> None:
+    inboxes = {name: Inbox() for name in ("ann", "bob", "cid", "dot")}
+    rooms = {"ann": ["red", "blue"], "bob": ["blue"], "cid": ["red", "muted"], "dot": []}
+    ns = {}
+    for name, inbox in inboxes.items():
+        conn = await demo.dial(f"/ws?user={name}", {"alerts": inbox.handlers("OnAlert")})
+        ns[name] = await demo.connect(conn, "alerts")
+        for room in rooms[name]:
+            await ns[name].join_room(room, timeout=WAIT)
+    ns["ann"].emit("OnAlert", "first")
+    got = await inboxes["bob"].next("OnAlert")
+    assert (got.text, got.room) == ("first", "blue")
+    ns["dot"].emit("OnAlert", "fence")  # Dot is in no room: only the room members get it
+    assert (await inboxes["ann"].next("OnAlert")).text == "fence"  # not "first"
+    assert (await inboxes["bob"].next("OnAlert")).text == "fence"  # once, not twice
+    assert inboxes["cid"].pending("OnAlert") == 0 and inboxes["dot"].pending("OnAlert") == 0
+
+
+@check
 async def broadcast_forms(demo: Demo) -> None:
     events = ("OnPost", "OnWhisper", "OnNotMe", "OnAnnounce")
     ann_inbox, bob1_inbox, bob2_inbox = Inbox(), Inbox(), Inbox()

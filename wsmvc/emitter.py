@@ -22,8 +22,10 @@ server, no aiohttp application::
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from types import TracebackType
 
+from .audience import audience_of
 from .errors import ConnectionClosed
 from .exchange.broker import BrokerExchange
 from .protocol import Message
@@ -69,16 +71,31 @@ class Emitter:
         await self.stop()
 
     async def broadcast(
-        self, msg: Message, *, to: str | None = None, exclude: str | None = None
+        self,
+        msg: Message,
+        *,
+        to: str | None = None,
+        exclude: str | Iterable[str] | None = None,
+        rooms: Iterable[str] | None = None,
+        exclude_rooms: Iterable[str] | None = None,
     ) -> None:
         """Send ``msg`` to the connections of its namespace (and room, if set) on every
         server, as ``Server.broadcast`` does; ``to``: only connections with that id;
-        ``exclude``: not those. Returns once the broker has it (one round trip, shared by
-        concurrent calls). Raises :class:`~wsmvc.ConnectionClosed` when the broker cannot
-        take it (not connected, or no answer within the exchange's ``timeout``)."""
+        ``exclude``: not those with that id (or these ids); ``rooms``: the members of
+        these rooms, each once; ``exclude_rooms``: not their members. Returns once the
+        broker has it (one round trip, shared by concurrent calls). Raises
+        :class:`~wsmvc.ConnectionClosed` when the broker cannot take it (not connected, or
+        no answer within the exchange's ``timeout``), ValueError/TypeError as
+        ``Server.broadcast`` for what cannot be an audience."""
+        audience = audience_of(
+            msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms
+        )
         if not self.exchange.connected:
             raise ConnectionClosed("the emitter is not connected to its broker")
-        self.exchange.publish(msg, exclude_id=exclude, to=to)
+        if audience is not None:
+            self.exchange.publish(msg, to=to, audience=audience)
+        else:
+            self.exchange.publish(msg, exclude_id=exclude, to=to)  # type: ignore[arg-type]
         try:
             await self.exchange.flush(self.exchange.timeout)
         except asyncio.TimeoutError:

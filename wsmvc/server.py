@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeAlias
 from aiohttp import WSCloseCode, web
 from injector import Injector
 
+from .audience import Audience, Exclude, audience_of, deliver_to_audience
 from .codecs import JSON, Codec, checked_codec
 from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
@@ -57,43 +58,27 @@ class Server:
       Requests without an ``Origin`` header (non-browser clients) are always allowed.
     * ``max_message_size`` - larger incoming messages close the connection with 1009
       (default 1 MiB).
-    * ``heartbeat`` - seconds: when a connection received nothing for this long, the server
-      pings it; a peer that does not answer within half of it is closed (1006 for this side;
-      logged at INFO). Default 20: a dead or vanished client (a laptop closed, a NAT entry
-      dropped) is found within 30 s, and the ping keeps proxies (nginx, load balancers: 60 s
-      idle by default) from closing idle connections; browsers and the neffos clients answer
-      pings by themselves. Measured cost: see ``docs/deploying.md#timeouts-and-the-heartbeat``.
-      ``None``: no pings (0 or less raises ``ValueError``). See :mod:`wsmvc.keepalive`
-      for how a live peer whose pong is not read yet, or whose large frame is still
-      arriving, is told from a silent one.
+    * ``heartbeat`` - seconds: a connection that received nothing for this long is pinged;
+      one that does not answer within half of it is closed (1006 here, 1011 on the wire,
+      logged at INFO). Default 20: a vanished client is found within 30 s, and proxies'
+      idle timeouts (60 s) never fire. ``None``: no pings (0 or less raises ValueError).
+      Cost and details: ``docs/deploying.md#timeouts-and-the-heartbeat``, :mod:`wsmvc.keepalive`.
     * ``read_timeout`` - close a connection that sends nothing for this many seconds.
     * ``handshake_timeout`` - seconds a client has, once upgraded, to send neffos' ``M``;
       past it the connection is closed with 1008 (default 10; ``None``: no limit).
     * ``send_buffer_limit`` - bytes the server may buffer for one peer; a peer that stops
-      reading is closed with 1008 past it, so it never delays others (default 4 MiB: four
-      messages of the largest size a client may send, or 2 s of a 64 KiB message 32 times
-      a second, so a healthy reader that falls briefly behind is not cut, while 1,000
-      stalled peers cost at most 4 GiB). A burst written in one loop step may pass it (it
-      goes out as the peer reads); the peer is cut when a later step's write finds its
-      buffer still past the limit.
+      reading is closed with 1008 past it, so it never delays others (default 4 MiB; why:
+      ``docs/deploying.md#memory-bounds``).
     * ``max_queue`` / ``max_queue_bytes`` - messages (default 64) and bytes of them (default
-      1 MiB) a connection keeps while they wait their turn: sent before ``M``, or read while
-      a handler awaits an ask. Past it, before ``M`` the connection is closed with 1008;
-      during an ask the server stops reading that connection until it caught up (TCP
+      1 MiB) a connection keeps while they wait their turn: before ``M`` past it the
+      connection is closed with 1008; during an ask the server stops reading it (TCP
       backpressure). So a client can make the server hold about ``max_queue_bytes`` plus
-      three times ``max_message_size`` (the message over the bound, the one aiohttp is
-      reading, the copies of one being handled): measured 6 MiB with the defaults for a
-      client sending 150 MiB (``tests/test_bounds.py``).
+      three times ``max_message_size`` (``docs/deploying.md#memory-bounds``).
     * ``ask_timeout`` - default timeout of ``ask`` calls, seconds (default 30; ``None``: none).
     * ``compress`` - accept permessage-deflate when the client offers it (default ``True``:
-      every browser offers it, and large messages shrink 3-4x; RFC 7692). The server
-      declares ``server_no_context_takeover`` and compresses every message on its own: a
-      broadcast is deflated once for all its receivers, and no connection keeps a
-      compressor (zlib's ~256 KiB) between messages. The window is what the client's offer
-      allows (``server_max_window_bits``), sized down to each message: with nothing kept
-      between messages a smaller default would save no memory and only cost bytes. What
-      clients send compressed is inflated by aiohttp, whose decompressor costs about
-      10 KiB per connection once it received a compressed message (``docs/deploying.md``).
+      every browser does; RFC 7692). Each message is compressed on its own
+      (``server_no_context_takeover``), a broadcast once for all its receivers, and no
+      connection keeps a compressor (``docs/deploying.md#compression``).
     * ``compress_threshold`` - bytes: smaller messages go uncompressed (default 512;
       deflate makes small messages larger and costs CPU for nothing).
     * ``compress_level`` - zlib level 0-9 for what is compressed (default 1: 3.7x less CPU
@@ -494,17 +479,33 @@ class Server:
         self,
         msg: Message,
         *,
-        exclude: Conn | NSConn | str | None = None,
+        exclude: Exclude = None,
         to: str | None = None,
+        rooms: Iterable[str] | None = None,
+        exclude_rooms: Iterable[str] | None = None,
     ) -> None:
         """Send ``msg`` to every connection of its namespace (and room, if set).
 
-        ``exclude`` skips one connection (a :class:`Conn` or :class:`NSConn`) or every
-        connection with that id (a ``str``); ``to`` delivers only to connections with that
-        id. The message is encoded once, and each receiver gets the same bytes, in order.
-        With an ``exchange``, the matching connections of the other servers get it too.
+        ``exclude`` skips a connection (a :class:`Conn` or :class:`NSConn`), every
+        connection with an id (a ``str``), or several of those (a list or set); ``to``
+        delivers only to connections with that id. ``rooms`` (instead of ``msg.room``):
+        the members of each of these rooms get it once, with the room set to the first
+        of them they are in; ``exclude_rooms`` skips the members of these rooms. The
+        message is encoded once (per room), and each receiver gets the same bytes, in
+        order. With an ``exchange``, the matching connections of the other servers get it
+        too (a Go neffos server there delivers a several-rooms broadcast to the first).
+        Raises ValueError for ``rooms`` with ``to`` or ``msg.room``, TypeError for what
+        cannot be excluded (see :mod:`wsmvc.audience`).
         """
-        self.deliver(msg, exclude=exclude, to=to)
+        audience = audience_of(
+            msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms
+        )
+        if audience is not None:
+            self.deliver(msg, to=to, audience=audience)
+            if self.exchange is not None:
+                self.exchange.publish(msg, to=to, audience=audience.remote())
+            return
+        self.deliver(msg, exclude=exclude, to=to)  # type: ignore[arg-type]
         if self.exchange is not None:
             conn = exclude.conn if isinstance(exclude, NSConn) else exclude
             self.exchange.publish(
@@ -518,8 +519,10 @@ class Server:
         self,
         msg: Message,
         *,
-        exclude: str | None = None,
+        exclude: str | Iterable[str] | None = None,
         to: str | None = None,
+        rooms: Iterable[str] | None = None,
+        exclude_rooms: Iterable[str] | None = None,
     ) -> concurrent.futures.Future[None]:
         """:meth:`broadcast` from another thread of this process (a sync web framework's
         request, a thread pool): scheduled on the server's event loop; the returned
@@ -530,7 +533,11 @@ class Server:
         on the future would block the loop it waits for).
         """
         return submit_from_thread(
-            self._loop, lambda: self.broadcast(msg, exclude=exclude, to=to), "server.broadcast()"
+            self._loop,
+            lambda: self.broadcast(
+                msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms
+            ),
+            "server.broadcast()",
         )
 
     def deliver(
@@ -539,11 +546,22 @@ class Server:
         *,
         exclude: Conn | NSConn | str | None = None,
         to: str | None = None,
+        audience: Audience | None = None,
     ) -> int:
         """Deliver ``msg`` to the matching connections of this process; returns the count.
+        ``audience``: several rooms or exclusions (:mod:`wsmvc.audience`).
 
         What goes out is ``msg`` as an event: never its token nor an exchange marker.
         """
+        if audience is not None:
+            return deliver_to_audience(
+                self._registry,
+                msg,
+                audience,
+                to=to,
+                threshold=self.compress_threshold,
+                level=self.compress_level,
+            )
         if isinstance(exclude, NSConn):
             exclude = exclude.conn
         return deliver(

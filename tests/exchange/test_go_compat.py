@@ -354,6 +354,22 @@ async def test_wsmvc_extras_ride_inside_the_marker_so_go_reads_the_rest_of_the_e
     assert rest == b"default;;chat;0;0;\x00\xff;binary"
 
 
+async def test_a_several_rooms_broadcast_reaches_go_as_one_for_the_first_room(
+    wsmvc_server: Wsmvc, go: GoServer
+) -> None:
+    """Go reads one room per envelope: it gets the first of ``rooms`` (its clients in the
+    other rooms miss it, and it ignores the exclusions, which stay in the marker)."""
+    await go.subscribe(go.channel("default"))
+    await go.hears(go.channel("default"), wsmvc_server.probe)
+
+    msg = Message(namespace="default", event="chat", body=b"red or blue")
+    await wsmvc_server.server.broadcast(msg, rooms=["red", "blue"], exclude=["a", "b"])
+
+    marker, rest = envelope(await go.next(go.channel("default")))
+    assert marker.startswith(b"neffos(0x") and b"wsmvc:m:" in marker
+    assert rest == b"default;red;chat;0;0;red or blue"
+
+
 async def test_an_ask_from_the_broker_is_answered_on_its_token_channel(
     wsmvc_server: Wsmvc, go: GoServer, peers: Peers
 ) -> None:

@@ -16,6 +16,7 @@ from ..errors import EventError
 from ..protocol import ERR_BAD_NAMESPACE, Message
 
 if TYPE_CHECKING:
+    from ..audience import Audience
     from ..conn import Conn
     from ..server import Server
     from .nats import NatsExchange
@@ -100,8 +101,11 @@ class Exchange(abc.ABC):
         exclude_conn: Conn | None = None,
         exclude_id: str | None = None,
         to: str | None = None,
+        audience: Audience | None = None,
     ) -> None:
-        """Send a broadcast (already delivered locally) to the other servers, in order."""
+        """Send a broadcast (already delivered locally) to the other servers, in order.
+        ``audience``: several rooms or exclusions (:mod:`wsmvc.audience`), without this
+        server's connections."""
 
     @abc.abstractmethod
     async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:
@@ -129,9 +133,10 @@ class LocalExchange(Exchange):
         exclude_conn: Conn | None = None,
         exclude_id: str | None = None,
         to: str | None = None,
+        audience: Audience | None = None,
     ) -> None:
         for server in self._others():
-            server.deliver(msg, exclude=exclude_id, to=to)
+            server.deliver(msg, exclude=exclude_id, to=to, audience=audience)
 
     async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:
         for server in self._others():

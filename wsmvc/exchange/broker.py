@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ..audience import Audience
 from ..errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from ..protocol import Message, decode, encode, encode_answer, is_reply_token, new_token
 from . import Exchange
@@ -437,12 +438,18 @@ class BrokerExchange(Exchange):
         exclude_conn: Conn | None = None,
         exclude_id: str | None = None,
         to: str | None = None,
+        audience: Audience | None = None,
     ) -> None:
         if not self._connected:
             self._check_started()  # else dropped (counted) by _enqueue
         identity = f"{exclude_conn.id}0x{id(exclude_conn):x}" if exclude_conn is not None else ""
-        marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary))
-        payload = encode(attrs.evolve(msg, token="", marker=marker, binary=False))
+        room, many = msg.room, None
+        if audience is not None:
+            # Go servers (and older wsmvc ones) deliver to the envelope's room: the first.
+            room = audience.rooms[0] if audience.rooms else room
+            many = (audience.rooms, tuple(sorted(audience.exclude_ids)), audience.exclude_rooms)
+        marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary, many))
+        payload = encode(attrs.evolve(msg, room=room, token="", marker=marker, binary=False))
         channel = self.id_channel(to) if to is not None else self.namespace_channel(msg.namespace)
         self._outbox.put("pub", channel, payload)
 
@@ -470,6 +477,7 @@ class BrokerExchange(Exchange):
         if server is None:
             return
         exclude_id: str | None = None
+        audience: Audience | None = None
         if msg.marker:
             marker = parse_marker(msg.marker)
             if marker is not None:
@@ -477,15 +485,18 @@ class BrokerExchange(Exchange):
                     return  # ours: delivered locally when it was published
                 exclude_id = marker.exclude_id
                 msg.binary = marker.binary
+                if marker.many is not None:
+                    rooms, ids, rooms_out = marker.many
+                    audience = Audience(rooms, frozenset(), frozenset(ids), rooms_out)
             msg.marker = ""
         conn_id = self._id_channels.get(channel)
         if conn_id is not None and msg.namespace != self._namespace_channels.get(channel):
             if msg.token and is_reply_token(msg.token):
                 self._forward_ask(msg, conn_id)
                 return
-            server.deliver(msg, exclude=exclude_id, to=conn_id)
+            server.deliver(msg, exclude=exclude_id, to=conn_id, audience=audience)
         elif channel in self._namespace_channels:
-            server.deliver(msg, exclude=exclude_id)
+            server.deliver(msg, exclude=exclude_id, audience=audience)
 
     # -- asks across servers ----------------------------------------------------------------
     async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:

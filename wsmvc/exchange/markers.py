@@ -1,13 +1,17 @@
 """The token slot of a publication between servers (``neffos-protocol.md`` §12.3).
 
 ``neffos(0x<server>(<excluded>))`` is Go's own form, which every Go server strips;
-``wsmvc:<flags>:<excluded id>`` may follow it for what only wsmvc servers read: ``b`` the
-message is binary, ``x`` an id is excluded (its UTF-8 in URL-safe base64).
+``wsmvc:<flags>:<data>`` may follow it for what only wsmvc servers read: ``b`` the
+message is binary; ``x`` an id is excluded (data: its UTF-8 in URL-safe base64); ``m`` a
+broadcast to several rooms or with several exclusions (data: the JSON object ``{"r":
+rooms, "x": excluded ids, "xr": excluded rooms}`` in URL-safe base64; a Go server, or a
+wsmvc one before it, delivers such a message to the envelope's room, the first of them).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 import attrs
@@ -45,11 +49,18 @@ class Marker:
     identity: str = ""  # Go's excluded-connection identity, meaningful on the origin only
     exclude_id: str | None = None
     binary: bool = False
+    many: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None = None
+    """Several rooms, excluded ids, excluded rooms (the ``m`` flag), or ``None``."""
 
 
 def format_marker(marker: Marker) -> str:
     text = f"neffos(0x{marker.origin}({marker.identity}))"
-    if marker.binary or marker.exclude_id is not None:
+    if marker.many is not None:
+        rooms, ids, rooms_out = marker.many
+        data = json.dumps({"r": rooms, "x": ids, "xr": rooms_out}, separators=(",", ":"))
+        encoded = base64.urlsafe_b64encode(data.encode()).decode()
+        text += f"wsmvc:{'b' if marker.binary else ''}m:{encoded}"
+    elif marker.binary or marker.exclude_id is not None:
         flags = ("b" if marker.binary else "") + ("x" if marker.exclude_id is not None else "")
         excluded = base64.urlsafe_b64encode((marker.exclude_id or "").encode()).decode()
         text += f"wsmvc:{flags}:{excluded}"
@@ -62,9 +73,19 @@ def parse_marker(text: str) -> Marker | None:
         return None
     flags = match["flags"] or ""
     exclude_id = None
-    if "x" in flags:
-        try:
+    many = None
+    try:
+        if "m" in flags:
+            data = json.loads(base64.urlsafe_b64decode(match["exclude"]))
+            many = (_strings(data["r"]), _strings(data["x"]), _strings(data["xr"]))
+        elif "x" in flags:
             exclude_id = base64.urlsafe_b64decode(match["exclude"]).decode()
-        except ValueError:
-            return None
-    return Marker(match["origin"], match["identity"], exclude_id, "b" in flags)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return Marker(match["origin"], match["identity"], exclude_id, "b" in flags, many)
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("not a list of strings")
+    return tuple(value)
