@@ -107,8 +107,50 @@ def _json_converter() -> Any:
         converter.register_unstructure_hook_func(
             is_pydantic_model, lambda model: model.model_dump(mode="json")
         )
+        converter.register_structure_hook(bool, _strict_bool)  # not bool("false") == True
+        _strict_arrays(converter)
         _converter = converter
     return _converter
+
+
+def _strict_bool(value: object, _: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise TypeError(f"expected true or false, not {type(value).__name__}")
+
+
+def _strict_arrays(converter: Any) -> None:
+    """Lists and ``tuple[X, ...]`` from arrays only: cattrs takes any iterable, so a string
+    would arrive as its characters and an object as its keys."""
+    try:
+        from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
+    except ImportError:  # cattrs < 24.1: lenient
+        return
+    import collections.abc
+
+    lists = {list, collections.abc.Sequence, collections.abc.MutableSequence}
+
+    def homogeneous_tuple(kind: Any) -> bool:
+        args = typing.get_args(kind)
+        return typing.get_origin(kind) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+    def is_array(kind: Any) -> bool:
+        return kind in lists or typing.get_origin(kind) in lists or homogeneous_tuple(kind)
+
+    def factory(kind: Any, converter: Any) -> Callable[[Any, Any], Any]:
+        make = homogenous_tuple_structure_factory if homogeneous_tuple(kind) else None
+        if make is None and typing.get_args(kind):
+            make = list_structure_factory
+        inner = make(kind, converter) if make is not None else lambda value, _: list(value)
+
+        def structure(value: Any, _: Any) -> Any:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"expected an array, not {type(value).__name__}")
+            return inner(value, kind)
+
+        return structure
+
+    converter.register_structure_hook_factory(is_array, factory)
 
 
 # -- which types are bodies -----------------------------------------------------------------
@@ -232,6 +274,12 @@ def _fields(kind: Any) -> list[Any] | None:
 
 
 def _type_name(kind: Any) -> str:
+    """``list[Service]``, not ``list[__main__.Service]``."""
+    args = typing.get_args(kind)
+    origin = typing.get_origin(kind)
+    if origin is not None and args:
+        name = getattr(origin, "__qualname__", None) or repr(origin).replace("typing.", "")
+        return f"{name}[{', '.join(_type_name(a) for a in args)}]"
     if isinstance(kind, type):
         return kind.__qualname__
     return repr(kind).replace("typing.", "")
@@ -380,9 +428,9 @@ def _cattrs_problems(exc: BaseException, path: str, kind: Any) -> list[tuple[str
         return [(path, f"unexpected fields {names}")]
     if isinstance(exc, KeyError):
         return [(path, "required field missing")]
-    if isinstance(exc, (ValueError, TypeError, AttributeError)) and kind is not None:
+    if kind is not None:  # a leaf that did not convert (ValueError, TypeError, CattrsError...)
         return [(path, f"expected {_expected(kind)}")]
-    return [(path, "invalid value")]
+    return [(path, "invalid value")]  # e.g. an attrs validator: its text may hold the value
 
 
 def _pydantic_problems(exc: Any, path: str) -> list[tuple[str, str]]:
