@@ -533,3 +533,52 @@ def test_encode_body() -> None:
     assert encode_body(Account(id=1, name="a", plan="p", created=WHEN), MsgpackCodec()) == (
         msgpack.packb({"id": 1, "name": "a", "plan": "p", "created": "2026-01-02T03:04:05"})
     )
+
+
+class Fragile(pydantic.BaseModel):
+    name: str
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def crash(cls, name: str) -> str:
+        if name == "boom":
+            raise KeyError("a bug in the validator")
+        return name
+
+
+@attrs.define
+class Checked:
+    name: str = attrs.field()
+
+    @name.validator
+    def _short(self, attribute: Any, value: str) -> None:
+        if len(value) > 3:
+            raise BodyError(f"body.name: at most 3 characters, not {len(value)}")
+
+
+@controller(namespace="validators")
+class Validators:
+    @event
+    def on_fragile(self, value: Fragile) -> str:
+        return value.name
+
+    @event
+    def on_checked(self, value: Checked) -> str:
+        return value.name
+
+
+async def test_a_crashing_validator_is_a_bug_and_a_body_error_is_an_answer(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = await serve(Server(controllers=[Validators]))
+    async with await wsmvc.dial(url, {"validators": {}}) as conn:
+        ns = await conn.connect("validators")
+        assert await ask_error(ns, "OnChecked", '{"name": "long"}') == (
+            "body.name: at most 3 characters, not 4"
+        )
+        assert (await ns.ask("OnChecked", '{"name": "ok"}', timeout=T)).text == "ok"
+        assert not caplog.records
+        assert await ask_error(ns, "OnFragile", '{"name": "boom"}') == "internal server error"
+        [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert record.exc_info is not None and isinstance(record.exc_info[1], KeyError)
+        assert (await ns.ask("OnFragile", '{"name": "fine"}', timeout=T)).text == "fine"

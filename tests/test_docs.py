@@ -341,6 +341,56 @@ async def typed(demo: Demo) -> None:
 
 
 @check
+async def pydantic_bodies(demo: Demo) -> None:
+    conn = await demo.dial("/ws", {"signup": {}})
+    ns = await demo.connect(conn, "signup")
+    assert await ask_text(ns, "OnSignup", '{"name": "Ada", "age": 36}') == (
+        '{"greeting":"welcome, Ada","adult":true}'
+    )
+    assert await ask_error(ns, "OnSignup", '{"name": "Ada"}') == "body.age: Field required"
+    assert await ask_error(ns, "OnSignup", '{"name": "Ada", "age": 9}') == (
+        "body.age: Input should be greater than or equal to 13"
+    )
+    assert await ask_error(ns, "OnSignup", '{"name": "admin", "age": 30}') == (
+        "body.name: Value error, that name is taken"
+    )
+    assert not conn.closed
+    assert not demo.error_records()
+
+
+@check
+async def orjson_codec(demo: Demo) -> None:
+    conn = await demo.dial("/ws", {"geo": {}})
+    ns = await demo.connect(conn, "geo")
+    assert await ask_text(ns, "OnCentre", '[{"x": 0, "y": 0}, {"x": 2, "y": 4}]') == (
+        '{"x":1.0,"y":2.0}'
+    )
+    assert await ask_error(ns, "OnCentre", '[{"x": 0}]') == "body[0].y: required field missing"
+    assert await ask_error(ns, "OnCentre", "[]") == "no points"
+    assert (await ask_error(ns, "OnCentre", "[" * 2000 + "]" * 2000)).startswith(
+        "body: invalid JSON ("
+    )
+    assert await ask_error(ns, "OnCentre", "[" * 65 + "]" * 65) == (
+        "body: nested deeper than 64 levels"
+    )
+    assert not demo.error_records()
+
+
+@check
+async def msgpack_codec(demo: Demo) -> None:
+    import msgpack
+
+    conn = await demo.dial("/ws", {"telemetry": {}})
+    await demo.connect(conn, "telemetry")
+    body = msgpack.packb({"sensor": "s", "values": [1.5, 3.0]})
+    request = Message(namespace="telemetry", event="OnReading", body=body, binary=True)
+    answer = await conn.ask(request, timeout=WAIT)
+    assert answer.binary  # msgpack is not UTF-8: a binary frame
+    assert msgpack.unpackb(answer.body) == {"sensor": "s", "count": 2, "peak": 3.0}
+    assert not demo.error_records()
+
+
+@check
 async def refusals(demo: Demo) -> None:
     stranger = await demo.dial("/ws", {"lobby": {}})
     assert await connect_error(demo, stranger, "lobby") == "who are you?"

@@ -422,7 +422,7 @@ def _cattrs_problems(exc: BaseException, path: str, kind: Any) -> list[tuple[str
     if "pydantic" in sys.modules and isinstance(exc, _validation_error()):
         return _pydantic_problems(exc, path)
     if isinstance(exc, EventError):
-        return [(path, exc.text)]
+        return [("", exc.text)]  # raised by the type's own code: its text as it is
     if isinstance(exc, ForbiddenExtraKeysError):
         names = ", ".join(_cut(repr(n), _MAX_NAME) for n in sorted(exc.extra_fields)[:5])
         return [(path, f"unexpected fields {names}")]
@@ -491,7 +491,10 @@ def _is_mapping(kind: Any) -> bool:
 def _problems_text(problems: list[tuple[str, str]]) -> str:
     if not problems:
         return "body: invalid value"
-    lines = [_cut(f"{path}: {text}", _MAX_PROBLEM) for path, text in problems[:_MAX_PROBLEMS]]
+    lines = [
+        _cut(f"{path}: {text}" if path else text, _MAX_PROBLEM)
+        for path, text in problems[:_MAX_PROBLEMS]
+    ]
     if len(problems) > _MAX_PROBLEMS:
         lines.append(f"and {len(problems) - _MAX_PROBLEMS} more")
     return "; ".join(lines)
