@@ -832,6 +832,29 @@ async def lifecycle(demo: Demo) -> None:
     assert log[2:] == ["after close, emit: False", "disconnect event, forced=True", "on_disconnect"]
 
 
+@check
+async def close_reasons(demo: Demo) -> None:
+    log: list[str] = demo.log
+    alice = await demo.dial("/ws", {"chat": {}})
+    await demo.connect(alice, "chat")
+    await alice.close()
+    await logged(log, "gone: CLIENT_CLOSED (1000)")
+    assert log == ["left chat: client closed", "gone: CLIENT_CLOSED (1000)"]
+
+    bob = await demo.dial("/ws", {"chat": {}})
+    chat = await demo.connect(bob, "chat")
+    chat.emit("OnBan")
+    await logged(log, "gone: SERVER_CLOSED (4003)")
+    assert log[2:] == ["left chat: server closed", "gone: SERVER_CLOSED (4003)"]
+    # The client knows it was closed by the server, with the code it chose.
+    await asyncio.wait_for(bob.wait_closed(), WAIT)
+    assert (bob.close_reason, bob.close_code) == (wsmvc.CloseReason.SERVER_CLOSED, 4003)
+    assert dict(demo.closes) == {
+        wsmvc.CloseReason.CLIENT_CLOSED: 1,
+        wsmvc.CloseReason.SERVER_CLOSED: 1,
+    }
+
+
 # -- deploying.md -------------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """wsmvc: real-time websocket controllers for aiohttp, speaking the neffos protocol."""
 
 from .client import ClientConn, dial
+from .closing import CloseReason
 from .conn import Conn
 from .controller import ControllerError, ControllerHandle, controller, event
 from .errors import (
@@ -20,6 +21,7 @@ from .server import Server, with_query_headers
 __all__ = [
     "AskTimeout",
     "ClientConn",
+    "CloseReason",
     "Conn",
     "ConnectionClosed",
     "ControllerError",

@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType
 from aiohttp.client_ws import ClientWebSocketResponse
 
+from .closing import CloseReason
 from .conn import Conn
 from .errors import ConnectionClosed, ProtocolError, Reject
 from .handlers import HandlerTable, Namespaces
@@ -25,8 +26,10 @@ class ClientConn(Conn):
 
     _session: aiohttp.ClientSession | None
 
-    async def close(self, code: int = WSCloseCode.OK, reason: str = "") -> None:
-        await super().close(code, reason)
+    async def close(
+        self, code: int = WSCloseCode.OK, reason: str = "", *, cause: CloseReason | None = None
+    ) -> None:
+        await super().close(code, reason, cause=cause)
         await self._transport_closed()  # the server's close frame, before the HTTP session goes
         if self._session is not None:
             await self._session.close()

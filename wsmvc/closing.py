@@ -7,16 +7,20 @@ close frame is queued behind everything written before it, and the serving task 
 The serving task then ends the connection (:meth:`Closing.finish`): the disconnect events
 still held back for namespaces this side disconnected, the close's own events, then
 ``on_disconnect``; only then do the callers of ``close()`` return.
+
+Every close has a :class:`CloseReason` beside its code (``conn.close_reason``), set by
+whoever started it, and is logged once, here, at that reason's level.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypeAlias
 
-from aiohttp import WSCloseCode, WSMessage, WSMsgType
+from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType
 
 from .protocol import Message
 from .states import ConnState
@@ -25,12 +29,80 @@ if TYPE_CHECKING:
     from .conn import Conn, OnOpen
     from .nsconn import NSConn, Registry
 
-__all__ = ["Closing", "Deferred"]
+__all__ = ["CloseReason", "Closing", "Deferred"]
 
 log = logging.getLogger("wsmvc")
 
 # RFC 6455 7.4.1: codes that say what happened but never go in a close frame.
 _NOT_ON_THE_WIRE = frozenset({1005, WSCloseCode.ABNORMAL_CLOSURE, 1015})
+
+
+class CloseReason(enum.Enum):
+    """Why a connection closed: ``conn.close_reason``, beside ``conn.close_code``.
+
+    The value is the reason's text (``reason.text``); ``reason.level`` is the logging level
+    its close is logged at. The names say who did what, the same on both sides: on a server
+    ``CLIENT_CLOSED`` is the client's close frame and ``SERVER_CLOSED`` the application's
+    ``conn.close()`` (the client was kicked); on a :func:`~wsmvc.dial` connection
+    ``CLIENT_CLOSED`` is its own ``close()``, and the server's close frame says why the
+    server closed when it carries one of these texts (as wsmvc servers send them).
+    """
+
+    CLIENT_CLOSED = "client closed"
+    """The client closed the connection (its close frame; its code is ``close_code``)."""
+    SERVER_CLOSED = "server closed"
+    """The server application closed it: ``conn.close(code)``, the code it chose."""
+    CONNECTION_LOST = "connection lost"
+    """It ended without a close frame (1006): the peer vanished, the network broke."""
+    SHUTDOWN = "server shutdown"
+    """``server.close()`` (the application's shutdown): 1001."""
+    CANCELLED = "cancelled"
+    """The task serving it was cancelled (the event loop or aiohttp stopping): 1001."""
+    READ_TIMEOUT = "read timeout"
+    """Nothing arrived for ``read_timeout`` seconds: 1001."""
+    HEARTBEAT_TIMEOUT = "keepalive ping timeout"
+    """No pong came for the heartbeat's ping: 1006 here, 1011 on the wire."""
+    SEND_BUFFER_OVERFLOW = "send buffer limit exceeded"
+    """The peer stopped reading: more than ``send_buffer_limit`` bytes waited for it: 1008."""
+    HANDSHAKE_TIMEOUT = "handshake timeout"
+    """No neffos ``M`` within ``handshake_timeout`` seconds: 1008."""
+    PROTOCOL_ERROR = "protocol error"
+    """The peer broke the websocket protocol or a bound: an invalid frame (1002), text that
+    is not UTF-8 (1007), a message over ``max_message_size`` (1009), too much before the
+    handshake (1008)."""
+    REFUSED = "refused"
+    """``on_connect`` refused it (``Reject``: ``H<reason>``, then 1008)."""
+    INTERNAL_ERROR = "internal error"
+    """wsmvc failed serving it (a bug; the traceback is logged): 1011."""
+
+    @property
+    def text(self) -> str:
+        """The reason in words (the value)."""
+        return str(self.value)
+
+    @property
+    def level(self) -> int:
+        """The logging level its close is logged at: DEBUG for the ends that are someone's
+        intent, INFO for a peer gone quiet or missing, WARNING for a peer that misbehaves
+        (or a bound the server may have set too low), ERROR for wsmvc's own failure."""
+        return _LEVELS.get(self, logging.INFO)
+
+    @classmethod
+    def from_text(cls, text: str) -> CloseReason | None:
+        """The reason whose text is ``text`` (what a wsmvc server puts in its close frame)."""
+        return _BY_TEXT.get(text)
+
+
+_LEVELS = {
+    CloseReason.CLIENT_CLOSED: logging.DEBUG,
+    CloseReason.SERVER_CLOSED: logging.DEBUG,
+    CloseReason.SHUTDOWN: logging.DEBUG,
+    CloseReason.CANCELLED: logging.DEBUG,
+    CloseReason.SEND_BUFFER_OVERFLOW: logging.WARNING,
+    CloseReason.PROTOCOL_ERROR: logging.WARNING,
+    CloseReason.INTERNAL_ERROR: logging.ERROR,
+}
+_BY_TEXT = {reason.text: reason for reason in CloseReason}
 
 Events: TypeAlias = "list[tuple[NSConn, Message]]"
 Deferred: TypeAlias = "tuple[NSConn, Events, asyncio.Future[None]]"
@@ -40,7 +112,8 @@ Deferred: TypeAlias = "tuple[NSConn, Events, asyncio.Future[None]]"
 class Closing:
     """The close of one connection: started once by :meth:`request`, ended by the serving
     task with :meth:`finish`. ``code`` is the close code once closing (ours, or the
-    peer's); ``transport`` is dropped if the close cannot complete within ``timeout``."""
+    peer's) and ``reason`` why; ``transport`` is dropped if the close cannot complete
+    within ``timeout``."""
 
     __slots__ = (
         "_closer",
@@ -49,6 +122,7 @@ class Closing:
         "_transport",
         "_waiter",
         "code",
+        "reason",
         "timeout",
     )
 
@@ -65,16 +139,34 @@ class Closing:
         self._transport = transport
         self.timeout = timeout
         self.code: int | None = None
+        self.reason: CloseReason | None = None
         self._closer: asyncio.Task[None] | None = None
         self._waiter: asyncio.Event | None = None  # made when someone waits
 
-    def request(self, code: int, reason: str, urgent: bool) -> None:
-        """Start closing, once (see the module docstring). ``urgent``: the close frame goes
-        at once, ahead of what is still queued (a peer that stopped reading)."""
+    def request(
+        self, code: int, reason: str, urgent: bool, cause: CloseReason | None, detail: str = ""
+    ) -> None:
+        """Start closing, once (see the module docstring): with ``code`` and ``reason`` (the
+        close frame's text), because of ``cause`` (``None``: this side's application closed
+        it), logged with ``detail`` if any. ``urgent``: the close frame goes at once, ahead
+        of what is still queued (a peer that stopped reading)."""
         conn = self._conn
         if not conn.session.begin_close():
             return
+        if cause is None:
+            cause = CloseReason.CLIENT_CLOSED if conn.is_client else CloseReason.SERVER_CLOSED
         self.code = code
+        self.reason = cause
+        if log.isEnabledFor(cause.level):
+            said = detail or (reason if reason != cause.text else "")
+            log.log(
+                cause.level,
+                "%r: closing (%s, %s)%s",
+                conn,
+                code,
+                cause.text,
+                f": {said}" if said else "",
+            )
         conn.writer.closed = True  # now, not when the closer task starts: broadcasts skip it
         if self._registry is not None:
             self._registry.conn_removed(conn)
@@ -87,15 +179,29 @@ class Closing:
 
     def ended(self, frame: WSMessage, code: int | None) -> None:
         """The websocket ended: the peer's close frame, the connection broke, or aiohttp
-        failed it (an invalid or oversized frame: logged); ``code`` is aiohttp's
-        ``close_code``."""
-        if code is None:
-            code = WSCloseCode.ABNORMAL_CLOSURE
-        elif not code:
-            code = 1005  # a close frame without a status (aiohttp says 0)
-        if frame.type is WSMsgType.ERROR:
-            log.info("%r: closing (%s): %s", self._conn, code, frame.data)
-        self.request(code, "", False)
+        failed it (an invalid or oversized frame); ``code`` is aiohttp's ``close_code``."""
+        kind = frame.type
+        detail = ""
+        if kind is WSMsgType.CLOSE:
+            code = frame.data or 1005  # a close frame without a status (aiohttp says 0)
+            detail = frame.extra or ""
+            cause = CloseReason.CLIENT_CLOSED
+            if self._conn.is_client:
+                cause = CloseReason.from_text(detail) or CloseReason.SERVER_CLOSED
+        elif kind is WSMsgType.ERROR and isinstance(frame.data, WebSocketError):
+            # aiohttp failed it (and sent the close frame): an invalid or oversized frame
+            code, cause, detail = frame.data.code, CloseReason.PROTOCOL_ERROR, str(frame.data)
+        else:
+            # Gone without a close frame (aiohttp's code may say 1000 for the end of the
+            # stream: it is not a clean close).
+            code, cause = WSCloseCode.ABNORMAL_CLOSURE, CloseReason.CONNECTION_LOST
+            detail = str(frame.data) if kind is WSMsgType.ERROR else ""
+        self.request(code, "", False, cause, detail)
+
+    def overflow(self) -> None:
+        """The peer stopped reading: more than the send buffer limit waits for it."""
+        reason = CloseReason.SEND_BUFFER_OVERFLOW
+        self.request(WSCloseCode.POLICY_VIOLATION, reason.text, True, reason)
 
     async def _close_transport(self, code: int, reason: bytes, urgent: bool) -> None:
         if code in _NOT_ON_THE_WIRE:
@@ -141,9 +247,11 @@ class Closing:
         raised by one of them does not skip the others; the first is re-raised at the end.
         """
         conn = self._conn
-        self.request(WSCloseCode.ABNORMAL_CLOSURE, "", False)
+        self.request(WSCloseCode.ABNORMAL_CLOSURE, "", False, CloseReason.CONNECTION_LOST)
         interrupted: BaseException | None = None
-        for _, events, done in conn.take_deferred():
+        # The disconnect events still waiting for the serving task: the close fires them.
+        deferred, conn._deferred = conn._deferred or [], None
+        for _, events, done in deferred:
             interrupted = interrupted or await self._fire_through(events)
             if not done.done():
                 done.set_result(None)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from aiohttp import WSCloseCode, WSMessage, WSMsgType
 
-from .closing import Closing, Deferred
+from .closing import CloseReason, Closing, Deferred
 from .codecs import JSON, Codec
 from .dispatch import Dispatcher
 from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
@@ -56,6 +56,7 @@ log = logging.getLogger("wsmvc")
 OnOpen = Callable[["Conn"], Awaitable["str | None"]]
 """The server's ``on_connect`` runner: the reason that refuses the connection, or ``None``."""
 
+_FAILED = CloseReason.INTERNAL_ERROR
 _CLOSE_TYPES = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 # The connection whose serving task (or a task started from it: a handler's gather,
@@ -149,15 +150,6 @@ class Conn:
             max_queue=max_queue,
             max_queue_bytes=max_queue_bytes,
         )
-        self.writer = make_writer(self._overflow)
-        self.dispatcher = Dispatcher(
-            self.session, self.writer, handlers, owner=self, debug_errors=debug_errors, codec=codec
-        )
-        self._native_only = handlers.native_only
-        self._allow_native = handlers.accepts_native
-        # Made on first use (most connections never need them):
-        self._on_reply: dict[str, Callable[[Message], None]] | None = None
-        self.reader = Reader(ws, self.session, self)
         transport = request.transport if request is not None else None
         self._closing = Closing(
             self,
@@ -166,6 +158,15 @@ class Conn:
             transport=transport,
             timeout=close_timeout,
         )
+        self.writer = make_writer(self._closing.overflow)
+        self.dispatcher = Dispatcher(
+            self.session, self.writer, handlers, owner=self, debug_errors=debug_errors, codec=codec
+        )
+        self._native_only = handlers.native_only
+        self._allow_native = handlers.accepts_native
+        # Made on first use (most connections never need them):
+        self._on_reply: dict[str, Callable[[Message], None]] | None = None
+        self.reader = Reader(ws, self.session, self)
         self.heard = True  # a frame came since the heartbeat last looked (wsmvc.keepalive)
         self._opened = False  # on_connect accepted the connection: on_disconnect will run
         # Namespaces this side disconnected whose events wait for the serving task (made on
@@ -202,6 +203,11 @@ class Conn:
         """The close code once closing: this side's, or the peer's (1005: it gave none;
         1006: the connection broke)."""
         return self._closing.code
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        """Why the connection is closing or closed (:class:`~wsmvc.CloseReason`), once it is."""
+        return self._closing.reason
 
     @property
     def state(self) -> ConnState:
@@ -413,9 +419,13 @@ class Conn:
                 )
         return text
 
-    async def close(self, code: int = WSCloseCode.OK, reason: str = "") -> None:
+    async def close(
+        self, code: int = WSCloseCode.OK, reason: str = "", *, cause: CloseReason | None = None
+    ) -> None:
         """Close the connection (spec 11.2): the close frame goes after everything written
         before; pending asks fail; the disconnect events run once, in the serving task.
+        ``cause`` is the ``close_reason`` (default: ``SERVER_CLOSED``, on a client
+        ``CLIENT_CLOSED``).
 
         Returns once they ran. Called from a handler of this very connection (or a task it
         started) it returns at once: they run right after that handler. Called from a
@@ -424,7 +434,7 @@ class Conn:
         (two handlers closing each other's connections).
         Never raises.
         """
-        self.request_close(code, reason)
+        self.request_close(code, reason, cause=cause)
         if self.reader.task is not None:  # else never served: nothing to wait for
             await self._closing.wait_closed(_serving.get())
 
@@ -502,13 +512,13 @@ class Conn:
                         reader.ensure_helper()  # this task is busy from here
                     await pending
         except asyncio.CancelledError:
-            self.request_close(WSCloseCode.GOING_AWAY, "", urgent=True)
+            self.request_close(WSCloseCode.GOING_AWAY, "", urgent=True, cause=CloseReason.CANCELLED)
             raise
         except Exception:
             log.exception("%r: serving failed", self)
-            self.request_close(WSCloseCode.INTERNAL_ERROR, "internal error")
+            self.request_close(WSCloseCode.INTERNAL_ERROR, "internal error", cause=_FAILED)
         except BaseException:
-            self.request_close(WSCloseCode.INTERNAL_ERROR, "", urgent=True)
+            self.request_close(WSCloseCode.INTERNAL_ERROR, "", urgent=True, cause=_FAILED)
             raise
         finally:
             await self._closing.finish(on_close if self._opened else None)
@@ -572,22 +582,14 @@ class Conn:
 
     # -- closing (spec 11) ----------------------------------------------------------------------
 
-    def _overflow(self) -> None:
-        log.warning("%r: send buffer limit exceeded, closing (1008)", self)
-        self.request_close(WSCloseCode.POLICY_VIOLATION, "send buffer limit exceeded", urgent=True)
-
-    def request_close(self, code: int, reason: str = "", *, urgent: bool = False) -> None:
+    def request_close(
+        self, code: int, reason: str = "", *, urgent: bool = False, cause: CloseReason | None = None
+    ) -> None:
         """Start closing (once) without waiting, what :meth:`close` starts: nothing more is
         sent but the close frame, which goes after what was written before (``urgent``: at
         once, for a peer that stopped reading), pending asks fail, and the serving task is
-        woken to fire the disconnect events (:mod:`wsmvc.closing`)."""
-        self._closing.request(code, reason, urgent)
-
-    def take_deferred(self) -> list[Deferred]:
-        """The disconnect events still waiting for the serving task, removed (the close
-        fires them)."""
-        deferred, self._deferred = self._deferred or [], None
-        return deferred
+        woken to fire the disconnect events (:mod:`wsmvc.closing`). ``cause``: see close()."""
+        self._closing.request(code, reason, urgent, cause)
 
     async def _transport_closed(self) -> None:
         await self._closing.transport_closed()

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType
 
+from .closing import CloseReason
 from .states import ConnState
 
 if TYPE_CHECKING:
@@ -136,9 +137,8 @@ class Heartbeat:
             if quiet is not None and quiet < self.period * 500:
                 self._pinged.add(conn)  # bytes came (a frame under way, a pong unread)
                 return
-            log.info(
-                "%r: closing (1006): no pong within %s seconds of a ping", conn, self.period / 2
-            )
-            conn.request_close(WSCloseCode.ABNORMAL_CLOSURE, "keepalive ping timeout", urgent=True)
+            log.debug("%r: no pong within %s seconds of a ping", conn, self.period / 2)
+            reason = CloseReason.HEARTBEAT_TIMEOUT  # logged at INFO by the close
+            conn.request_close(WSCloseCode.ABNORMAL_CLOSURE, reason.text, urgent=True, cause=reason)
         elif conn.writer.control(WSMsgType.PING, b""):
             self._pinged.add(conn)

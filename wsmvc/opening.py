@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from aiohttp import WSCloseCode, WSMsgType
 
+from .closing import CloseReason
 from .errors import ConnectionClosed, Reject
 from .protocol import ON_NAMESPACE_CONNECT, ON_NAMESPACE_CONNECTED, Message
 from .reading import frame_size
@@ -55,8 +56,11 @@ async def open_server_side(conn: Conn, on_open: OnOpen | None) -> bool:
                 break
             msg = conn.read_frame(frame)
             if msg is not None and not session.queue(msg, frame_size(frame)):
-                log.warning("%r: too much sent before the handshake, closing (1008)", conn)
-                conn.request_close(WSCloseCode.POLICY_VIOLATION, "too much before the handshake")
+                conn.request_close(  # logged at WARNING by the close
+                    WSCloseCode.POLICY_VIOLATION,
+                    "too much before the handshake",
+                    cause=CloseReason.PROTOCOL_ERROR,
+                )
         else:
             return False
     finally:
@@ -73,10 +77,10 @@ async def _decide(conn: Conn, on_open: OnOpen | None) -> bool:
             conn.acknowledge()
         else:
             conn.writer.write(*session.refuse(refusal))
-            conn.request_close(WSCloseCode.POLICY_VIOLATION)
+            conn.request_close(WSCloseCode.POLICY_VIOLATION, cause=CloseReason.REFUSED)
     elif refusal is not None and session.open:
         # Acknowledged early by a write in on_connect: no H any more, close instead.
-        conn.request_close(WSCloseCode.POLICY_VIOLATION, refusal)
+        conn.request_close(WSCloseCode.POLICY_VIOLATION, refusal, cause=CloseReason.REFUSED)
     return refusal is None
 
 
@@ -102,8 +106,7 @@ async def open_native(conn: Conn, on_open: OnOpen | None) -> bool:
 
 def _refuse_native(conn: Conn, reason: str) -> None:
     if not conn.closed:
-        log.info("refused native connection %r: %s", conn, reason)
-        conn.request_close(WSCloseCode.POLICY_VIOLATION, reason)
+        conn.request_close(WSCloseCode.POLICY_VIOLATION, reason, cause=CloseReason.REFUSED)
 
 
 async def call_on_connect(hook: ConnHook | None, conn: Conn, *, debug_errors: bool) -> str | None:

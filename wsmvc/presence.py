@@ -62,6 +62,8 @@ class Presence:
         self._replica = Replica(exchange.id if exchange is not None else "local", self.ttl)
         self._callbacks: list[OnChange] = []
         self._channel = exchange.side_channel("presence") if exchange is not None else ""
+        # Every message starts with its sender: Redis echoes our own, skipped unparsed.
+        self._own = json.dumps({"s": self._replica.server})[:-1].encode() + b","
         self._timer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -111,7 +113,7 @@ class Presence:
             return
         self._exchange.side_subscribe(self._channel, self._received)
         self._timer = asyncio.get_running_loop().create_task(self._beating())
-        self._send({"t": "r", "s": self._replica.server, "o": ""})  # everyone's snapshot
+        self._send({"s": self._replica.server, "t": "r", "o": ""})  # everyone's snapshot
 
     async def stop(self) -> None:
         """Say goodbye (the others drop this server's members at once) and stop."""
@@ -120,14 +122,14 @@ class Presence:
             return
         timer.cancel()
         await asyncio.gather(timer, *self._tasks, return_exceptions=True)
-        self._send({"t": "g", "s": self._replica.server})
+        self._send({"s": self._replica.server, "t": "g"})
 
     async def _beating(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.beat)
             beat = self._replica.beat()
-            self._send({"t": "b", "s": beat.server, "q": beat.seq})
+            self._send({"s": beat.server, "t": "b", "q": beat.seq})
             self._tell(self._replica.expire(loop.time()))
 
     # -- the wire ------------------------------------------------------------------------------
@@ -136,8 +138,8 @@ class Presence:
         if announce is not None and self._timer is not None:
             self._send(
                 {
-                    "t": "a",
                     "s": announce.server,
+                    "t": "a",
                     "q": announce.seq,
                     "j": announce.joined,
                     "l": announce.left,
@@ -150,6 +152,8 @@ class Presence:
             self._exchange.side_publish(self._channel, json.dumps(body).encode())
 
     def _received(self, payload: bytes) -> None:
+        if payload.startswith(self._own):
+            return
         try:
             body = json.loads(payload)
             kind, server = body["t"], body["s"]
@@ -158,7 +162,7 @@ class Presence:
                 if body["o"] in ("", self._replica.server) and server != self._replica.server:
                     for snap in self._replica.snapshot_parts(SNAPSHOT_BYTES, _json_size):
                         part = {"p": snap.part, "n": snap.parts, "m": snap.members}
-                        self._send({"t": "s", "s": snap.server, "q": snap.seq, **part})
+                        self._send({"s": snap.server, "t": "s", "q": snap.seq, **part})
                 return
             if kind == "g":
                 self._tell(self._replica.forget(server))
@@ -177,7 +181,7 @@ class Presence:
             return
         changes, ask = self._replica.receive(msg, now)
         if ask is not None:
-            self._send({"t": "r", "s": ask.server, "o": ask.of})
+            self._send({"s": ask.server, "t": "r", "o": ask.of})
         self._tell(changes)
 
     # -- telling the application ---------------------------------------------------------------

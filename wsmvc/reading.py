@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMessage
 
+from .closing import CloseReason
 from .protocol import Message
 from .session import Session
 from .writer import AnyWebSocket
@@ -31,6 +32,7 @@ __all__ = ["Reader", "frame_size"]
 log = logging.getLogger("wsmvc")
 
 _WAKE = "wsmvc: wake the serving task"
+_READ_TIMEOUT = CloseReason.READ_TIMEOUT
 
 
 def frame_size(frame: WSMessage) -> int:
@@ -45,7 +47,9 @@ class Owner(Protocol):
     def read_frame(self, frame: WSMessage) -> Message | None:
         """The message in ``frame`` to handle (``None``: nothing to handle)."""
 
-    def request_close(self, code: int, reason: str = "") -> None:
+    def request_close(
+        self, code: int, reason: str = "", *, cause: CloseReason | None = None
+    ) -> None:
         """Start closing the connection."""
 
 
@@ -94,7 +98,7 @@ class Reader:
     async def receive(self, timeout: float | None, timeout_reason: str) -> WSMessage | None:
         """The next frame, read by the serving task; ``None`` when woken, or after
         ``timeout`` seconds (aiohttp's ``receive_timeout`` if ``None``), which closes the
-        connection: 1000 with ``timeout_reason`` once open, 1008 during the handshake."""
+        connection: 1001 with ``timeout_reason`` once open, 1008 during the handshake."""
         self.reading = True
         try:
             return await self._ws.receive(timeout)
@@ -109,9 +113,14 @@ class Reader:
             self.reading = False
 
     def timed_out(self, reason: str) -> None:
-        """Nothing came in time: close, 1000 once open, 1008 during the handshake."""
-        open_ = self._session.open
-        self._owner.request_close(WSCloseCode.OK if open_ else WSCloseCode.POLICY_VIOLATION, reason)
+        """Nothing came in time: close, 1001 once open (RFC 6455's "going away": the server
+        gives the connection up; 1000 would say its purpose was fulfilled), 1008 during the
+        handshake."""
+        if self._session.open:
+            self._owner.request_close(WSCloseCode.GOING_AWAY, reason, cause=_READ_TIMEOUT)
+        else:
+            cause = CloseReason.HANDSHAKE_TIMEOUT
+            self._owner.request_close(WSCloseCode.POLICY_VIOLATION, reason, cause=cause)
 
     def wake(self) -> None:
         """Make the serving task look at the session again: it may wait for a frame.
@@ -197,10 +206,11 @@ class Reader:
                     session.queue(msg, frame_size(frame))
                 wakeup.set()
         except asyncio.TimeoutError:
-            self._owner.request_close(WSCloseCode.OK, "read timeout")
+            self.timed_out(_READ_TIMEOUT.text)
         except Exception:
             log.exception("reading failed")
-            self._owner.request_close(WSCloseCode.INTERNAL_ERROR, "internal error")
+            cause = CloseReason.INTERNAL_ERROR
+            self._owner.request_close(WSCloseCode.INTERNAL_ERROR, cause.text, cause=cause)
         finally:
             self.helper = None
             wakeup.set()

@@ -13,6 +13,7 @@ from aiohttp import WSCloseCode, web
 from injector import Injector
 
 from .audience import Audience, Exclude, audience_of, deliver_to_audience
+from .closing import CloseReason
 from .codecs import JSON, Codec, checked_codec
 from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
@@ -36,6 +37,7 @@ from .writer import writer_factory
 __all__ = ["Server", "with_query_headers"]
 
 log = logging.getLogger("wsmvc")
+_SHUTDOWN = CloseReason.SHUTDOWN
 
 IdGenerator: TypeAlias = Callable[[web.Request], "str | Awaitable[str]"]
 
@@ -63,7 +65,9 @@ class Server:
       logged at INFO). Default 20: a vanished client is found within 30 s, and proxies'
       idle timeouts (60 s) never fire. ``None``: no pings (0 or less raises ValueError).
       Cost and details: ``docs/deploying.md#timeouts-and-the-heartbeat``, :mod:`wsmvc.keepalive`.
-    * ``read_timeout`` - close a connection that sends nothing for this many seconds.
+    * ``read_timeout`` - close a connection that sends nothing for this many seconds (1001,
+      ``CloseReason.READ_TIMEOUT``; default ``None``: never). Why any connection closed:
+      ``conn.close_reason`` (``docs/lifecycle.md#why-it-closed``).
     * ``handshake_timeout`` - seconds a client has, once upgraded, to send neffos' ``M``;
       past it the connection is closed with 1008 (default 10; ``None``: no limit).
     * ``send_buffer_limit`` - bytes the server may buffer for one peer; a peer that stops
@@ -408,7 +412,7 @@ class Server:
             self._heartbeat.stop()
         me = serving()
         if me is not None:
-            me.request_close(WSCloseCode.GOING_AWAY, "server shutdown")
+            me.request_close(WSCloseCode.GOING_AWAY, _SHUTDOWN.text, cause=_SHUTDOWN)
         waits: list[asyncio.Future[Any]] = list(self._closes(me))
         upgrades = None
         if self._upgrading:
@@ -428,7 +432,7 @@ class Server:
 
     def _closes(self, me: Conn | None) -> list[asyncio.Future[None]]:
         return [
-            asyncio.ensure_future(c.close(WSCloseCode.GOING_AWAY, "server shutdown"))
+            asyncio.ensure_future(c.close(WSCloseCode.GOING_AWAY, _SHUTDOWN.text, cause=_SHUTDOWN))
             for c in list(self._live)
             if c is not me and c.state is not ConnState.CLOSED
         ]

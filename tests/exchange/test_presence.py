@@ -145,7 +145,7 @@ async def test_more_members_than_one_broker_message_holds_reach_a_new_server(
     a server that starts later still learns all of them (the snapshot goes in parts)."""
     big, late = cluster_of(broker, 2)
     url = await serve(big, path="/big")
-    rooms = [f"{n:03d}{'r' * 400}" for n in range(300)]
+    rooms = [f"{n:03d}{'r' * 250}" for n in range(500)]  # 5,000 members: about 1.4 MB
     for n in range(10):
         peer = await peers.connect(url, f"user{n}", exact_id=True, at="big")
         await asyncio.gather(*(peer.ns.join_room(room, timeout=WAIT) for room in rooms))
