@@ -25,7 +25,7 @@ from .codecs import JSON, Codec
 from .dispatch import Dispatcher
 from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from .handlers import HandlerTable
-from .nsconn import DEFAULT, NSConn, Registry, Timeout, as_body
+from .nsconn import DEFAULT, NSConn, Registry, Timeout, as_body, ask_timeout_text
 from .opening import open_native, open_server_side
 from .protocol import (
     ERR_BAD_NAMESPACE,
@@ -36,6 +36,7 @@ from .protocol import (
     Message,
     decode,
     encode,
+    is_text,
     new_client_token,
     new_token,
 )
@@ -243,7 +244,7 @@ class Conn:
         self.acknowledge()
         if not session.can_write(msg.namespace, msg.room, msg.event):
             return False
-        return self.writer.write(encode(msg), msg.binary)
+        return self.writer.write(encode(msg), msg.binary or not is_text(msg.body))
 
     def send_native(self, data: bytes | str) -> bool:
         """Send a raw frame without envelope (native messages, spec 9): text for ``str``."""
@@ -392,12 +393,12 @@ class Conn:
             self._on_reply[token] = on_reply
         inside = _serving.get() is self
         try:
-            self.writer.write(encode(request), request.binary)
+            self.writer.write(encode(request), request.binary or not is_text(request.body))
             self.reader.ensure_helper()
             try:
                 reply = await (asyncio.wait_for(waiter, wait) if wait is not None else waiter)
             except asyncio.TimeoutError:
-                raise AskTimeout(self._timeout_text(msg, wait, inside)) from None
+                raise AskTimeout(ask_timeout_text(session, msg, wait, inside)) from None
         finally:
             session.ask_ended(token)
             if self._on_reply is not None:
@@ -405,19 +406,6 @@ class Conn:
         if reply.err:
             raise EventError(reply.err)
         return reply
-
-    def _timeout_text(self, msg: Message, wait: float | None, inside: bool) -> str:
-        text = f"no answer to {msg.event!r} within {wait}s"
-        if inside:
-            session = self.session
-            waiting = sum(1 for m in session.queued() if session.is_request(m.token))
-            if waiting:
-                text += (
-                    f"; meanwhile the peer sent {waiting} request(s) of its own, which wait for"
-                    " this handler to return: a peer that asks back before it answers cannot"
-                    " answer an ask made inside a handler of its own connection"
-                )
-        return text
 
     async def close(
         self, code: int = WSCloseCode.OK, reason: str = "", *, cause: CloseReason | None = None

@@ -30,6 +30,8 @@ from .protocol import (
     ON_ROOM_LEAVE,
     ON_ROOM_LEFT,
     Message,
+    is_text,
+    shorten,
 )
 from .session import Session
 from .states import WRITABLE_NS, Frame, Namespace, NsState
@@ -49,6 +51,12 @@ LEAVE_ALL_ERROR = "leaveAll is not supported by the protocol: leave each room wi
 _SYSTEM_REQUESTS = frozenset(
     {ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT, ON_ROOM_JOIN, ON_ROOM_LEAVE}
 )
+
+
+def _text_body(msg: Message, body: bytes) -> bool:
+    """Whether ``body`` may go in a text frame: UTF-8 (spec 2.7). The body of a text
+    message received (an echo) is, and needs no look; bytes that are not go binary."""
+    return body is msg.body or is_text(body)
 
 
 def system_event(msg: Message, event: str, *, forced: bool = False) -> Message:
@@ -128,7 +136,9 @@ class Dispatcher:
             # answered() for the common answer (bytes), written out: a call less per message.
             data = self._session.answer(msg, result)
             if data is not None:
-                self._writer.write(data, msg.binary)
+                # UTF-8 goes as text: an echo's body came in a text frame; else look.
+                text = result is msg.body or is_text(result)
+                self._writer.write(data, msg.binary or not text)
             return None
         if hasattr(result, "__await__"):
             return self._finish(msg, result)
@@ -156,10 +166,12 @@ class Dispatcher:
         binary = msg.binary
         if isinstance(result, bytes):
             body = result
-        elif isinstance(result, str):
-            body = result.encode()
-        elif isinstance(result, Reply):
-            body = result.data
+        elif isinstance(result, (str, Reply)):
+            try:
+                body = result.encode() if isinstance(result, str) else result.data
+            except UnicodeEncodeError as exc:  # a lone surrogate (json.loads makes them)
+                self.failed(msg, exc)
+                return
         else:
             try:
                 body = encode_body(result, self._codec)
@@ -168,11 +180,12 @@ class Dispatcher:
                 self.failed(
                     msg,
                     TypeError(
-                        f"handler for {msg.event!r} returned a {type(result).__name__}"
+                        f"handler for {shorten(msg.event)!r} returned a {type(result).__name__}"
                         f" that cannot be sent: {exc}"
                     ),
                 )
                 return
+        binary = binary or not _text_body(msg, body)  # bytes that are not UTF-8 go binary
         if msg.native:
             if not msg.err and self._session.open:
                 self._writer.write(body, binary)
@@ -186,14 +199,14 @@ class Dispatcher:
         if isinstance(exc, EventError):
             text = exc.text
         elif isinstance(exc, ConnectionClosed) and not self._session.open:
-            log.debug("%s: handler for %r stopped: %s", self._owner, msg.event, exc)
+            log.debug("%s: handler for %r stopped: %s", self._owner, shorten(msg.event), exc)
             return
         else:
             log.error(
                 "%s: handler for %r/%r failed",
                 self._owner,
-                msg.namespace,
-                msg.event,
+                shorten(msg.namespace),
+                shorten(msg.event),
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
             text = self.error_text(exc)
@@ -201,9 +214,11 @@ class Dispatcher:
             self._answer(msg, err=text)
 
     def _unhandled(self, msg: Message) -> None:
-        log.debug("%s: no handler for %r in %r", self._owner, msg.event, msg.namespace)
+        log.debug(
+            "%s: no handler for %r in %r", self._owner, shorten(msg.event), shorten(msg.namespace)
+        )
         if self._session.is_request(msg.token):
-            self._answer(msg, err=f"unknown event {msg.event!r}")
+            self._answer(msg, err=f"unknown event {shorten(msg.event)!r}")
 
     def _answer(self, msg: Message, body: bytes = b"", err: str = "") -> None:
         data = self._session.answer(msg, body, err)

@@ -21,6 +21,8 @@ import re
 import struct
 import zlib
 
+from .protocol import is_text
+
 __all__ = [
     "DEFAULT_LEVEL",
     "DEFAULT_THRESHOLD",
@@ -82,6 +84,8 @@ class Payload:
     receiver, which so share the bytes.
 
     ``threshold`` (bytes): smaller payloads are never deflated; ``level``: zlib's 0-9.
+    A payload that is not UTF-8 goes binary whatever ``binary`` says: a text frame must be
+    (a browser fails the connection otherwise); ``checked``: the caller made sure.
     """
 
     __slots__ = ("_deflated", "_plain", "binary", "data", "level", "threshold")
@@ -93,9 +97,10 @@ class Payload:
         *,
         threshold: int = DEFAULT_THRESHOLD,
         level: int = DEFAULT_LEVEL,
+        checked: bool = False,
     ) -> None:
         self.data = data
-        self.binary = binary
+        self.binary = binary or not (checked or is_text(data))  # once for every receiver
         self.threshold = threshold
         self.level = level
         self._plain: bytes | None = None

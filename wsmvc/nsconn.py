@@ -16,14 +16,16 @@ from .protocol import (
     ON_ROOM_LEAVE,
     ON_ROOM_LEFT,
     Message,
+    shorten,
 )
 from .states import Namespace, NsState, RoomState
 
 if TYPE_CHECKING:
     from .conn import Conn
     from .server import Server
+    from .session import Session
 
-__all__ = ["DEFAULT", "NSConn", "Registry", "Room", "Timeout", "as_body"]
+__all__ = ["DEFAULT", "NSConn", "Registry", "Room", "Timeout", "as_body", "ask_timeout_text"]
 
 
 class _Default(enum.Enum):
@@ -50,7 +52,25 @@ class Registry(Protocol):
 
 
 def as_body(body: bytes | str) -> bytes:
+    """A body as bytes (a ``str`` as UTF-8)."""
     return body.encode() if isinstance(body, str) else body
+
+
+def ask_timeout_text(
+    session: Session[NSConn, Any], msg: Message, wait: float | None, inside: bool
+) -> str:
+    """The text of an ask's :class:`~wsmvc.AskTimeout` (``inside``: asked from a handler of
+    the asked connection, whose peer may be waiting for that handler itself)."""
+    text = f"no answer to {shorten(msg.event)!r} within {wait}s"
+    if inside:
+        waiting = sum(1 for m in session.queued() if session.is_request(m.token))
+        if waiting:
+            text += (
+                f"; meanwhile the peer sent {waiting} request(s) of its own, which wait for"
+                " this handler to return: a peer that asks back before it answers cannot"
+                " answer an ask made inside a handler of its own connection"
+            )
+    return text
 
 
 @attrs.frozen(slots=True, repr=False)

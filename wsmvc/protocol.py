@@ -40,8 +40,10 @@ __all__ = [
     "encode_empty_reply",
     "encode_event",
     "is_reply_token",
+    "is_text",
     "new_client_token",
     "new_token",
+    "shorten",
 ]
 
 # Reserved event names (spec 2.9).
@@ -225,6 +227,27 @@ def _exchange_token(msg: Message, token: str) -> Message:
     else:
         msg.token = token
     return msg
+
+
+def is_text(data: bytes) -> bool:
+    """Whether ``data`` may go in a text frame: valid UTF-8 (spec 2.7; a browser fails the
+    connection, 1007, on a text frame that is not). ASCII is checked first, in C, fast."""
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+SHORT_NAME: Final = 64
+
+
+def shorten(name: str, limit: int = SHORT_NAME) -> str:
+    """``name`` cut to ``limit`` characters with an ellipsis: for error texts and log lines
+    that quote a name a peer chose, which may be as long as a whole message."""
+    return name if len(name) <= limit else name[:limit] + "…"
 
 
 def is_reply_token(token: str) -> bool:

@@ -102,7 +102,7 @@ class DirectWriter:
             return False
         if not self.deflate or len(data) < self._threshold:
             return self._write_frame(frame(data, OP_BINARY if binary else OP_TEXT))
-        payload = Payload(data, binary, threshold=self._threshold, level=self._level)
+        payload = Payload(data, binary, threshold=self._threshold, level=self._level, checked=True)
         return self._write_frame(payload.for_peer(self.deflate))
 
     def write_payload(self, payload: Payload) -> bool:
