@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -82,8 +83,21 @@ async def close_frame(raw: RawWS) -> tuple[int, str]:
             return int(struct.unpack("!H", data[:2])[0]), data[2:].decode()
 
 
+_clients: list[wsmvc.ClientConn] = []
+
+
 async def dial(url: str, **kwargs: Any) -> wsmvc.ClientConn:
-    return await wsmvc.dial(url, {"default": {}}, timeout=T, ask_timeout=T, **kwargs)
+    client = await wsmvc.dial(url, {"default": {}}, timeout=T, ask_timeout=T, **kwargs)
+    _clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    """Every client's HTTP session is closed, however its connection ended."""
+    yield
+    while _clients:
+        await _clients.pop().close()
 
 
 def closing_records(caplog: pytest.LogCaptureFixture, conn_id: str) -> list[logging.LogRecord]:
