@@ -5,14 +5,22 @@
   every neffos client takes as the same bytes; before, a client failed the connection
   (1007) and its ask never settled. A ``str`` a handler returns that cannot be UTF-8 (a
   lone surrogate, which ``json.loads`` makes) is a handler error, not a lost connection.
+* ``max_message_size`` is exact, with and without permessage-deflate, for text (counted
+  in UTF-8 bytes) and binary messages, compressed, stored or plain on a deflate connection.
 * Nothing a client sends makes the server answer or log more than about what it sent:
   names in error texts and log lines are cut to 64 characters.
+* What a client's requests make the server keep is bounded: room names, rooms per
+  namespace connection, the connect payload (``max_room_name``, ``max_rooms``,
+  ``max_connect_payload``), each refused with an error answer that says why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import struct
+import zlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -21,13 +29,16 @@ import pytest
 from aiohttp import WSMsgType
 
 import wsmvc
-from wsmvc import Message, NSConn, Reply, Server
+from wsmvc import ClientConn, EventError, Message, NSConn, Reply, Server
+from wsmvc.session import Limits
 
 from .wire_support import (
+    RawWS,
     Serve,
     T,
     barrier,
     expect,
+    handshake,
     ready,
     recv,
     show,
@@ -295,6 +306,131 @@ async def test_a_native_answer_of_such_bytes_goes_binary(
 
 
 # -------------------------------------------------------------------------------------------
+# max_message_size, exact
+# -------------------------------------------------------------------------------------------
+
+MAX = 1000
+HEAD = "$1;default;;ping;0;0;"
+
+
+def sized(kind: str, size: int) -> bytes:
+    """A ``ping`` request of exactly ``size`` bytes: ASCII text, text of 2- and 3-byte
+    characters (so the count of bytes is not the count of characters), random bytes."""
+    room = size - len(HEAD)
+    if kind == "ascii":
+        body = b"x" * room
+    elif kind == "multibyte":
+        chars = "é€" * (room // 5)
+        body = chars.encode()
+        body += b"x" * (room - len(body))
+    else:
+        body = os.urandom(room)
+    data = HEAD.encode() + body
+    assert len(data) == size
+    return data
+
+
+def client_frame(payload: bytes, opcode: int, *, compressed: bool) -> bytes:
+    """A masked (key 0) client frame, RSV1 set when ``compressed``."""
+    first = 0x80 | (0x40 if compressed else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", first, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, n)
+    return head + b"\0\0\0\0" + payload
+
+
+def deflated(data: bytes, level: int) -> bytes:
+    """``data`` as permessage-deflate sends it; level 0: stored, a little *larger*."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+# how the client sends: no deflate; deflate negotiated but this frame plain; deflated;
+# deflate's stored blocks (what a compressor does with data it cannot shrink)
+WAYS = ["plain", "deflate-uncompressed", "deflated", "deflate-stored"]
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("kind", ["ascii", "multibyte", "binary"])
+@pytest.mark.parametrize("over", [0, 1], ids=["exactly", "one-more"])
+async def test_max_message_size_is_exact_however_the_message_comes(
+    serve: Serve, way: str, kind: str, over: int
+) -> None:
+    """Exactly ``max_message_size`` bytes are accepted, one more closes with 1009.
+    Before: with deflate, 1001 bytes passed a limit of 1000, and a message of 1000 bytes
+    that deflate could not shrink was refused."""
+    url = await serve(Server({"default": {"ping": lambda ns, msg: "pong"}}, max_message_size=MAX))
+    raw = await RawWS.open(url, deflate=way != "plain")
+    assert ("sec-websocket-extensions" in raw.headers) is (way != "plain")
+    try:
+        await raw.send("M")
+        assert (await raw.recv_text()).startswith("A")
+        await raw.send("$c;default;;_OnNamespaceConnect;0;0;")
+        assert await raw.recv_text() == "$c;;;;;;"
+        data = sized(kind, MAX + over)
+        opcode = 0x2 if kind == "binary" else 0x1
+        if way in ("plain", "deflate-uncompressed"):
+            await raw.send_raw(client_frame(data, opcode, compressed=False))
+        else:
+            packed = deflated(data, 0 if way == "deflate-stored" else 1)
+            if way == "deflate-stored":
+                assert len(packed) > len(data)
+            await raw.send_raw(client_frame(packed, opcode, compressed=True))
+        if over:
+            assert await settle(raw.close_code()) == 1009
+        else:
+            op, answer = await settle(raw.recv())
+            assert answer == (HEAD + "pong").encode()
+            assert op == opcode
+    finally:
+        raw.abort()
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "deflate"])
+@pytest.mark.parametrize("over", [0, 1], ids=["exactly", "one-more"])
+async def test_max_message_size_through_aiohttps_own_client(
+    serve: Serve, session: aiohttp.ClientSession, compress: bool, over: int
+) -> None:
+    """The same with a real client that compresses every message (as browsers do)."""
+    url = await serve(Server({"default": {"ping": lambda ns, msg: "pong"}}, max_message_size=MAX))
+    async with session.ws_connect(url, compress=15 if compress else 0) as ws:
+        assert bool(ws.compress) is compress
+        await ready(ws)
+        await ws.send_bytes(sized("binary", MAX + over))
+        msg = await recv(ws)
+        if over:
+            assert msg.type is WSMsgType.CLOSE and msg.data == 1009, show(msg)
+        else:
+            assert msg.type is WSMsgType.BINARY and msg.data == (HEAD + "pong").encode()
+
+
+async def test_the_default_max_message_size_is_exact_with_deflate(serve: Serve) -> None:
+    """1 MiB of random bytes, stored by deflate (so its frame is larger than 1 MiB)."""
+    url = await serve(Server({"default": {"ping": lambda ns, msg: "pong"}}))
+    for over in (0, 1):
+        raw = await RawWS.open(url, deflate=True)
+        try:
+            await raw.send("M")
+            assert (await raw.recv_text()).startswith("A")
+            await raw.send("$c;default;;_OnNamespaceConnect;0;0;")
+            assert await raw.recv_text() == "$c;;;;;;"
+            data = HEAD.encode() + os.urandom((1 << 20) + over - len(HEAD))
+            await raw.send_raw(client_frame(deflated(data, 0), 0x2, compressed=True))
+            if over:
+                assert await settle(raw.close_code()) == 1009
+            else:
+                assert (await settle(raw.recv()))[1] == (HEAD + "pong").encode()
+        finally:
+            raw.abort()
+
+
+# -------------------------------------------------------------------------------------------
 # no amplification: names in error texts and log lines
 # -------------------------------------------------------------------------------------------
 
@@ -359,3 +495,266 @@ async def test_a_failing_handler_for_a_long_event_logs_it_cut_short(
         assert text.startswith(f"TypeError: handler for {short(other)!r} returned a object")
         assert len(text) < 300
     assert all(len(r.getMessage()) < 500 for r in caplog.records)
+
+
+# -------------------------------------------------------------------------------------------
+# bounded rooms and connect payloads
+# -------------------------------------------------------------------------------------------
+
+
+def join_answer(token: str, room: str, text: str | None) -> str:
+    return f"{token};;;;;;" if text is None else f"{token};default;{room};_OnRoomJoin;1;0;{text}"
+
+
+@pytest.mark.parametrize(
+    ("room", "refused"),
+    [
+        ("r" * 256, False),
+        ("r" * 257, True),
+        ("é" * 128, False),  # 256 bytes
+        ("é" * 129, True),  # 258 bytes in 129 characters
+        ("€" * 85 + "x", False),  # 256 bytes
+        ("€" * 86, True),  # 258 bytes
+        ("r" * ((1 << 20) - 100), True),
+    ],
+    ids=["256", "257", "2-byte-256", "2-byte-258", "3-byte-256", "3-byte-258", "1MB"],
+)
+async def test_a_room_name_longer_than_max_room_name_bytes_is_refused(
+    serve: Serve, session: aiohttp.ClientSession, room: str, refused: bool
+) -> None:
+    server = Server({"default": {}})
+    url = await serve(server)
+    async with session.ws_connect(url, max_msg_size=4 << 20) as ws:
+        await ready(ws)
+        await ws.send_str(f"$j;default;{room};_OnRoomJoin;0;0;")
+        size = len(room.encode())
+        text = f"room name too long: {size} bytes, at most 256" if refused else None
+        await expect(ws, join_answer("$j", room, text))
+        assert server.rooms("default") == ([] if refused else [room])
+        await barrier(ws)
+
+
+async def test_the_rooms_one_connection_may_join_are_bounded_per_namespace(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    joined: list[str] = []
+    server = Server(
+        {
+            "default": {"_OnRoomJoined": lambda ns, msg: joined.append(msg.room)},
+            "other": {},
+        },
+        max_rooms=3,
+    )
+    url = await serve(server)
+    refusal = "too many rooms: at most 3 per namespace"
+    async with session.ws_connect(url) as ws:
+        await ready(ws, "a", "b", "c")
+        await ws.send_str("$d;default;d;_OnRoomJoin;0;0;")
+        await expect(ws, join_answer("$d", "d", refusal))
+        await ws.send_str("$c;default;c;_OnRoomJoin;0;0;")  # joined already: fine
+        await expect(ws, "$c;;;;;;")
+        await ws.send_str("$l;default;a;_OnRoomLeave;0;0;")
+        await expect(ws, "$l;;;;;;")
+        await ws.send_str("$d2;default;d;_OnRoomJoin;0;0;")  # room again after a leave
+        await expect(ws, "$d2;;;;;;")
+        # Another namespace of the same connection has its own count.
+        await ws.send_str("$o;other;;_OnNamespaceConnect;0;0;")
+        await expect(ws, "$o;;;;;;")
+        for room in "wxy":
+            await ws.send_str(f"$o{room};other;{room};_OnRoomJoin;0;0;")
+            await expect(ws, f"$o{room};;;;;;")
+        await ws.send_str("$oz;other;z;_OnRoomJoin;0;0;")
+        await expect(ws, "$oz;other;z;_OnRoomJoin;1;0;" + refusal)
+    assert joined == ["a", "b", "c", "d"]
+
+
+async def test_the_servers_own_joins_are_not_bounded(serve: Serve) -> None:
+    """The bound is on what a client asks for; the application's joins are its own."""
+    joined = asyncio.Event()
+
+    async def on_connected(ns: NSConn, msg: Message) -> None:
+        for room in ("a", "b", "c"):
+            await ns.join_room(room)
+        joined.set()
+
+    server = Server({"default": {"_OnNamespaceConnected": on_connected}}, max_rooms=2)
+    url = await serve(server)
+    async with await wsmvc.dial(url, {"default": {}}) as client:
+        ns = await client.connect("default")
+        await settle(joined.wait())
+        assert sorted(ns.rooms) == ["a", "b", "c"]
+        with pytest.raises(EventError, match=r"^too many rooms: at most 2 per namespace$"):
+            await ns.join_room("d", timeout=T)
+        assert sorted(ns.rooms) == ["a", "b", "c"]
+
+
+async def test_fifty_rooms_of_a_megabyte_pin_nothing(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """The issue's case: 50 joins with names of 1 MB each made one connection pin 51 MiB.
+    Each is refused now, and the server keeps none of the names."""
+    server = Server({"default": {}}, max_message_size=2 << 20)
+    url = await serve(server)
+    async with session.ws_connect(url, max_msg_size=4 << 20) as ws:
+        await ready(ws)
+        for i in range(50):
+            room = f"{i:02d}" + "r" * (1 << 20)
+            await ws.send_str(f"$j{i};default;{room};_OnRoomJoin;0;0;")
+            answer = await recv(ws)
+            text = f"room name too long: {len(room)} bytes, at most 256"
+            assert answer.data.endswith(f"_OnRoomJoin;1;0;{text}"), answer.data[-100:]
+        (conn,) = server.connections
+        assert conn.namespace("default") is not None
+        assert dict(conn.namespace("default").rooms) == {}  # type: ignore[union-attr]
+        assert server.rooms("default") == []
+
+
+async def test_unbounded_when_told(serve: Serve, session: aiohttp.ClientSession) -> None:
+    server = Server({"default": {}}, max_rooms=None, max_room_name=None)
+    url = await serve(server)
+    room = "r" * 10_000
+    async with session.ws_connect(url) as ws:
+        await ready(ws, room, *map(str, range(1100)))
+        assert len(server.rooms("default")) == 1101
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_rooms": 0},
+        {"max_rooms": -1},
+        {"max_room_name": "256"},
+        {"max_connect_payload": 1.5},
+        {"max_rooms": True},
+    ],
+)
+def test_the_bounds_are_checked_when_the_server_is_made(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must be a positive int or None"):
+        Server({"default": {}}, **options)
+
+
+def test_the_bounds_default_to_what_the_docs_say() -> None:
+    assert Server({"default": {}}).limits == Limits(1000, 256, 8192)
+
+
+# -- the connect payload -------------------------------------------------------------------
+
+
+class Payloads:
+    def __init__(self, **options: Any) -> None:
+        self.seen: list[bytes] = []
+        self.server = Server(
+            {
+                "default": {
+                    "_OnNamespaceConnect": self.on_connect,
+                    "whoami": lambda ns, msg: ns.connect_payload,
+                },
+            },
+            **options,
+        )
+
+    def on_connect(self, ns: NSConn, msg: Message) -> None:
+        self.seen.append(ns.connect_payload)
+        if ns.connect_payload == b"refuse me":
+            raise EventError("refused")
+
+
+async def test_the_connect_payload_is_readable_after_connect(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    p = Payloads()
+    url = await serve(p.server)
+    async with session.ws_connect(url) as ws:
+        await handshake(ws)
+        await ws.send_str('$c;default;;_OnNamespaceConnect;0;0;{"token": "t0k;en"}')
+        await expect(ws, "$c;;;;;;")
+        await ws.send_str("$w;default;;whoami;0;0;")
+        await expect(ws, '$w;default;;whoami;0;0;{"token": "t0k;en"}')
+        # A duplicate connect changes nothing.
+        await ws.send_str("$c2;default;;_OnNamespaceConnect;0;0;other")
+        await expect(ws, "$c2;;;;;;")
+        await ws.send_str("$w2;default;;whoami;0;0;")
+        await expect(ws, '$w2;default;;whoami;0;0;{"token": "t0k;en"}')
+        # Disconnected and connected again, with another payload (or none).
+        await ws.send_str("$d;default;;_OnNamespaceDisconnect;0;0;")
+        await expect(ws, "$d;;;;;;")
+        await ws.send_str("$c3;default;;_OnNamespaceConnect;0;0;")
+        await expect(ws, "$c3;;;;;;")
+        await ws.send_str("$w3;default;;whoami;0;0;")
+        await expect(ws, "$w3;default;;whoami;0;0;")
+    assert p.seen == [b'{"token": "t0k;en"}', b""]
+
+
+async def test_a_refused_connect_keeps_nothing(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    p = Payloads()
+    url = await serve(p.server)
+    async with session.ws_connect(url) as ws:
+        await handshake(ws)
+        await ws.send_str("$c;default;;_OnNamespaceConnect;0;0;refuse me")
+        await expect(ws, "$c;default;;_OnNamespaceConnect;1;0;refused")
+        await ws.send_str("$c2;default;;_OnNamespaceConnect;0;0;second")
+        await expect(ws, "$c2;;;;;;")
+        await ws.send_str("$w;default;;whoami;0;0;")
+        await expect(ws, "$w;default;;whoami;0;0;second")
+
+
+@pytest.mark.parametrize(("size", "refused"), [(8192, False), (8193, True), (1 << 20, True)])
+async def test_a_connect_payload_past_max_connect_payload_is_refused(
+    serve: Serve, session: aiohttp.ClientSession, size: int, refused: bool
+) -> None:
+    p = Payloads(max_message_size=2 << 20)
+    url = await serve(p.server)
+    async with session.ws_connect(url) as ws:
+        await handshake(ws)
+        await ws.send_str("$c;default;;_OnNamespaceConnect;0;0;" + "p" * size)
+        if refused:
+            text = f"connect payload too large: {size} bytes, at most 8192"
+            await expect(ws, f"$c;default;;_OnNamespaceConnect;1;0;{text}")
+            assert p.seen == []  # the hook never ran
+        else:
+            await expect(ws, "$c;;;;;;")
+            assert p.seen == [b"p" * size]
+        await barrier(ws)
+
+
+async def test_the_python_client_sends_a_connect_payload(serve: Serve) -> None:
+    p = Payloads()
+    url = await serve(p.server)
+    async with await wsmvc.dial(url, {"default": {}}) as client:
+        ns = await client.connect("default", payload="token:abc")
+        assert (await ns.ask("whoami", timeout=T)).text == "token:abc"
+        assert ns.connect_payload == b""  # this side connected it: nothing from the peer
+    assert p.seen == [b"token:abc"]
+
+
+async def test_a_server_connect_with_a_payload_reaches_the_client(serve: Serve) -> None:
+    connected: asyncio.Queue[NSConn] = asyncio.Queue()
+
+    async def on_connect(conn: wsmvc.Conn) -> None:
+        await conn.connect("default", payload=b"\x00welcome")
+
+    server = Server({"default": {}}, on_connect=on_connect)
+    url = await serve(server)
+    client: ClientConn = await wsmvc.dial(
+        url, {"default": {"_OnNamespaceConnected": lambda ns, msg: connected.put_nowait(ns)}}
+    )
+    async with client:
+        ns = await settle(connected.get())
+        assert ns.connect_payload == b"\x00welcome"
+
+
+async def test_a_controller_reads_the_connect_payload(serve: Serve) -> None:
+    @wsmvc.controller(namespace="default")
+    class Chat:
+        conn: NSConn
+
+        @wsmvc.event
+        def on_whoami(self, msg: Message) -> bytes:
+            return b"you are " + self.conn.connect_payload
+
+    url = await serve(Server(controllers=[Chat]))
+    async with await wsmvc.dial(url, {"default": {}}) as client:
+        ns = await client.connect("default", payload="ann")
+        assert (await ns.ask("OnWhoami", timeout=T)).text == "you are ann"

@@ -17,6 +17,7 @@ from .injection import DependencyError, connection_scope
 from .nsconn import NSConn, Room
 from .protocol import Message
 from .server import Server, with_query_headers
+from .upgrade import offered_protocols
 
 __all__ = [
     "AskTimeout",
@@ -41,5 +42,6 @@ __all__ = [
     "controller",
     "dial",
     "event",
+    "offered_protocols",
     "with_query_headers",
 ]

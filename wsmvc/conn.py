@@ -36,6 +36,7 @@ from .protocol import (
     Message,
     decode,
     encode,
+    exceeds,
     is_text,
     new_client_token,
     new_token,
@@ -103,6 +104,7 @@ class Conn:
         "dispatcher",
         "handshake_timeout",
         "heard",
+        "inflated_limit",
         "is_client",
         "reader",
         "reconnect_tries",
@@ -169,6 +171,7 @@ class Conn:
         self._on_reply: dict[str, Callable[[Message], None]] | None = None
         self.reader = Reader(ws, self.session, self)
         self.heard = True  # a frame came since the heartbeat last looked (wsmvc.keepalive)
+        self.inflated_limit = 0  # bytes a message may have, if aiohttp cannot check it exactly
         self._opened = False  # on_connect accepted the connection: on_disconnect will run
         # Namespaces this side disconnected whose events wait for the serving task (made on
         # first use).
@@ -209,6 +212,11 @@ class Conn:
     def close_reason(self) -> CloseReason | None:
         """Why the connection is closing or closed (:class:`~wsmvc.CloseReason`), once it is."""
         return self._closing.reason
+
+    @property
+    def protocol(self) -> str | None:
+        """The subprotocol the upgrade agreed on (``Server(protocols=...)``), or ``None``."""
+        return getattr(self._ws, "ws_protocol", None) or getattr(self._ws, "protocol", None)
 
     @property
     def state(self) -> ConnState:
@@ -255,14 +263,17 @@ class Conn:
             return self.writer.write(data.encode(), False)
         return self.writer.write(data, True)
 
-    async def connect(self, namespace: str, *, timeout: Timeout = DEFAULT) -> NSConn:
+    async def connect(
+        self, namespace: str, *, timeout: Timeout = DEFAULT, payload: bytes | str = b""
+    ) -> NSConn:
         """Connect ``namespace`` from this side (spec 5.1 on a client, 5.2 on a server).
 
         Fires the local ``_OnNamespaceConnect`` (which may refuse), asks the peer, then
         fires ``_OnNamespaceConnected``. Returns the namespace (at once when connected
         already; a connect under way is shared). Raises :class:`~wsmvc.EventError`
         (``bad namespace``, or the refusal), :class:`~wsmvc.AskTimeout` and
-        :class:`~wsmvc.ConnectionClosed`.
+        :class:`~wsmvc.ConnectionClosed`. ``payload``: the connect's body, which the
+        peer's hook gets and keeps (:attr:`NSConn.connect_payload`): a token, the user.
         """
         session = self.session
         while True:
@@ -276,9 +287,9 @@ class Conn:
                 break
             await asyncio.shield(under_way)
         with self.dispatcher.deciding(namespace):
-            return await self._connect(namespace, timeout)
+            return await self._connect(namespace, timeout, as_body(payload))
 
-    async def _connect(self, namespace: str, timeout: Timeout) -> NSConn:
+    async def _connect(self, namespace: str, timeout: Timeout, payload: bytes) -> NSConn:
         self._ensure_open()
         session = self.session
         ns = session.connect_started(namespace)
@@ -297,7 +308,7 @@ class Conn:
             if ns.state is not NsState.CONNECTING:
                 raise ConnectionClosed("connection closed before connect() finished")
             await self.ask(
-                Message(namespace=namespace, event=ON_NAMESPACE_CONNECT),
+                Message(namespace=namespace, event=ON_NAMESPACE_CONNECT, body=payload),
                 timeout=timeout,
                 on_reply=answered,
             )
@@ -548,6 +559,10 @@ class Conn:
                 self.writer.control(WSMsgType.PONG, frame.data)
             return None
         if not data:
+            return None
+        if self.inflated_limit and exceeds(data, self.inflated_limit):  # upgrade.size_limits
+            cause = CloseReason.PROTOCOL_ERROR  # as when aiohttp's reader finds it
+            self.request_close(WSCloseCode.MESSAGE_TOO_BIG, "message too big", cause=cause)
             return None
         if self._native_only:
             return Message(event=ON_NATIVE_MESSAGE, body=as_body(data), native=True, binary=binary)

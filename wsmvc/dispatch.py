@@ -322,6 +322,7 @@ class Dispatcher:
         if not isinstance(ns, Namespace):
             self._send(ns)
             return
+        ns.connect_payload = msg.body
         with self.deciding(ns.namespace):
             refusal = await self.fire(ns, msg)
             self._send(session.connect_decided(ns, msg, refusal))

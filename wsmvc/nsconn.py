@@ -131,13 +131,17 @@ class NSConn(Namespace):
     disconnected stays ``DISCONNECTED`` (a new connect makes a new ``NSConn``).
     """
 
-    __slots__ = ("__weakref__", "conn", "controller", "store")
+    __slots__ = ("__weakref__", "conn", "connect_payload", "controller", "store")
 
     def __init__(self, conn: Conn, namespace: str) -> None:
         super().__init__(namespace)
         self.conn = conn
         self.controller: Any = None  # the controller instance serving this namespace
         self.store: dict[str, Any] = {}
+        self.connect_payload = b""
+        """The body the peer sent with its connect of this namespace (``b""``: none, or
+        this side connected it): set before ``_OnNamespaceConnect`` runs, kept while the
+        namespace is connected. A server bounds it (``max_connect_payload``)."""
 
     @property
     def id(self) -> str:

@@ -4,8 +4,10 @@ The client's ``M`` is awaited for ``handshake_timeout`` seconds (past it: 1008),
 sends before is kept for after the ack, within the session's bound (past it: 1008). Then
 ``on_open`` (the server's ``on_connect``) decides: ``A<id>``, or ``H<reason>`` and the close.
 A native-only connection has no handshake: ``on_open`` decides, then namespace ``""``
-connects through its hooks. Either way the result says whether ``on_open`` accepted the
-connection: then ``on_disconnect`` runs once it closes, whatever happened in between.
+connects through its hooks. Either way the result says whether ``on_disconnect`` runs
+once the connection closes, whatever happened in between: when ``on_open`` accepted it,
+or refused it on a server with ``fire_disconnect_always`` (neffos' ``FireDisconnectAlways``).
+A client that never sent ``M`` never had ``on_connect`` run, nor has ``on_disconnect``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ log = logging.getLogger("wsmvc")
 
 
 async def open_server_side(conn: Conn, on_open: OnOpen | None) -> bool:
-    """Run the neffos handshake of ``conn``; whether ``on_open`` accepted it."""
+    """Run the neffos handshake of ``conn``; whether ``on_disconnect`` is to run."""
     session = conn.session
     timeout = conn.handshake_timeout
     # One timer for the whole wait (cheaper than a timeout on every receive); when it
@@ -81,16 +83,22 @@ async def _decide(conn: Conn, on_open: OnOpen | None) -> bool:
     elif refusal is not None and session.open:
         # Acknowledged early by a write in on_connect: no H any more, close instead.
         conn.request_close(WSCloseCode.POLICY_VIOLATION, refusal, cause=CloseReason.REFUSED)
-    return refusal is None
+    return refusal is None or _always(conn)
+
+
+def _always(conn: Conn) -> bool:
+    """Whether ``on_disconnect`` runs for a connection ``on_connect`` refused."""
+    server = conn._server
+    return server is not None and server.fire_disconnect_always
 
 
 async def open_native(conn: Conn, on_open: OnOpen | None) -> bool:
     """Open a native-only connection (no handshake) into namespace ``""``; whether
-    ``on_open`` accepted it."""
+    ``on_disconnect`` is to run."""
     refusal = await on_open(conn) if on_open is not None else None
     if refusal is not None:
         _refuse_native(conn, refusal)
-        return False
+        return _always(conn)
     conn.acknowledge()  # registers it, once (a native connection sends no A<id>)
     session = conn.session
     if session.open and "" not in session.namespaces:

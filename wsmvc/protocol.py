@@ -39,6 +39,7 @@ __all__ = [
     "encode_answer",
     "encode_empty_reply",
     "encode_event",
+    "exceeds",
     "is_reply_token",
     "is_text",
     "new_client_token",
@@ -239,6 +240,17 @@ def is_text(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def exceeds(data: str | bytes, limit: int) -> bool:
+    """Whether ``data`` is more than ``limit`` bytes (a ``str`` as UTF-8, encoded only when
+    its length cannot tell)."""
+    n = len(data)
+    if n > limit:
+        return True
+    if isinstance(data, bytes) or n * 4 <= limit or data.isascii():
+        return False
+    return len(data.encode()) > limit
 
 
 SHORT_NAME: Final = 64

@@ -30,8 +30,9 @@ from .opening import ConnHook, call_on_connect, call_on_disconnect
 from .presence import Presence
 from .protocol import ERR_BAD_NAMESPACE, Message
 from .registry import Registry
+from .session import Limits
 from .states import ConnState
-from .upgrade import Origins, default_id_generator, reconnect_tries, with_query_headers
+from .upgrade import Upgrade, default_id_generator, reconnect_tries, size_limits, with_query_headers
 from .writer import writer_factory
 
 __all__ = ["Server", "with_query_headers"]
@@ -55,9 +56,17 @@ class Server:
     * ``id_generator(request)`` - sync or async; returns the connection id. Default: a UUID4.
     * ``on_connect(conn)`` / ``on_disconnect(conn)`` - hooks, sync or async. Raising
       :class:`~wsmvc.Reject` in ``on_connect`` refuses the client with ``H<reason>``.
-    * ``allowed_origins`` - ``None`` (default): browsers may connect from the same origin only;
-      ``"*"``: any origin; or an iterable of origins such as ``"https://example.com"``.
-      Requests without an ``Origin`` header (non-browser clients) are always allowed.
+      ``fire_disconnect_always``: ``on_disconnect`` also for those it refused (not by default).
+    * ``allowed_origins`` - ``None`` (default): browsers from the same origin (scheme, host,
+      port) only; ``"*"``: any; or origins like ``"https://a.example"`` (else ValueError);
+      others get 403; no ``Origin`` (not a browser): allowed. ``trust_forwarded``: the own
+      origin from ``X-Forwarded-Proto``/``-Host`` (a proxy's; ``docs/deploying.md#origins``).
+    * ``protocols`` - subprotocols served (``conn.protocol``: the agreed one); offering only
+      others: 400. ``query_headers``: the ``X-Websocket-Header-<Name>`` names that become
+      headers (default ``None``: any a page may set, :class:`~wsmvc.upgrade.QueryHeaders`).
+    * ``max_rooms`` / ``max_room_name`` / ``max_connect_payload`` - rooms a client may join
+      per namespace (default 1000), bytes of a room name (256) and of a connect's body (8 KiB):
+      past one, an error answer says which (``None``: unbounded; ``docs/deploying.md``).
     * ``max_message_size`` - larger incoming messages close the connection with 1009
       (default 1 MiB).
     * ``heartbeat`` - seconds: a connection that received nothing for this long is pinged;
@@ -124,6 +133,13 @@ class Server:
         debug_errors: bool = False,
         close_timeout: float = 5.0,
         codec: Codec = JSON,
+        protocols: Iterable[str] = (),
+        fire_disconnect_always: bool = False,
+        trust_forwarded: bool = False,
+        query_headers: Iterable[str] | None = None,
+        max_rooms: int | None = 1000,
+        max_room_name: int | None = 256,
+        max_connect_payload: int | None = 8 << 10,
     ) -> None:
         self.handlers = (
             namespaces if isinstance(namespaces, HandlerTable) else HandlerTable(namespaces)
@@ -131,7 +147,10 @@ class Server:
         self.id_generator = id_generator
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
-        self._origins = Origins(allowed_origins)
+        self.fire_disconnect_always = fire_disconnect_always
+        self._upgrade = Upgrade(allowed_origins, trust_forwarded, query_headers, protocols)
+        self.limits = Limits(max_rooms, max_room_name, max_connect_payload)
+        """What a client's requests may make the server keep (``max_rooms``...)."""
         self.max_message_size = max_message_size
         self.heartbeat = heartbeat
         self.read_timeout = read_timeout
@@ -269,16 +288,13 @@ class Server:
             return web.Response(status=503, text="server is shutting down\n")
         if not self._prepared:
             self.prepare()
-        if not self._origins.allow(request):
-            log.warning(
-                "refused websocket from origin %r (host %r): not in allowed_origins",
-                request.headers.get("Origin"),
-                request.host,
-            )
-            return web.Response(status=403, text="origin not allowed\n")
+        refused = self._upgrade.refusal(request)  # the origin, the subprotocols
+        if refused is not None:
+            return refused
         if request.headers.get("Upgrade", "").lower() != "websocket":
             # prepare() checks the rest of the handshake (aiohttp answers 400 itself).
             return web.Response(status=400, text="expected a websocket upgrade\n")
+        limit, inflated = size_limits(request.headers, self.max_message_size, self.compress)
         ws = web.WebSocketResponse(
             # The peer's close is answered through the connection's ordered write path,
             # after what was written before it (aiohttp's own answer would overtake it).
@@ -290,10 +306,10 @@ class Server:
             heartbeat=None,
             autoping=False,
             compress=self.compress,
-            # aiohttp refuses a message whose size reaches max_msg_size; ours is inclusive.
-            max_msg_size=self.max_message_size + 1,
+            protocols=self._upgrade.protocols,
+            max_msg_size=limit,  # aiohttp's limit is not ours: see upgrade.size_limits
         )
-        request = with_query_headers(request)
+        request = self._upgrade.prepare(request)
         # Until its Conn exists, shutdown knows this request by a count: it waits for it to
         # reach 0, and the request closes itself with 1001 once it sees the server closing.
         self._upgrading += 1
@@ -312,6 +328,7 @@ class Server:
                 await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
                 return ws
             conn = self._new_conn(ws, request, str(conn_id))
+            conn.inflated_limit = inflated
             self._live.add(conn)
             if self._heartbeat is not None:
                 self._heartbeat.start()
@@ -353,6 +370,7 @@ class Server:
             codec=self.codec,
         )
         conn.reconnect_tries = reconnect_tries(request)
+        conn.session.limits = self.limits
         return conn
 
     async def _run_on_connect(self, conn: Conn) -> str | None:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Container, Iterator
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
+
+import attrs
 
 from .protocol import (
     ACK_OK,
@@ -36,6 +38,7 @@ from .protocol import (
     Message,
     encode_answer,
     encode_empty_reply,
+    exceeds,
 )
 from .states import (
     CONN_TRANSITIONS,
@@ -54,7 +57,47 @@ from .states import (
     StateError,
 )
 
-__all__ = ["Session"]
+__all__ = ["NO_LIMITS", "Limits", "Session"]
+
+
+def _bound(instance: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"{attribute.name} must be a positive int or None, not {value!r}")
+
+
+@attrs.frozen
+class Limits:
+    """What a peer's requests may make this side keep for as long as a namespace stays
+    connected (``None``: no bound); a request past one is refused with an error answer
+    saying which, and the connection stays up. This side's own joins are not bounded.
+
+    ``max_rooms``: rooms joined per namespace connection; ``max_room_name``: bytes (UTF-8)
+    of a room name; ``max_connect_payload``: bytes of a namespace connect's body
+    (:attr:`~wsmvc.NSConn.connect_payload`).
+    """
+
+    max_rooms: int | None = attrs.field(default=None, validator=_bound)
+    max_room_name: int | None = attrs.field(default=None, validator=_bound)
+    max_connect_payload: int | None = attrs.field(default=None, validator=_bound)
+
+    def join_refusal(self, joined: int, room: str) -> str | None:
+        """Why a peer that joined ``joined`` rooms of a namespace may not join ``room``."""
+        limit = self.max_room_name
+        if limit is not None and exceeds(room, limit):
+            return f"room name too long: {len(room.encode())} bytes, at most {limit}"
+        if self.max_rooms is not None and joined >= self.max_rooms:
+            return f"too many rooms: at most {self.max_rooms} per namespace"
+        return None
+
+    def connect_refusal(self, body: bytes) -> str | None:
+        """Why a peer may not connect a namespace with this payload."""
+        limit = self.max_connect_payload
+        if limit is not None and len(body) > limit:
+            return f"connect payload too large: {len(body)} bytes, at most {limit}"
+        return None
+
+
+NO_LIMITS: Final = Limits()
 
 
 NS = TypeVar("NS", bound=Namespace)
@@ -69,7 +112,8 @@ class Session(Generic[NS, W]):
     this side serves; ``members`` is told of membership changes; ``fail_ask(waiter,
     reason)`` is called for every ask that can no longer be answered. ``max_queue`` and
     ``max_queue_bytes`` bound the messages received but not handled yet (count, and bytes
-    of their frames).
+    of their frames). ``limits`` bounds what the peer's requests make it keep
+    (:class:`Limits`; a server sets the ones of its keywords).
     """
 
     __slots__ = (
@@ -81,6 +125,7 @@ class Session(Generic[NS, W]):
         "client",
         "inbox",
         "inbox_bytes",
+        "limits",
         "max_queue",
         "max_queue_bytes",
         "namespaces",
@@ -107,6 +152,7 @@ class Session(Generic[NS, W]):
         self.inbox_bytes = 0
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
+        self.limits = NO_LIMITS
         self._new_namespace = new_namespace
         self._declared = declared
         self._fail_ask = fail_ask
@@ -344,9 +390,10 @@ class Session(Generic[NS, W]):
     def connect_requested(self, msg: Message) -> NS | Frame | None:
         """The peer asks to connect ``msg.namespace`` (spec 5.1, 5.2 on a client).
 
-        ``None``: ignore it (no token, isNoOp); a :data:`Frame`: send it and stop;
-        a namespace (now ``CONNECTING``): run its ``_OnNamespaceConnect``, then
-        :meth:`connect_decided`.
+        ``None``: ignore it (no token, isNoOp); a :data:`Frame`: send it and stop (an
+        empty reply when connected already, ``bad namespace``, a payload past
+        ``limits``); a namespace (now ``CONNECTING``): run its ``_OnNamespaceConnect``,
+        then :meth:`connect_decided`.
         """
         if not msg.token or msg.noop:
             return None
@@ -354,6 +401,9 @@ class Session(Generic[NS, W]):
             return self.empty_reply(msg)  # duplicate: connected, or being connected
         if msg.namespace not in self._declared:
             return self._error(msg, ERR_BAD_NAMESPACE)
+        refusal = self.limits.connect_refusal(msg.body) if msg.body else None
+        if refusal is not None:
+            return self._error(msg, refusal)
         ns = self._new_namespace(msg.namespace)
         self._set_ns(ns, NsState.CONNECTING)
         return ns
@@ -488,7 +538,8 @@ class Session(Generic[NS, W]):
         ``None``: ignore it (no token, isNoOp); a :data:`Frame`: send it and stop (an empty
         reply when joined already; ``bad namespace`` when the namespace is not connected,
         which Go leaves unanswered; ``bad room`` while this side joins or leaves that room
-        itself, so both sides end in the state this side's own change reaches); a
+        itself, so both sides end in the state this side's own change reaches; a room past
+        ``limits``, with the reason); a
         namespace whose room is now ``JOINING``: run its ``_OnRoomJoin``, then
         :meth:`join_decided`.
         """
@@ -507,6 +558,10 @@ class Session(Generic[NS, W]):
             return self.empty_reply(msg)
         if state is not start:
             return self._error(msg, ERR_BAD_ROOM)
+        if changing is RoomState.JOINING:
+            refusal = self.limits.join_refusal(len(ns.room_states), msg.room)
+            if refusal is not None:
+                return self._error(msg, refusal)
         self._set_room(ns, msg.room, changing)
         return ns
 
