@@ -882,6 +882,59 @@ async def deploying(demo: Demo) -> None:
     assert await handshake_status(demo, "/ws", site) == 503
 
 
+@check
+async def origins_behind_proxy(demo: Demo) -> None:
+    proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "chat.example.com"}
+    page = await demo.dial(
+        "/ws", {"chat": {}}, headers={**proxy, "Origin": "https://chat.example.com"}
+    )
+    await demo.connect(page, "chat")
+    for origin in ("http://chat.example.com", "https://evil.example"):
+        assert await handshake_status(demo, "/ws", {**proxy, "Origin": origin}) == 403
+
+
+@check
+async def token_auth(demo: Demo) -> None:
+    def offering(token: str) -> dict[str, str]:  # what a browser's protocols become
+        return {"Sec-WebSocket-Protocol": f"access_token, {token}"}
+
+    ann = await demo.dial("/ws", {"chat": {}}, headers=offering("s3cret-ann"))
+    assert await ask_text(await demo.connect(ann, "chat"), "OnWhoami") == "ann"
+    for token in ("wrong", ""):
+        with pytest.raises(wsmvc.Reject, match=r"^not signed in$"):
+            await demo.dial("/ws", {"chat": {}}, headers=offering(token))
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(
+            demo.base + "/ws", protocols=["access_token", "s3cret-ann"]
+        ) as ws:
+            assert ws.protocol == "access_token"  # agreed; the token is never echoed
+            # (it never sends neffos' M: no on_connect, so no on_disconnect either)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(demo.base + "/ws", protocols=["graphql-ws"])
+        assert refused.value.status == 400
+    await ann.close()
+    server = demo.server
+    await server.close()
+    out = demo.capsys.readouterr().out.splitlines()
+    assert sorted(out) == ["gone: a refused client", "gone: a refused client", "gone: ann"]
+
+
+@check
+async def limits(demo: Demo) -> None:
+    conn = await demo.dial("/ws", {"game": {}})
+    game = await demo.connect(conn, "game")
+    for i in range(20):
+        await game.join_room(f"table-{i}", timeout=WAIT)
+    with pytest.raises(EventError, match=r"^too many rooms: at most 20 per namespace$"):
+        await game.join_room("table-20", timeout=WAIT)
+    await game.leave_room("table-0", timeout=WAIT)
+    with pytest.raises(EventError, match=r"^room name too long: 65 bytes, at most 64$"):
+        await game.join_room("t" * 65, timeout=WAIT)
+    other = await demo.dial("/ws", {"game": {}})
+    with pytest.raises(EventError, match=r"^connect payload too large: 1025 bytes, at most 1024$"):
+        await other.connect("game", payload="p" * 1025, timeout=WAIT)
+
+
 # -- coming-from-neffos.md ----------------------------------------------------------------
 
 
