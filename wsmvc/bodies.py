@@ -435,7 +435,7 @@ def _cattrs_problems(exc: BaseException, path: str, kind: Any) -> list[tuple[str
 
 def _pydantic_problems(exc: Any, path: str) -> list[tuple[str, str]]:
     problems = []
-    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+    for error in exc.errors(include_url=False):  # loc and msg: never the input itself
         where = path + "".join(_key_step(step, field=True) for step in error["loc"])
         problems.append((where, str(error["msg"])))
     return problems
