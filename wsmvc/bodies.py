@@ -135,7 +135,8 @@ def _strict_arrays(converter: Any) -> None:
         return typing.get_origin(kind) is tuple and len(args) == 2 and args[1] is Ellipsis
 
     def is_array(kind: Any) -> bool:
-        return kind in lists or typing.get_origin(kind) in lists or homogeneous_tuple(kind)
+        origin = typing.get_origin(kind) or kind
+        return (_hashable(origin) and origin in lists) or homogeneous_tuple(kind)
 
     def factory(kind: Any, converter: Any) -> Callable[[Any, Any], Any]:
         make = homogenous_tuple_structure_factory if homogeneous_tuple(kind) else None
@@ -183,7 +184,8 @@ def body_problem(kind: Any) -> str | None:
     unions (forward references it cannot resolve yet are taken on trust), and says when
     a library the type needs is missing (cattrs for everything but ``str``, ``bytes``
     and pydantic models). The text starts with the type's name, e.g. ``Service is not a
-    body type (a body is str, bytes, a pydantic model, ...)``.
+    body type: a body is str, bytes, a pydantic model, ...`` or, when the type is inside
+    another, ``Service is not a body type (inside list[Service]): ...``.
     """
     if kind is str or kind is bytes or is_pydantic_model(kind):
         return None
@@ -217,7 +219,7 @@ def _shape_problem(kind: Any, outer: Any, seen: set[Any]) -> str | None:
     if origin is not None and (origin in _CONTAINERS or _abstract_container(origin)):
         args = [a for a in typing.get_args(kind) if a is not Ellipsis]
         return _first(_shape_problem(arg, outer, seen) for arg in args)
-    if kind in _CONTAINERS or _abstract_container(kind):
+    if (_hashable(kind) and kind in _CONTAINERS) or _abstract_container(kind):
         return None
     if isinstance(kind, type) and kind in seen:
         return None
@@ -293,8 +295,9 @@ def body_decoder(kind: Any, codec: Codec = JSON) -> Callable[[bytes], Any]:
 
     ``str``: the UTF-8 text; ``bytes``: the bytes as they are; any other type through
     ``codec`` (see the module docstring). The function raises :class:`BodyError` when
-    the body does not fit; any other exception is a bug of the type's own code (a
-    pydantic validator that crashed), not of the body.
+    the body does not fit. For a pydantic model, any other exception (a validator that
+    raised neither ``ValueError`` nor ``AssertionError``) is a bug of the model, and
+    goes up as it is; cattrs reports every failure inside a class as a body problem.
     """
     if kind is bytes:
         return _as_bytes
