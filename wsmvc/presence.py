@@ -156,29 +156,25 @@ class Presence:
             return
         try:
             body = json.loads(payload)
-            kind, server = body["t"], body["s"]
-            now = asyncio.get_running_loop().time()
-            if kind == "r":
-                if body["o"] in ("", self._replica.server) and server != self._replica.server:
-                    for snap in self._replica.snapshot_parts(SNAPSHOT_BYTES, _json_size):
-                        part = {"p": snap.part, "n": snap.parts, "m": snap.members}
-                        self._send({"s": snap.server, "t": "s", "q": snap.seq, **part})
-                return
-            if kind == "g":
-                self._tell(self._replica.forget(server))
-                return
-            msg: Announce | Beat | Snapshot
-            if kind == "a":
-                msg = Announce(server, body["q"], _keys(body["j"]), _keys(body["l"]))
-            elif kind == "b":
-                msg = Beat(server, body["q"])
-            elif kind == "s":
-                msg = Snapshot(server, body["q"], _keys(body["m"]), int(body["p"]), int(body["n"]))
-            else:
-                return
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring a presence message that is not one: %s", exc)
+            kind, server, msg = _parse(body)
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            # Another publisher's (a buggy or newer server's): this message only is lost.
+            log.warning("ignoring a presence message that is not one (%s): %.80r", exc, payload)
             return
+        if server == self._replica.server:
+            return
+        now = asyncio.get_running_loop().time()
+        if kind == "r":
+            if body["o"] in ("", self._replica.server):
+                for snap in self._replica.snapshot_parts(SNAPSHOT_BYTES, _json_size):
+                    part = {"p": snap.part, "n": snap.parts, "m": snap.members}
+                    self._send({"s": snap.server, "t": "s", "q": snap.seq, **part})
+            return
+        if kind == "g":
+            self._tell(self._replica.forget(server))
+            return
+        if msg is None:
+            return  # a kind of a later version
         changes, ask = self._replica.receive(msg, now)
         if ask is not None:
             self._send({"s": ask.server, "t": "r", "o": ask.of})
@@ -208,5 +204,44 @@ def _json_size(key: tuple[str, str, str]) -> int:
     return len(json.dumps(key)) + 2  # and the separator after it
 
 
+def _parse(body: Any) -> tuple[str, str, Announce | Beat | Snapshot | None]:
+    """The kind, the sender and the message (``None`` for ``r``, ``g`` and unknown kinds) of
+    a presence message; ValueError, KeyError or TypeError when it is not one."""
+    if not isinstance(body, dict):
+        raise TypeError("not a JSON object")
+    kind, server = body["t"], _text(body["s"])
+    if kind == "a":
+        return kind, server, Announce(server, _int(body["q"]), _keys(body["j"]), _keys(body["l"]))
+    if kind == "b":
+        return kind, server, Beat(server, _int(body["q"]))
+    if kind == "s":
+        part, parts = _int(body["p"]), _int(body["n"])
+        if not 0 <= part < parts:
+            raise ValueError(f"part {part} of {parts}")
+        return kind, server, Snapshot(server, _int(body["q"]), _keys(body["m"]), part, parts)
+    if kind == "r":
+        _text(body["o"])
+    return kind, server, None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"not a string: {value!r:.40}")
+    return value
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"not an integer: {value!r:.40}")
+    return value
+
+
 def _keys(rows: Any) -> tuple[tuple[str, str, str], ...]:
-    return tuple((str(ns), str(room), str(conn_id)) for ns, room, conn_id in rows)
+    if not isinstance(rows, list):
+        raise TypeError(f"not a list of members: {rows!r:.40}")
+    keys = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 3:
+            raise TypeError(f"not a member: {row!r:.40}")
+        keys.append((_text(row[0]), _text(row[1]), _text(row[2])))
+    return tuple(keys)

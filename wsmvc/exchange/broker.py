@@ -456,7 +456,18 @@ class BrokerExchange(Exchange):
     # -- receiving --------------------------------------------------------------------------
 
     def _received(self, channel: str, payload: bytes) -> None:
-        """One payload from the broker on ``channel``."""
+        """One payload from the broker on ``channel``. Whatever another publisher put there
+        (a buggy, malicious or newer server) costs that payload only: an exception here
+        would end the broker connection's reader (Redis: a reconnection, broadcasts
+        dropped; NATS: a reader gone while the connection looks alive)."""
+        try:
+            self._receive(channel, payload)
+        except Exception:
+            log.exception(
+                "%s: dropped a payload on %.80r that failed: %.80r", self, channel, payload
+            )
+
+    def _receive(self, channel: str, payload: bytes) -> None:
         side = self._side.get(channel)
         if side is not None:
             side(payload)
@@ -480,7 +491,11 @@ class BrokerExchange(Exchange):
         audience: Audience | None = None
         if msg.marker:
             marker = parse_marker(msg.marker)
-            if marker is not None:
+            if marker is None:
+                log.warning(
+                    "%s: a marker it cannot read on %.80r: %.80r", self, channel, msg.marker
+                )
+            else:
                 if marker.origin == self.id:
                     return  # ours: delivered locally when it was published
                 exclude_id = marker.exclude_id

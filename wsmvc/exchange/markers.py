@@ -80,7 +80,7 @@ def parse_marker(text: str) -> Marker | None:
             many = (_strings(data["r"]), _strings(data["x"]), _strings(data["xr"]))
         elif "x" in flags:
             exclude_id = base64.urlsafe_b64decode(match["exclude"]).decode()
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: deep JSON
         return None
     return Marker(match["origin"], match["identity"], exclude_id, "b" in flags, many)
 
