@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .conn import Conn, OnOpen
     from .nsconn import NSConn, Registry
 
-__all__ = ["CloseReason", "Closing", "Deferred"]
+__all__ = ["CloseReason", "Closing", "Deferred", "shut_down"]
 
 log = logging.getLogger("wsmvc")
 
@@ -313,6 +313,40 @@ class Closing:
             log.debug("%r: closed from %r; its disconnect events still wait", conn, caller)
         finally:
             del _waiting_for[caller]
+
+
+async def shut_down(
+    live: Collection[Conn], me: Conn | None, wait: float, upgrades: asyncio.Event | None
+) -> None:
+    """Close every connection of ``live`` with 1001 (:attr:`CloseReason.SHUTDOWN`) and wait
+    at most ``wait`` seconds for their disconnect events; ``upgrades``, if given, is set
+    once no upgrade is under way (those close themselves, and are waited for too). ``me``:
+    the connection whose handler shuts down, if any: closed, but never waited for (its
+    events run after that handler)."""
+    reason = CloseReason.SHUTDOWN
+    if me is not None:
+        me.request_close(WSCloseCode.GOING_AWAY, reason.text, cause=reason)
+
+    def closes() -> list[asyncio.Future[None]]:
+        return [
+            asyncio.ensure_future(c.close(WSCloseCode.GOING_AWAY, reason.text, cause=reason))
+            for c in list(live)
+            if c is not me and c.state is not ConnState.CLOSED
+        ]
+
+    waits: list[asyncio.Future[Any]] = list(closes())
+    waiting = asyncio.ensure_future(upgrades.wait()) if upgrades is not None else None
+    if waiting is not None:
+        waits.append(waiting)
+    if waits:
+        try:
+            await asyncio.wait(waits, timeout=wait)
+        finally:
+            if waiting is not None:
+                waiting.cancel()
+    late = closes()  # upgrades that finished meanwhile (they close themselves)
+    if late:
+        await asyncio.wait(late, timeout=wait)
 
 
 # Whose disconnect events a handler of a connection waits for in close().

@@ -7,13 +7,13 @@ import concurrent.futures
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal, TypeAlias
+from typing import Literal, TypeAlias
 
 from aiohttp import WSCloseCode, web
 from injector import Injector
 
 from .audience import Audience, Exclude, audience_of, deliver_to_audience
-from .closing import CloseReason
+from .closing import shut_down
 from .codecs import JSON, Codec, checked_codec
 from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
@@ -31,14 +31,12 @@ from .presence import Presence
 from .protocol import ERR_BAD_NAMESPACE, Message
 from .registry import Registry
 from .session import Limits
-from .states import ConnState
 from .upgrade import Upgrade, default_id_generator, reconnect_tries, size_limits, with_query_headers
 from .writer import writer_factory
 
 __all__ = ["Server", "with_query_headers"]
 
 log = logging.getLogger("wsmvc")
-_SHUTDOWN = CloseReason.SHUTDOWN
 
 IdGenerator: TypeAlias = Callable[[web.Request], "str | Awaitable[str]"]
 
@@ -428,32 +426,10 @@ class Server:
         self._closing = True
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        me = serving()
-        if me is not None:
-            me.request_close(WSCloseCode.GOING_AWAY, _SHUTDOWN.text, cause=_SHUTDOWN)
-        waits: list[asyncio.Future[Any]] = list(self._closes(me))
-        upgrades = None
-        if self._upgrading:
-            if self._upgrades_done is None:
-                self._upgrades_done = asyncio.Event()
-            upgrades = asyncio.ensure_future(self._upgrades_done.wait())
-            waits.append(upgrades)
-        if waits:
-            try:
-                await asyncio.wait(waits, timeout=self.close_timeout + 2)
-            finally:
-                if upgrades is not None:
-                    upgrades.cancel()
-        late = self._closes(me)  # upgrades that finished meanwhile (they close themselves)
-        if late:
-            await asyncio.wait(late, timeout=self.close_timeout + 2)
-
-    def _closes(self, me: Conn | None) -> list[asyncio.Future[None]]:
-        return [
-            asyncio.ensure_future(c.close(WSCloseCode.GOING_AWAY, _SHUTDOWN.text, cause=_SHUTDOWN))
-            for c in list(self._live)
-            if c is not me and c.state is not ConnState.CLOSED
-        ]
+        if self._upgrading and self._upgrades_done is None:
+            self._upgrades_done = asyncio.Event()
+        upgrades = self._upgrades_done if self._upgrading else None
+        await shut_down(self._live, serving(), self.close_timeout + 2, upgrades)
 
     # -- inspection --------------------------------------------------------------------
 
