@@ -25,6 +25,7 @@ from injector import Binder, Module, provider, singleton
 import wsmvc
 from wsmvc import (
     ControllerError,
+    ControllerWarning,
     DependencyError,
     EventError,
     Message,
@@ -137,7 +138,8 @@ class Naming:
 
 
 def test_the_event_table_has_the_decorated_methods_only() -> None:
-    spec = spec_of(Naming)
+    with pytest.warns(ControllerWarning, match=r"Naming\.on_leave is named like an event"):
+        spec = spec_of(Naming)
     assert {wire: m.attr for wire, m in spec.events.items()} == {
         "OnChat": "on_chat",
         "SendMessage": "send_message",
@@ -166,14 +168,16 @@ class BaseEvents:
         return ns.namespace
 
 
-@controller(namespace="child")
-class Child(BaseEvents):
-    def on_ping(self) -> str:  # overridden without @event: no longer an event
-        return "child pong"
+with pytest.warns(ControllerWarning, match=r"Child\.on_ping is named like an event"):
 
-    @event
-    def on_chat(self, msg: Message) -> str:  # overridden with @event: the override handles it
-        return "child chat"
+    @controller(namespace="child")
+    class Child(BaseEvents):
+        def on_ping(self) -> str:  # overridden without @event: no longer an event
+            return "child pong"
+
+        @event
+        def on_chat(self, msg: Message) -> str:  # overridden with @event: it handles it
+            return "child chat"
 
 
 def test_inheritance_in_the_event_table() -> None:
@@ -199,14 +203,16 @@ async def test_inherited_events_are_served_and_an_undecorated_override_is_not(
             await ns.ask("Custom", timeout=T)
 
 
-@controller(namespace="plain")
-class WithUndecorated:
-    @event
-    def on_chat(self, msg: Message) -> str:
-        return "chat"
+with pytest.warns(ControllerWarning, match=r"WithUndecorated\.on_leave is named like an"):
 
-    def on_leave(self, msg: Message) -> str:
-        return "should never be called"
+    @controller(namespace="plain")
+    class WithUndecorated:
+        @event
+        def on_chat(self, msg: Message) -> str:
+            return "chat"
+
+        def on_leave(self, msg: Message) -> str:
+            return "should never be called"
 
 
 async def test_undecorated_methods_are_never_events(serve: Serve) -> None:
@@ -1289,3 +1295,61 @@ async def test_a_native_only_controller_serves_plain_websockets(serve: Serve) ->
         assert (await ws.receive(timeout=5)).data == "2:a;b;c"
     await asyncio.wait_for(shared.closed.wait(), 5)
     assert shared.events == ["opened", "closed after 2"]
+
+
+# -------------------------------------------------------------------------------------------
+# methods named like events without @event (issue 11)
+# -------------------------------------------------------------------------------------------
+
+
+def test_a_method_named_like_an_event_without_event_warns_once_at_its_line() -> None:
+    with pytest.warns(ControllerWarning) as caught:
+
+        @controller(namespace="quiet")
+        class Forgot:
+            @event
+            def on_chat(self, msg: Message) -> None: ...
+
+            def on_hello(self, msg: Message) -> None: ...
+
+            def OnGoodbye(self) -> None: ...  # Go-style names too
+
+            def on_namespace_connected(self, msg: Message) -> None: ...
+
+            def _on_helper(self) -> None: ...  # private: fine
+
+            def online(self) -> None: ...  # not on_*: fine
+
+            def on_(self) -> None: ...  # nothing after on_: fine
+
+        spec_of(Forgot)  # read again: cached, no second warning
+        Server(controllers=[Forgot])  # registered: no second warning either
+
+    texts = sorted(str(w.message) for w in caught)
+    assert [t.split(" is named")[0].rsplit(".", 1)[1] for t in texts] == [
+        "OnGoodbye",
+        "on_hello",
+        "on_namespace_connected",
+    ]
+    hello = next(w for w in caught if ".on_hello " in str(w.message))
+    assert "clients' 'OnHello' events never reach it: decorate it with @event" in str(hello.message)
+    assert hello.filename == __file__
+    assert hello.lineno == Forgot.on_hello.__code__.co_firstlineno
+    system = next(w for w in caught if "on_namespace_connected" in str(w.message))
+    assert "'_OnNamespaceConnected'" in str(system.message)
+
+
+def test_decorated_and_private_methods_do_not_warn(recwarn: pytest.WarningsRecorder) -> None:
+    @controller(namespace="fine")
+    class Fine:
+        @event
+        def on_hello(self) -> None: ...
+
+        @event("bye")
+        def on_goodbye(self) -> None: ...
+
+        def _on_internal(self) -> None: ...
+
+        def send(self) -> None: ...
+
+    assert [w for w in recwarn if issubclass(w.category, ControllerWarning)] == []

@@ -599,7 +599,11 @@ def test_a_singleton_needing_a_connection_scoped_value_fails_at_prepare() -> Non
     class NeedsRegistry:
         registry: Registry
 
-    with pytest.raises(DependencyError, match=r"NeedsRegistry\.registry"):
+    with pytest.raises(
+        DependencyError,
+        match=r"NeedsRegistry\.registry \(field: Registry\): Registry \(singleton\) -> Session"
+        r" \(connection_scope\): a singleton cannot depend on a per-connection object",
+    ):
         Server(controllers=[NeedsRegistry]).prepare()
 
 

@@ -3,7 +3,7 @@
 from .client import ClientConn, dial
 from .closing import CloseReason
 from .conn import Conn
-from .controller import ControllerError, ControllerHandle, controller, event
+from .controller import ControllerError, ControllerHandle, ControllerWarning, controller, event
 from .errors import (
     AskTimeout,
     ConnectionClosed,
@@ -13,7 +13,7 @@ from .errors import (
     WsmvcError,
 )
 from .handlers import HandlerTable, Reply
-from .injection import DependencyError, connection_scope
+from .injection import ClientAddress, DependencyError, Headers, connection_scope
 from .nsconn import NSConn, Room
 from .protocol import Message
 from .server import Server, with_query_headers
@@ -21,15 +21,18 @@ from .upgrade import offered_protocols
 
 __all__ = [
     "AskTimeout",
+    "ClientAddress",
     "ClientConn",
     "CloseReason",
     "Conn",
     "ConnectionClosed",
     "ControllerError",
     "ControllerHandle",
+    "ControllerWarning",
     "DependencyError",
     "EventError",
     "HandlerTable",
+    "Headers",
     "Message",
     "NSConn",
     "ProtocolError",

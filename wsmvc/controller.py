@@ -9,16 +9,20 @@ into the server's handler table; a new instance is built for every namespace con
 from __future__ import annotations
 
 import inspect
+import re
 import typing
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
+import injector
 
 from .bodies import body_decoder, body_problem
 from .codecs import JSON, Codec
 from .errors import EventError
 from .handlers import Handler
+from .injection import is_context_type
 from .nsconn import NSConn
 from .protocol import (
     ON_ANY_EVENT,
@@ -41,6 +45,7 @@ __all__ = [
     "ControllerError",
     "ControllerHandle",
     "ControllerSpec",
+    "ControllerWarning",
     "EventMethod",
     "controller",
     "event",
@@ -71,6 +76,17 @@ _UNSET: Any = object()
 
 class ControllerError(TypeError):
     """A controller or one of its event methods is declared wrongly; the text says how to fix it."""
+
+
+class ControllerWarning(UserWarning):
+    """A controller declaration that is probably a mistake (a method named like an event
+    without ``@event``); warned once, when the class is read."""
+
+
+# Injector's own marker of Inject[X] (typing.Annotated metadata), to tell dependencies.
+_INJECT = typing.get_args(injector.Inject[int])[1]
+# Method names that look like events: on_chat, OnChat.
+_EVENT_LIKE = re.compile(r"on_[a-z0-9]|On[A-Z]")
 
 
 def wire_name(method_name: str) -> str:
@@ -151,8 +167,9 @@ class EventMethod:
     wire: str
     attr: str
     fn: Callable[..., Any]
-    takes: tuple[str, ...]  # each "msg", "nsconn" or "body"
+    takes: tuple[str, ...]  # each "msg", "nsconn", "body" or "dep"
     body_type: Any = None
+    deps: tuple[tuple[str, Any], ...] = ()  # (parameter, type) of each "dep", in order
 
 
 @attrs.frozen
@@ -231,16 +248,42 @@ def _events_of(cls: type) -> dict[str, EventMethod]:
                 " rename one or give it @event('another name')"
             )
         # on_any_event also receives system events (as in neffos): no typed body there.
-        takes, body_type = _arguments(
+        takes, body_type, deps = _arguments(
             fn, where, system=wire in SYSTEM_EVENTS or wire == ON_ANY_EVENT
         )
-        events[wire] = EventMethod(wire, attr, fn, takes, body_type)
+        events[wire] = EventMethod(wire, attr, fn, takes, body_type, deps)
+    _warn_unmarked(cls)
     return events
 
 
-def _arguments(fn: Callable[..., Any], where: str, *, system: bool) -> tuple[tuple[str, ...], Any]:
+def _warn_unmarked(cls: type) -> None:
+    """Warn (:class:`ControllerWarning`, at the method's line) about each method named like
+    an event (``on_hello``, ``OnHello``, a system name) that is not an ``@event``."""
+    names = {attr for klass in cls.__mro__ if klass is not object for attr in vars(klass)}
+    for attr in sorted(names):
+        if not (_EVENT_LIKE.match(attr) or attr in SYSTEM_METHODS):
+            continue
+        raw = inspect.getattr_static(cls, attr, None)  # the one in effect, not overridden
+        if not inspect.isfunction(raw) or hasattr(raw, _EVENT_MARK):
+            continue
+        code = raw.__code__
+        warnings.warn_explicit(
+            f"{cls.__qualname__}.{attr} is named like an event but has no @event, so"
+            f" clients' {wire_name(attr)!r} events never reach it: decorate it with"
+            " @event, or rename it (say with a leading underscore) if it is a helper",
+            ControllerWarning,
+            code.co_filename,
+            code.co_firstlineno,
+            module=raw.__module__,
+        )
+
+
+def _arguments(
+    fn: Callable[..., Any], where: str, *, system: bool
+) -> tuple[tuple[str, ...], Any, tuple[tuple[str, Any], ...]]:
     try:
         hints = typing.get_type_hints(fn)
+        extras = typing.get_type_hints(fn, include_extras=True)
     except Exception as exc:
         raise ControllerError(f"{where}: cannot read its annotations: {exc}") from exc
     params = list(inspect.signature(fn).parameters.values())
@@ -249,6 +292,7 @@ def _arguments(fn: Callable[..., Any], where: str, *, system: bool) -> tuple[tup
         raise ControllerError(f"{where}: an event method takes self first")
     takes: list[str] = []
     body_type: Any = None
+    deps: list[tuple[str, Any]] = []
     usage = "take (self), (self, msg: Message) or (self, body: SomeType)"
     for p in params[1:]:
         if p.kind not in positional:
@@ -258,25 +302,37 @@ def _arguments(fn: Callable[..., Any], where: str, *, system: bool) -> tuple[tup
             takes.append("msg")
         elif kind is NSConn:
             takes.append("nsconn")
+        elif _INJECT in getattr(extras.get(p.name), "__metadata__", ()) or is_context_type(kind):
+            takes.append("dep")  # Inject[Service], or Conn, Server, web.Request, Headers...
+            deps.append((p.name, kind))
         elif kind is _UNSET:
             raise ControllerError(
-                f"{where}: annotate parameter {p.name!r} (Message for the message,"
-                " or a type for a typed body)"
+                f"{where}: annotate parameter {p.name!r} (Message for the message, a type"
+                " for a typed body, Inject[Type] for a dependency)"
+            )
+        elif (problem := body_problem(kind)) is not None:
+            raise ControllerError(
+                f"{where}: parameter {p.name!r} is the message, the body or a dependency,"
+                f" and {_kind_name(kind)} can be none of them ({problem}). Annotate it"
+                " Message for the message; a body type for the body; or"
+                f" Inject[{_kind_name(kind)}] (from injector import Inject) for a"
+                " dependency resolved for each message"
             )
         elif system:
             raise ControllerError(
                 f"{where}: a system event gets the message, not a typed body; annotate"
-                f" {p.name!r} as Message"
+                f" {p.name!r} as Message (or Inject[{_kind_name(kind)}] for a dependency)"
             )
         elif body_type is not None:
             raise ControllerError(f"{where}: only one parameter can be the typed body; {usage}")
         else:
-            problem = body_problem(kind)
-            if problem is not None:
-                raise ControllerError(f"{where}: parameter {p.name!r}: {problem}")
             takes.append("body")
             body_type = kind
-    return tuple(takes), body_type
+    return tuple(takes), body_type, tuple(deps)
+
+
+def _kind_name(kind: Any) -> str:
+    return str(getattr(kind, "__qualname__", None) or repr(kind).replace("typing.", ""))
 
 
 def compile_handlers(
@@ -285,15 +341,30 @@ def compile_handlers(
     """The handler-table entries of a controller: one function per event, plus the connect
     hook that builds the controller instance for each namespace connection. Typed bodies
     are decoded with ``codec`` (the server's)."""
-    handlers = {w: _handler(m, codec) for w, m in spec.events.items() if w != ON_NAMESPACE_CONNECT}
+    handlers = {
+        w: _handler(m, codec, _getters(m, injection, plan))
+        for w, m in spec.events.items()
+        if w != ON_NAMESPACE_CONNECT
+    }
     handlers[ON_NAMESPACE_CONNECT] = _connect_hook(
         spec.events.get(ON_NAMESPACE_CONNECT), injection, plan
     )
     return handlers
 
 
-def _handler(method: EventMethod, codec: Codec = JSON) -> Handler:
+def _getters(
+    method: EventMethod, injection: Injection, plan: Plan
+) -> list[Callable[[NSConn], Any]]:
+    """What fills each dependency parameter of ``method`` (checked in ``prepare``)."""
+    return [injection.getter(plan, method.attr, name, kind) for name, kind in method.deps]
+
+
+def _handler(
+    method: EventMethod, codec: Codec = JSON, getters: list[Callable[[NSConn], Any]] | None = None
+) -> Handler:
     fn, takes, body_type = method.fn, method.takes, method.body_type
+    if getters:
+        return _with_deps(method, body_decoder(body_type, codec) if body_type else bytes, getters)
     if takes == ("msg",):
         return lambda ns, msg: fn(ns.controller, msg)
     if takes == ():
@@ -309,20 +380,62 @@ def _handler(method: EventMethod, codec: Codec = JSON) -> Handler:
     return handler
 
 
-def _connect_hook(user: EventMethod | None, injection: Injection, plan: Plan) -> Handler:
-    call = _handler(user) if user is not None else None
+def _with_deps(
+    method: EventMethod, decode: Callable[[bytes], Any], getters: list[Callable[[NSConn], Any]]
+) -> Handler:
+    fn = method.fn
+    parts: list[Callable[[NSConn, Message], Any]] = []
+    deps = iter(getters)
+    for t in method.takes:
+        if t == "msg":
+            parts.append(lambda ns, msg: msg)
+        elif t == "nsconn":
+            parts.append(lambda ns, msg: ns)
+        elif t == "body":
+            parts.append(lambda ns, msg: decode(msg.body))
+        else:
+            get = next(deps)
+            parts.append(lambda ns, msg, get=get: get(ns))  # type: ignore[misc]
 
-    def connect(ns: NSConn, msg: Message) -> Any:
+    def handler(ns: NSConn, msg: Message) -> Any:
+        return fn(ns.controller, *[part(ns, msg) for part in parts])
+
+    return handler
+
+
+def _connect_hook(user: EventMethod | None, injection: Injection, plan: Plan) -> Handler:
+    call = _handler(user, JSON, _getters(user, injection, plan)) if user is not None else None
+
+    def build(ns: NSConn, awaited: dict[Any, Any] | None) -> None:
         try:
-            ns.controller = injection.create(plan, ns.conn, ns)
+            ns.controller = injection.create(plan, ns.conn, ns, awaited)
         except EventError:
             raise  # a provider refusing with its own text
         except Exception as exc:
-            raise DependencyFailure(
-                f"cannot create {plan.cls.__qualname__} for connection {ns.conn.id!r}"
-                f" in namespace {ns.namespace!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise _failure(ns, exc) from exc
+
+    async def connect_after_awaiting(ns: NSConn, msg: Message) -> Any:
+        try:
+            awaited = await injection.await_for(plan, ns.conn, ns)
+        except EventError:
+            raise
+        except Exception as exc:
+            raise _failure(ns, exc) from exc
+        build(ns, awaited)
+        result = call(ns, msg) if call is not None else None
+        return await result if inspect.isawaitable(result) else result
+
+    def connect(ns: NSConn, msg: Message) -> Any:
+        if plan.awaits and injection.must_await(plan, ns.conn):
+            return connect_after_awaiting(ns, msg)  # async providers: the connect waits
+        build(ns, None)
         return call(ns, msg) if call is not None else None
+
+    def _failure(ns: NSConn, exc: Exception) -> DependencyFailure:
+        return DependencyFailure(
+            f"cannot create {plan.cls.__qualname__} for connection {ns.conn.id!r}"
+            f" in namespace {ns.namespace!r}: {type(exc).__name__}: {exc}"
+        )
 
     return connect
 

@@ -176,7 +176,7 @@ class Server:
         self._upgrades_done: asyncio.Event | None = None  # made by close() if it must wait
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the app's, once it started
-        self._injection = Injection(injector, modules, Server)
+        self._injection = Injection(injector, modules, self)
         self._controllers: dict[type, ControllerHandle] = {}
         self._prepared = False
         for cls in controllers:
@@ -269,6 +269,7 @@ class Server:
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
+        self._injection.mount(app)  # after those: async singletons, then closing singletons
         app.on_response_prepare.append(self._declare_no_context_takeover)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -338,6 +339,7 @@ class Server:
             await conn.serve(self._run_on_connect, self._run_on_disconnect)
         finally:
             self._live.discard(conn)
+            await self._injection.end(conn)  # refused or never opened: ended here (once)
         return ws
 
     def _new_conn(self, ws: web.WebSocketResponse, request: web.Request, conn_id: str) -> Conn:
@@ -390,6 +392,7 @@ class Server:
 
     async def _run_on_disconnect(self, conn: Conn) -> None:
         await call_on_disconnect(self.on_disconnect, conn)
+        await self._injection.end(conn)  # so close() and wait_closed() wait for it too
 
     async def _on_startup(self, app: web.Application) -> None:
         self._loop = asyncio.get_running_loop()
