@@ -530,6 +530,43 @@ async def failing(demo: Demo) -> None:
     )
 
 
+@check
+async def notes(demo: Demo) -> None:
+    first = await demo.connect(await demo.dial("/ws", {"notes": {}}), "notes")
+    assert await ask_text(first, "OnDraft", "a") == "1 draft(s)"
+    assert await ask_text(first, "OnDraft", "b") == "2 draft(s)"
+    second = await demo.connect(await demo.dial("/ws", {"notes": {}}), "notes")
+    assert await ask_text(second, "OnDraft", "c") == "1 draft(s)"  # its own Drafts
+    logger = f"{demo.Notes.__module__}.Notes"
+    with demo.caplog.at_level(logging.WARNING, logger=logger):
+        assert await ask_error(second, "OnDraft", "d") == "slow down"  # the address's 4th
+    assert [(r.name, r.getMessage()) for r in demo.caplog.records if r.name == logger] == [
+        (logger, "127.0.0.1 sends too many drafts")
+    ]
+
+
+@check
+async def greeter(demo: Demo) -> None:
+    ann = await demo.dial("/ws", {"hello": {}}, headers={"X-User": "ann"})
+    bob = await demo.dial("/ws", {"hello": {}}, headers={"X-User": "bob"})
+    assert await ask_text(await demo.connect(ann, "hello"), "OnGreet") == "hello ann"
+    assert await ask_text(await demo.connect(bob, "hello"), "OnGreet") == "hello bob"
+
+
+@check
+async def pool(demo: Demo) -> None:
+    the_pool = demo.server.injector.get(demo.Pool)  # awaited at startup
+    client = await demo.dial("/ws", {"orders": {}})
+    orders = await demo.connect(client, "orders")
+    assert the_pool.lent == 1
+    assert await ask_text(orders, "OnOrder", "apple") == "ordered"
+    (member,) = demo.server.namespace_members("orders")
+    await client.close()
+    await asyncio.wait_for(member.conn.wait_closed(), WAIT)  # its objects closed too
+    assert the_pool.log == ["insert apple", "insert goodbye"]
+    assert the_pool.lent == 0
+
+
 # -- the test -----------------------------------------------------------------------------
 
 
