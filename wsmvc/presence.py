@@ -25,6 +25,7 @@ import asyncio
 import inspect
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +60,8 @@ class Presence:
         self.beat = beat
         self.ttl = 3 * beat if ttl is None else ttl
         self._exchange = exchange
-        self._replica = Replica(exchange.id if exchange is not None else "local", self.ttl)
+        server = exchange.id if exchange is not None else "local"
+        self._replica = Replica(server, self.ttl, uuid.uuid4().hex[:16])
         self._callbacks: list[OnChange] = []
         self._channel = exchange.side_channel("presence") if exchange is not None else ""
         # Every message starts with its sender: Redis echoes our own, skipped unparsed.
@@ -129,7 +131,7 @@ class Presence:
         while True:
             await asyncio.sleep(self.beat)
             beat = self._replica.beat()
-            self._send({"s": beat.server, "t": "b", "q": beat.seq})
+            self._send({"s": beat.server, "t": "b", "q": beat.seq, "e": beat.epoch})
             self._tell(self._replica.expire(loop.time()))
 
     # -- the wire ------------------------------------------------------------------------------
@@ -143,6 +145,7 @@ class Presence:
                     "q": announce.seq,
                     "j": announce.joined,
                     "l": announce.left,
+                    "e": announce.epoch,
                 }
             )
 
@@ -167,7 +170,7 @@ class Presence:
         if kind == "r":
             if body["o"] in ("", self._replica.server):
                 for snap in self._replica.snapshot_parts(SNAPSHOT_BYTES, _json_size):
-                    part = {"p": snap.part, "n": snap.parts, "m": snap.members}
+                    part = {"p": snap.part, "n": snap.parts, "m": snap.members, "e": snap.epoch}
                     self._send({"s": snap.server, "t": "s", "q": snap.seq, **part})
             return
         if kind == "g":
@@ -210,15 +213,18 @@ def _parse(body: Any) -> tuple[str, str, Announce | Beat | Snapshot | None]:
     if not isinstance(body, dict):
         raise TypeError("not a JSON object")
     kind, server = body["t"], _text(body["s"])
+    epoch = _text(body.get("e", ""))  # "": a server of a version without epochs
     if kind == "a":
-        return kind, server, Announce(server, _int(body["q"]), _keys(body["j"]), _keys(body["l"]))
+        joined, left = _keys(body["j"]), _keys(body["l"])
+        return kind, server, Announce(server, _int(body["q"]), joined, left, epoch)
     if kind == "b":
-        return kind, server, Beat(server, _int(body["q"]))
+        return kind, server, Beat(server, _int(body["q"]), epoch)
     if kind == "s":
         part, parts = _int(body["p"]), _int(body["n"])
         if not 0 <= part < parts:
             raise ValueError(f"part {part} of {parts}")
-        return kind, server, Snapshot(server, _int(body["q"]), _keys(body["m"]), part, parts)
+        members = _keys(body["m"])
+        return kind, server, Snapshot(server, _int(body["q"]), members, part, parts, epoch)
     if kind == "r":
         _text(body["o"])
     return kind, server, None

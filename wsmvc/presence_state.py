@@ -14,8 +14,10 @@ module) publishes and delivers:
 A receiver applies announcements in order; a gap (a lost message, a receiver that started
 late) makes it ask for the sender's snapshot, and ignore that sender's announcements until
 the snapshot arrives. A server not heard from for ``ttl`` seconds is gone (killed,
-partitioned): its members leave every replica. A restarted process has a new server id, so
-its predecessor's members expire rather than come back.
+partitioned): its members leave every replica. Every message carries the sender's ``epoch``,
+new with each process: a server restarted under the same id (a fixed ``server_id``) is a new
+epoch, whose first message makes its predecessor's members leave (its numbering starts
+again, so its messages could not be told from old ones otherwise).
 
 Queries (:meth:`Replica.members`, :meth:`Replica.count`, :meth:`Replica.rooms_of`) read the
 replica: synchronous and cluster-wide, as fresh as the broker's latency. Every method that
@@ -69,12 +71,14 @@ class Announce:
     seq: int
     joined: tuple[Key, ...] = ()
     left: tuple[Key, ...] = ()
+    epoch: str = ""
 
 
 @attrs.frozen
 class Beat:
     server: str
     seq: int
+    epoch: str = ""
 
 
 @attrs.frozen
@@ -93,6 +97,7 @@ class Snapshot:
     members: tuple[Key, ...]
     part: int = 0
     parts: int = 1
+    epoch: str = ""
 
 
 @attrs.define
@@ -103,20 +108,23 @@ class _Remote:
     asked: float | None = None  # when its snapshot was last asked for, until it arrives
     # The snapshot being received in parts: its seq, the last part, the members so far.
     partial: tuple[int, int, list[Key]] | None = None
+    epoch: str = ""  # the process whose numbering ``seq`` follows
 
 
 class Replica:
     """One server's view of the cluster's presence (see the module docstring).
 
-    ``server``: this server's id; ``ttl``: seconds after which a silent server is gone.
-    Times (``now``) are the caller's monotonic clock, in seconds.
+    ``server``: this server's id; ``ttl``: seconds after which a silent server is gone;
+    ``epoch``: this process's, in every message (see the module docstring). Times
+    (``now``) are the caller's monotonic clock, in seconds.
     """
 
-    def __init__(self, server: str, ttl: float) -> None:
+    def __init__(self, server: str, ttl: float, epoch: str = "") -> None:
         if ttl <= 0:
             raise ValueError(f"ttl must be positive seconds, got {ttl!r}")
         self.server = server
         self.ttl = ttl
+        self.epoch = epoch
         self._seq = 0
         self._own: collections.Counter[Key] = collections.Counter()
         self._remote: dict[str, _Remote] = {}
@@ -135,7 +143,7 @@ class Replica:
             return None, []
         self._seq += 1
         change = self._add(self.server, key)
-        return Announce(self.server, self._seq, joined=(key,)), [change]
+        return Announce(self.server, self._seq, joined=(key,), epoch=self.epoch), [change]
 
     def leave(
         self, namespace: str, room: str, conn_id: str
@@ -151,13 +159,13 @@ class Replica:
         del self._own[key]
         self._seq += 1
         change = self._remove(self.server, key)
-        return Announce(self.server, self._seq, left=(key,)), [change]
+        return Announce(self.server, self._seq, left=(key,), epoch=self.epoch), [change]
 
     def beat(self) -> Beat:
-        return Beat(self.server, self._seq)
+        return Beat(self.server, self._seq, self.epoch)
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(self.server, self._seq, tuple(sorted(self._own)))
+        return Snapshot(self.server, self._seq, tuple(sorted(self._own)), epoch=self.epoch)
 
     def snapshot_parts(self, budget: int, size: Callable[[Key], int]) -> list[Snapshot]:
         """This server's snapshot in parts whose members' ``size`` add up to ``budget`` at
@@ -172,7 +180,10 @@ class Replica:
             chunks[-1].append(key)
             used += cost
         n = len(chunks)
-        return [Snapshot(self.server, self._seq, tuple(c), i, n) for i, c in enumerate(chunks)]
+        return [
+            Snapshot(self.server, self._seq, tuple(c), i, n, self.epoch)
+            for i, c in enumerate(chunks)
+        ]
 
     # -- the other servers --------------------------------------------------------------------
 
@@ -183,10 +194,20 @@ class Replica:
         replica missed something of that server."""
         if msg.server == self.server:
             return [], None
+        gone: list[Change] = []
         remote = self._remote.get(msg.server)
+        if remote is not None and remote.epoch != msg.epoch:
+            gone = self.forget(msg.server)  # restarted under its id: the old process is gone
+            remote = None
         if remote is None:
-            remote = self._remote[msg.server] = _Remote(seq=-1, seen=now)
+            remote = self._remote[msg.server] = _Remote(seq=-1, seen=now, epoch=msg.epoch)
         remote.seen = now
+        changes, ask = self._receive(remote, msg, now)
+        return gone + changes, ask
+
+    def _receive(
+        self, remote: _Remote, msg: Announce | Beat | Snapshot, now: float
+    ) -> tuple[list[Change], SnapshotRequest | None]:
         if isinstance(msg, Snapshot):
             whole = self._assemble(remote, msg)
             return ([] if whole is None else self._apply_snapshot(msg.server, remote, whole)), None

@@ -4,6 +4,8 @@ Run as a process (the tests start two or three of them on one broker)::
 
     python tests/exchange/cluster_app.py --port 0 --broker redis://127.0.0.1:6379/0 --name s1
 
+``--server-id`` gives the exchange a fixed ``server_id`` (default: a random one).
+
 ``--port 0`` picks a free port. Once the exchange is connected it prints
 ``cluster <name> ready on ws://127.0.0.1:<port>/ws`` on stdout; it logs to stderr and
 exits with status 0 on SIGTERM or SIGINT.
@@ -53,11 +55,11 @@ EVENT = "chat"
 ASK_TIMEOUT = 5.0
 
 
-def make_exchange(url: str, prefix: str) -> BrokerExchange:
+def make_exchange(url: str, prefix: str, server_id: str | None = None) -> BrokerExchange:
     if url.startswith("redis://"):
-        return RedisExchange(url, prefix=prefix)
+        return RedisExchange(url, prefix=prefix, server_id=server_id)
     if url.startswith("nats://"):
-        return NatsExchange(url, prefix=prefix)
+        return NatsExchange(url, prefix=prefix, server_id=server_id)
     raise SystemExit(f"--broker must be a redis:// or nats:// URL, not {url!r}")
 
 
@@ -170,9 +172,10 @@ async def main() -> None:
     parser.add_argument("--broker", required=True, help="redis://host:port/db or nats://host:port")
     parser.add_argument("--name", required=True)
     parser.add_argument("--prefix", default="neffos")
+    parser.add_argument("--server-id", default=None, help="the exchange's server_id")
     args = parser.parse_args()
 
-    exchange = make_exchange(args.broker, args.prefix)
+    exchange = make_exchange(args.broker, args.prefix, args.server_id)
     server = build(args.name, exchange)
     app = web.Application()
     server.mount(app, "/ws")

@@ -10,21 +10,33 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from wsmvc import Message, Server
 from wsmvc.exchange.broker import BrokerExchange
+from wsmvc.presence import Member
 
 from ..conftest import Serve
 from .conftest import (
+    CLUSTER_APP,
+    START_TIMEOUT,
     WAIT,
     Broker,
+    ClusterServer,
     Peers,
     RedisBroker,
+    eventually,
     id_from_name,
+    log_problems,
     make_exchange,
+    spawn,
     until_heard,
 )
 
@@ -165,3 +177,76 @@ def _probe(server: Server, to: str | None = None) -> Any:
         await server.broadcast(msg, to=to)
 
     return probe
+
+
+# -- presence ----------------------------------------------------------------------------------
+
+
+class FixedIdServer(ClusterServer):
+    """A ``cluster_app.py`` process whose exchange has a fixed ``server_id`` (a host name,
+    a pod name): restarted, it comes back under the same id."""
+
+    def __init__(self, name: str, broker: Broker, log_dir: Path, server_id: str) -> None:
+        super().__init__(name, broker, log_dir)
+        self.server_id = server_id
+
+    def launch(self) -> None:
+        argv = [sys.executable, "-u", str(CLUSTER_APP), "--port", "0", "--broker"]
+        argv += [self.broker.url, "--name", self.name, "--server-id", self.server_id]
+        self._proc = spawn(argv, self.log_path, stdout=subprocess.PIPE)
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready(time.monotonic() + START_TIMEOUT)
+
+
+@pytest.fixture
+def fixed_id_servers(tmp_path: Path) -> Iterator[Callable[[Broker, str], FixedIdServer]]:
+    started: list[FixedIdServer] = []
+
+    def make(broker: Broker, server_id: str) -> FixedIdServer:
+        server = FixedIdServer(server_id, broker, tmp_path, server_id)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+    problems = [p for s in started for p in log_problems(s.log())]
+    assert not problems, "\n".join(problems)
+
+
+async def test_a_server_restarted_under_its_fixed_server_id_brings_no_ghosts(
+    broker: Broker,
+    serve: Serve,
+    peers: Peers,
+    fixed_id_servers: Callable[[Broker, str], FixedIdServer],
+) -> None:
+    """A server with ``server_id="node-a"`` is killed and started again (same id, a new
+    process): its old members leave every replica and its new ones appear, within the
+    bound of a killed server (``ttl`` + ``beat``), however many changes the old process
+    had announced."""
+    watcher = server_on(broker)
+    await serve(watcher, path="/watcher")
+    node = fixed_id_servers(broker, "node-a")
+    node.start()
+    for name in ("ann", "ben", "cat"):
+        await peers.connect(node, name, rooms=["lobby"])
+
+    def lobby() -> list[str]:
+        return [m.conn_id for m in watcher.presence.members("default", "lobby")]
+
+    await eventually(lambda: _true(len(lobby()) == 3), "the three members seen")
+    node.kill()
+    node.start()
+    frank = await peers.connect(node, "frank", rooms=["lobby"])
+    bound = watcher.presence.ttl + watcher.presence.beat + 1
+    try:
+        await eventually(lambda: _true(lobby() == [frank.id]), f"only {frank.id}", bound)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the lobby seen from another server: {lobby()}") from None
+    assert watcher.presence.members("default", "lobby") == [Member(frank.id, "node-a")]
+
+
+async def _true(value: bool) -> bool:
+    return value
