@@ -428,7 +428,12 @@ def _connect_hook(user: EventMethod | None, injection: Injection, plan: Plan) ->
     def connect(ns: NSConn, msg: Message) -> Any:
         if plan.awaits and injection.must_await(plan, ns.conn):
             return connect_after_awaiting(ns, msg)  # async providers: the connect waits
-        build(ns, None)
+        try:  # build(ns, None), written out: it runs for every namespace connect
+            ns.controller = injection.create(plan, ns.conn, ns)
+        except EventError:
+            raise
+        except Exception as exc:
+            raise _failure(ns, exc) from exc
         return call(ns, msg) if call is not None else None
 
     def _failure(ns: NSConn, exc: Exception) -> DependencyFailure:

@@ -35,6 +35,8 @@ from .depgraph import Graph, Problem, Reach
 from .managed import Root, Special, adopt, resolve
 from .nsconn import NSConn
 from .scopes import (
+    CURRENT,
+    SCOPE_KEY,
     ConnectionScope,
     Context,
     DependencyError,
@@ -364,7 +366,7 @@ class Injection:
         """A new instance of ``plan.cls`` for ``nsconn``: fields first, then ``__init__``.
         ``awaited``: what :meth:`await_for` awaited for it."""
         ctx = Context(conn, nsconn, plan.logger, awaited)
-        token = enter(ctx)
+        token = CURRENT.set(ctx)
         try:
             cls: Any = plan.cls
             obj = cls.__new__(cls)
@@ -377,7 +379,7 @@ class Injection:
                 obj.__init__()
             return obj
         finally:
-            leave(token)
+            CURRENT.reset(token)
 
     def must_await(self, plan: Plan, conn: Conn) -> bool:
         """Whether building ``plan``'s controller for ``conn`` must await async providers
@@ -418,9 +420,9 @@ class Injection:
             return self._context[dep.kind](ctx.conn, ctx.nsconn, ctx.logger)
         elif how == "connection":
             # Built once per connection: after the first namespace, a dict lookup.
-            objects = cached(ctx.conn)
-            if objects is not None and dep.kind in objects:
-                return objects[dep.kind]
+            scope = ctx.conn.store.get(SCOPE_KEY)
+            if scope is not None and dep.kind in scope.cache:
+                return scope.cache[dep.kind]
         return self.injector.get(dep.kind)
 
 

@@ -32,6 +32,8 @@ from .conn import Conn, serving
 from .nsconn import NSConn
 
 __all__ = [
+    "CURRENT",
+    "SCOPE_KEY",
     "ConnScope",
     "ConnectionScope",
     "Context",
@@ -46,7 +48,8 @@ __all__ = [
 T = TypeVar("T")
 log = logging.getLogger("wsmvc")
 
-_SCOPE = "wsmvc.connection_scope"  # key of a connection's ConnScope in Conn.store
+SCOPE_KEY = "wsmvc.connection_scope"
+"""The key of a connection's :class:`ConnScope` in ``Conn.store``."""
 
 
 class DependencyError(TypeError):
@@ -94,12 +97,13 @@ class Context:
         self.awaited = awaited
 
 
-_current: contextvars.ContextVar[Context] = contextvars.ContextVar("wsmvc_injection")
+CURRENT: contextvars.ContextVar[Context] = contextvars.ContextVar("wsmvc_injection")
+"""The context being built (set around a controller's construction and a handler's dependencies)."""
 
 
 def current() -> Context | None:
     """The context being served: the one set while building, else the serving connection's."""
-    ctx = _current.get(None)
+    ctx = CURRENT.get(None)
     if ctx is not None:
         return ctx
     conn = serving()
@@ -108,12 +112,12 @@ def current() -> Context | None:
 
 def enter(ctx: Context) -> contextvars.Token[Context]:
     """Make ``ctx`` the current context until :func:`leave` with the returned token."""
-    return _current.set(ctx)
+    return CURRENT.set(ctx)
 
 
 def leave(token: contextvars.Token[Context]) -> None:
     """Restore the context :func:`enter` replaced."""
-    _current.reset(token)
+    CURRENT.reset(token)
 
 
 # -- the connection scope ------------------------------------------------------------------
@@ -137,9 +141,9 @@ class ConnScope:
 
 def scope_of(conn: Conn) -> ConnScope:
     """``conn``'s scope, made on first use; raises :class:`LookupError` once it ended."""
-    scope: ConnScope | None = conn.store.get(_SCOPE)
+    scope: ConnScope | None = conn.store.get(SCOPE_KEY)
     if scope is None:
-        scope = conn.store[_SCOPE] = ConnScope()
+        scope = conn.store[SCOPE_KEY] = ConnScope()
     if scope.closed:
         raise LookupError(
             f"{conn!r} has ended and its connection-scoped objects are closed: a task that"
@@ -150,15 +154,15 @@ def scope_of(conn: Conn) -> ConnScope:
 
 def cached(conn: Conn) -> dict[Any, Any] | None:
     """The objects ``conn``'s scope holds, or ``None`` when it has none yet (fast path)."""
-    scope: ConnScope | None = conn.store.get(_SCOPE)
+    scope: ConnScope | None = conn.store.get(SCOPE_KEY)
     return scope.cache if scope is not None else None
 
 
 async def end_connection(conn: Conn) -> None:
     """End ``conn``'s scope: close its objects (reverse order) and refuse new ones. Once."""
-    scope: ConnScope | None = conn.store.get(_SCOPE)
+    scope: ConnScope | None = conn.store.get(SCOPE_KEY)
     if scope is None:
-        scope = conn.store[_SCOPE] = ConnScope()
+        scope = conn.store[SCOPE_KEY] = ConnScope()
     if scope.closed:
         return
     scope.closed = True
@@ -211,7 +215,7 @@ class _ConnectionScoped(injector.Provider[T]):
                 f"{type_name(self._key)} is connection_scope: it exists only while a"
                 " connection is served (in a controller, a handler or a task it started)"
             )
-        scope = ctx.conn.store.get(_SCOPE)
+        scope = ctx.conn.store.get(SCOPE_KEY)
         if scope is not None and self._key in scope.cache:
             return typing.cast(T, scope.cache[self._key])
         scope = scope_of(ctx.conn)
