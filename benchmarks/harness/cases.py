@@ -24,7 +24,8 @@ SCENARIOS = (
 )
 # The scenarios comparing one server without exchange to two sharing a broker.
 EXCHANGE_SCENARIOS = ("exchange-broadcast", "exchange-join", "exchange-connect")
-BASELINE_SCENARIOS = ("echo", "broadcast", "connect")  # where a baseline revision can run
+# Where a baseline revision can run: next to wsmvc, or (di-connect) each setup on both copies.
+BASELINE_SCENARIOS = ("echo", "broadcast", "connect", "di-connect")
 
 
 @dataclass(frozen=True)
@@ -86,18 +87,28 @@ def baseline_spec(label: str, export: Path) -> ServerSpec:
     return replace(WSMVC, name=f"wsmvc@{label}", pythonpath=export)
 
 
+def on_baseline(spec: ServerSpec, baseline: ServerSpec) -> ServerSpec:
+    """``spec``'s server on ``baseline``'s copy of wsmvc, named ``<name>@<label>``."""
+    label = baseline.name.split("@", 1)[1]
+    return replace(spec, name=f"{spec.name}@{label}", pythonpath=baseline.pythonpath)
+
+
 def scenario_servers(
     scenario: str, baseline: ServerSpec | None = None, deflate: bool = False
 ) -> tuple[ServerSpec, ...]:
     """The setups of ``scenario``; ``baseline`` right after ``wsmvc`` where it applies, so the
-    two take their turns one after the other in every repetition. ``deflate`` (the load
-    generator offers permessage-deflate): raw aiohttp with compression too, right after raw."""
+    two take their turns one after the other in every repetition (di-connect, which has no
+    ``wsmvc`` setup: each of its setups on the baseline's copy too, all four taking turns in
+    one run). ``deflate`` (the load generator offers permessage-deflate): raw aiohttp with
+    compression too, right after raw."""
     specs = SCENARIO_SERVERS[scenario]
     if deflate and RAW in specs:
         after = specs.index(RAW) + 1
         specs = (*specs[:after], RAW_DEFLATE, *specs[after:])
     if baseline is None or scenario not in BASELINE_SCENARIOS:
         return specs
+    if WSMVC not in specs:
+        return (*specs, *(on_baseline(spec, baseline) for spec in specs))
     after = specs.index(WSMVC) + 1
     return (*specs[:after], baseline, *specs[after:])
 

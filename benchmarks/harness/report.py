@@ -88,10 +88,12 @@ def scenario_table(
     rows: list[Row],
     di_cost: dict[str, DiCost] | None = None,
     extra: dict[tuple[str, str], float] | None = None,
+    di_before: dict[str, DiCost] | None = None,
 ) -> str:
     """One row per case and server, ratios against the baseline setup of the same case.
 
-    ``di_cost``: the paired DI cost per case, for di-connect. ``extra``: the exchange
+    ``di_cost``: the paired DI cost per case, for di-connect (``di_before``: the baseline
+    revision's, in the row of its setup with dependencies). ``extra``: the exchange
     scenarios' paired extra server µs per operation over the in-process server, per case
     and setup (:func:`paired_extra`).
     """
@@ -131,8 +133,10 @@ def scenario_table(
         if memory:
             cells += [num(m["kib_per_conn"]), ratio(m["kib_per_conn"], b.get("kib_per_conn"))]
         if di_cost is not None:
-            cost = di_cost.get(case.key)
-            cells += [f"{cost.us:+.1f}" if cost is not None and server is WITH_DEPS else "-"]
+            cost = di_cost.get(case.key) if server is WITH_DEPS else None
+            if server.name.startswith(WITH_DEPS.name + "@"):
+                cost = (di_before or {}).get(case.key)
+            cells += [f"{cost.us:+.1f}" if cost is not None else "-"]
         if exchange:
             more = (extra or {}).get((case.key, server.name))
             cells += ["-" if more is None else f"{more:+.1f}"]
@@ -155,14 +159,16 @@ class DiCost:
     cpu_rate: float  # server µs without ÷ with: the connects/s ratio of a saturated server
 
 
-def paired_di_cost(results: Results) -> dict[str, DiCost]:
-    """Per di-connect case, the DI cost from each repetition's pair of measurements."""
+def paired_di_cost(results: Results, suffix: str = "") -> dict[str, DiCost]:
+    """Per di-connect case, the DI cost from each repetition's pair of measurements (of the
+    setups named with ``suffix``: ``"@<rev>"`` for the baseline revision's)."""
     runs: dict[tuple[str, str], list[Metrics]] = {
         (case.key, spec.name): ms for case, spec, ms in results if case.scenario == "di-connect"
     }
     out: dict[str, DiCost] = {}
     for case in dict.fromkeys(c for c, _, _ in results if c.scenario == "di-connect"):
-        plain, deps = runs.get((case.key, NO_DEPS.name)), runs.get((case.key, WITH_DEPS.name))
+        plain = runs.get((case.key, NO_DEPS.name + suffix))
+        deps = runs.get((case.key, WITH_DEPS.name + suffix))
         if not plain or not deps:
             continue
         costs: list[float] = []
@@ -287,6 +293,8 @@ class Change:
     before: float | None  # the baseline's median over the repetitions
     now: float | None  # the working tree's
     ratio: float | None  # now ÷ before: the median of the repetitions' ratios
+    setup: str = ""  # di-connect: which of its setups (both ran on both revisions)
+    diff: float | None = None  # now - before: the median of the repetitions' differences
 
     @property
     def verdict(self) -> str:
@@ -313,22 +321,47 @@ def paired_ratio(now: Sequence[Metrics], before: Sequence[Metrics], key: str) ->
     return statistics.median(ratios) if ratios else None
 
 
+def paired_diff(now: Sequence[Metrics], before: Sequence[Metrics], key: str) -> float | None:
+    """The median over the repetitions of now - before (paired as in :func:`paired_ratio`)."""
+    diffs = [
+        a - b
+        for n, o in zip(now, before, strict=True)
+        if (a := n.get(key)) is not None and (b := o.get(key)) is not None
+    ]
+    return statistics.median(diffs) if diffs else None
+
+
 def before_after(results: Results, baseline: ServerSpec) -> list[Change]:
-    """Every compared metric of every case that ran both ``wsmvc`` and ``baseline``."""
+    """Every compared metric of every case that ran both ``wsmvc`` and ``baseline`` (for
+    di-connect: each of its setups on both revisions)."""
     runs: dict[tuple[str, str], list[Metrics]] = {
         (case.key, spec.name): ms for case, spec, ms in results if ms
     }
+    suffix = "@" + baseline.name.split("@", 1)[1]
     out: list[Change] = []
     for case in dict.fromkeys(c for c, _, _ in results):
-        now, before = runs.get((case.key, WSMVC.name)), runs.get((case.key, baseline.name))
-        if not now or not before:
-            continue
-        now_m, before_m = median(now), median(before)
-        out += [
-            Change(case, key, higher, before_m[key], now_m[key], paired_ratio(now, before, key))
-            for key, higher in COMPARED
-            if key in now_m and key in before_m
-        ]
+        pairs = [(WSMVC.name, baseline.name, "")]
+        if case.scenario == "di-connect":
+            pairs = [(s.name, s.name + suffix, s.name) for s in (NO_DEPS, WITH_DEPS)]
+        for now_name, before_name, setup in pairs:
+            now, before = runs.get((case.key, now_name)), runs.get((case.key, before_name))
+            if not now or not before:
+                continue
+            now_m, before_m = median(now), median(before)
+            out += [
+                Change(
+                    case,
+                    key,
+                    higher,
+                    before_m[key],
+                    now_m[key],
+                    paired_ratio(now, before, key),
+                    setup,
+                    paired_diff(now, before, key),
+                )
+                for key, higher in COMPARED
+                if key in now_m and key in before_m
+            ]
     return out
 
 
@@ -358,21 +391,24 @@ def before_after_tables(changes: list[Change], baseline: ServerSpec) -> str:
         if not mine:
             continue
         title, param, _, _ = TITLES[scenario]
-        header = [param, "metric", "better", baseline.name, WSMVC.name, "now ÷ before", ""]
+        now_name = "now" if scenario == "di-connect" else WSMVC.name
+        header = [param, "metric", "better", baseline.name, now_name, "now ÷ before"]
+        header += ["now - before", ""]
         lines = [
             [
-                c.case.label,
+                f"{c.case.label} {c.setup}".strip(),
                 metric_name(c.case, c.key),
                 "higher" if c.higher_is_better else "lower",
                 num(c.before, 3 if c.key.endswith("_ms") else 1),
                 num(c.now, 3 if c.key.endswith("_ms") else 1),
                 "-" if c.ratio is None else f"{c.ratio:.2f}x",
+                "-" if c.diff is None else f"{c.diff:+.{3 if c.key.endswith('_ms') else 1}f}",
                 c.verdict,
             ]
             for c in mine
         ]
         parts.append(
-            f"### {title}: {WSMVC.name} (now) vs {baseline.name} (before)\n\n"
+            f"### {title}: {now_name} vs {baseline.name} (before)\n\n"
             + table(header, lines)
             + "\n\n"
             + verdict_line(title, mine, baseline)
@@ -385,15 +421,15 @@ def report(results: Results, baseline: ServerSpec | None = None) -> tuple[str, l
     revision of wsmvc), the before/after tables too."""
     rows: list[Row] = [(case, server, median(runs)) for case, server, runs in results if runs]
     di_cost = paired_di_cost(results)
+    di_before = paired_di_cost(results, "@" + baseline.name.split("@", 1)[1]) if baseline else None
     extra = paired_extra(results)
     parts = []
     for scenario in TITLES:
         mine = [r for r in rows if r[0].scenario == scenario]
         if not mine:
             continue
-        parts.append(
-            scenario_table(scenario, mine, di_cost if scenario == "di-connect" else None, extra)
-        )
+        di = di_cost if scenario == "di-connect" else None
+        parts.append(scenario_table(scenario, mine, di, extra, di_before))
         if scenario == "di-connect" and di_cost:
             parts.append(di_targets_table(di_cost))
     parts.append(versus_table(rows))
@@ -410,11 +446,13 @@ def changes_json(changes: list[Change]) -> list[dict[str, Any]]:
     return [
         {
             "case": c.case.key,
+            "setup": c.setup or WSMVC.name,
             "metric": c.key,
             "higher_is_better": c.higher_is_better,
             "before": c.before,
             "now": c.now,
             "ratio": c.ratio,
+            "diff": c.diff,
             "verdict": c.verdict,
         }
         for c in changes
