@@ -136,8 +136,9 @@ class Dispatcher:
             # answered() for the common answer (bytes), written out: a call less per message.
             data = self._session.answer(msg, result)
             if data is not None:
-                # UTF-8 goes as text: an echo's body came in a text frame; else look.
-                text = result is msg.body or is_text(result)
+                # UTF-8 goes as text: an echo's body came in a text frame; else look
+                # (ASCII first, without a call).
+                text = result is msg.body or result.isascii() or is_text(result)
                 self._writer.write(data, msg.binary or not text)
             return None
         if hasattr(result, "__await__"):
@@ -185,7 +186,8 @@ class Dispatcher:
                     ),
                 )
                 return
-        binary = binary or not _text_body(msg, body)  # bytes that are not UTF-8 go binary
+        if not binary and type(result) is not str and not _text_body(msg, body):
+            binary = True  # bytes that are not UTF-8 never go in a text frame
         if msg.native:
             if not msg.err and self._session.open:
                 self._writer.write(body, binary)
