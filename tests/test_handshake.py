@@ -394,6 +394,7 @@ async def test_default_ports_and_hosts_are_compared_as_origins(
             403,
         ),
         ({}, "http://{netloc}", 101, 101),  # trusted, but no proxy said anything
+        ({"X-Forwarded-Proto": "wss"}, "https://{netloc}", 101, 403),  # some proxies say so
     ],
 )
 async def test_trust_forwarded_takes_the_proxys_scheme_and_host(

@@ -38,6 +38,7 @@ QUERY_HEADER_PREFIX = "x-websocket-header-"
 RECONNECT_HEADER = "X-Websocket-Reconnect"
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_WEB_SCHEMES: Final = {"ws": "http", "wss": "https"}
 
 Origin = tuple[str, str, int]  # scheme, host, port: what two origins must share to be one
 
@@ -56,6 +57,7 @@ def _origin(url: str) -> Origin | None:
     except ValueError:
         return None
     scheme = parts.scheme.lower()
+    scheme = _WEB_SCHEMES.get(scheme, scheme)  # a proxy may say "wss"
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
         return None
     return scheme, parts.hostname, port or _DEFAULT_PORTS[scheme]
