@@ -118,13 +118,22 @@ class Presence:
         self._send({"s": self._replica.server, "t": "r", "o": ""})  # everyone's snapshot
 
     async def stop(self) -> None:
-        """Say goodbye (the others drop this server's members at once) and stop."""
+        """Say goodbye (the others drop this server's members at once) and stop. Async
+        ``on_change`` callbacks still running get the exchange's ``timeout`` to finish,
+        then are cancelled: a stuck one never holds up the server's shutdown."""
         timer, self._timer = self._timer, None
         if timer is None or self._exchange is None:
             return
         timer.cancel()
-        await asyncio.gather(timer, *self._tasks, return_exceptions=True)
         self._send({"s": self._replica.server, "t": "g"})
+        await asyncio.gather(timer, return_exceptions=True)
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=self._exchange.timeout)
+            if late:
+                log.warning("cancelling %d presence callbacks still running at stop", len(late))
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=self._exchange.timeout)
 
     async def _beating(self) -> None:
         loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ client plays the foreign publisher.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -18,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from wsmvc import Message, Server
 from wsmvc.exchange.broker import BrokerExchange
-from wsmvc.presence import Member
+from wsmvc.presence import Change, Member
 
 from ..conftest import Serve
 from .conftest import (
@@ -250,3 +252,44 @@ async def test_a_server_restarted_under_its_fixed_server_id_brings_no_ghosts(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_stuck_async_on_change_callback_does_not_hold_up_shutdown(
+    broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    """An async ``on_change`` callback that never returns (stuck on a slow API, say): the
+    server still shuts down (the callback is cancelled after the exchange's ``timeout``),
+    and its members leave the other servers' replicas at once."""
+    stays, goes = server_on(broker), server_on(broker)
+    await serve(stays, path="/stays")
+    stuck, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(change: Change) -> None:
+        stuck.set()
+        await release.wait()
+
+    goes.presence.on_change(slow)
+    app = web.Application()
+    goes.mount(app, "/goes")
+    runner = web.AppRunner(app, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"ws://127.0.0.1:{runner.addresses[0][1]}/goes"
+    await peers.connect(url, "carol", rooms=["lobby"], at="goes")
+    await eventually(lambda: _true(stays.presence.count("default", "lobby") == 1), "carol seen")
+    await asyncio.wait_for(stuck.wait(), WAIT)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    cleanup = asyncio.ensure_future(runner.cleanup())
+    try:
+        await eventually(
+            lambda: _true(stays.presence.count("default", "lobby") == 0),
+            "carol gone from the other server",
+            timeout=stays.presence.ttl - 1,
+        )
+        await asyncio.wait_for(asyncio.shield(cleanup), 3 * WAIT)
+    finally:
+        release.set()
+        await asyncio.wait_for(cleanup, WAIT)
+    assert loop.time() - started < 3 * WAIT
