@@ -17,12 +17,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import os
+import socket
 import struct
 import zlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -303,6 +307,86 @@ async def test_a_native_answer_of_such_bytes_goes_binary(
         await ws.send_str("hello")
         msg = await recv(ws)
         assert msg.type is WSMsgType.BINARY and msg.data == NOT_UTF8, show(msg)
+
+
+async def raw_upgrade(url: str, header: bytes) -> RawWS:
+    """A raw client whose upgrade request carries ``header`` as raw bytes (a header value
+    that is not UTF-8: aiohttp hands such bytes on as lone surrogates)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    raw = RawWS(sock)
+    await raw.loop.sock_connect(sock, (parts.hostname, parts.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+    ).encode()
+    await raw.loop.sock_sendall(sock, request + header + b"\r\n\r\n")
+    while b"\r\n\r\n" not in raw.buf:
+        await raw._fill()
+    head, _, rest = bytes(raw.buf).partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"101", head
+    raw.buf = bytearray(rest)
+    return raw
+
+
+async def test_an_id_from_a_header_that_is_not_utf8_still_acknowledges(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``id_generator`` taking the id from a header (as neffos' examples do): before, bytes
+    that are not UTF-8 there made ``A<id>`` fail to encode, and the connection died with
+    1011 and a traceback. The ``A`` frame is valid text now (those characters replaced by ``?``)."""
+    server = Server(
+        {"default": {"ping": lambda ns, msg: "pong"}},
+        id_generator=lambda request: request.headers.get("X-Username", "anon"),
+    )
+    url = await serve(server)
+    raw = await raw_upgrade(url, b"X-Username: \xff\xfeann")
+    try:
+        await raw.send("M")
+        assert await settle(raw.recv_text()) == "A??ann"
+        await raw.send("$c;default;;_OnNamespaceConnect;0;0;")
+        assert await settle(raw.recv_text()) == "$c;;;;;;"
+        await raw.send("$1;default;;ping;0;0;")
+        assert await settle(raw.recv_text()) == "$1;default;;ping;0;0;pong"
+    finally:
+        raw.abort()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_refusal_quoting_such_a_header_still_goes_out(serve: Serve) -> None:
+    def on_connect(conn: wsmvc.Conn) -> None:
+        assert conn.request is not None
+        raise wsmvc.Reject(f"who is {conn.request.headers['X-Username']}?")
+
+    url = await serve(Server({"default": {}}, on_connect=on_connect))
+    raw = await raw_upgrade(url, b"X-Username: \xffann")
+    try:
+        await raw.send("M")
+        assert await settle(raw.recv_text()) == "Hwho is ?ann?"
+        assert await settle(raw.close_code()) == 1008
+    finally:
+        raw.abort()
+
+
+async def test_an_error_text_quoting_a_lone_surrogate_still_goes_out(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """A handler refusing with what the client sent (``json.loads`` turns ``\\udc80``
+    into a lone surrogate): before, the answer failed to encode and the connection died."""
+
+    def greet(ns: NSConn, msg: Message) -> str:
+        name = json.loads(msg.body)["name"]
+        raise EventError(f"no such user: {name}")
+
+    url = await serve(Server({"default": {"greet": greet}}))
+    async with session.ws_connect(url) as ws:
+        await ready(ws)
+        await ws.send_str('$1;default;;greet;0;0;{"name": "ann\\udc80"}')
+        await expect(ws, "$1;default;;greet;1;0;no such user: ann?")
+        await barrier(ws)
 
 
 # -------------------------------------------------------------------------------------------

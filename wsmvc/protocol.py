@@ -132,7 +132,9 @@ def _join(
     if head.count(";") != 4:  # a name contains ";" (the token never does)
         head = f"{token};{_escape(namespace)};{_escape(room)};{_escape(event)};"
     if err:
-        return (head + ("1;1;" if noop else "1;0;") + err).encode()
+        # An error text may quote what a peer sent (a lone surrogate from JSON, a header):
+        # replaced, so the answer stays a text frame and goes out.
+        return (head + ("1;1;" if noop else "1;0;") + err).encode(errors="replace")
     return (head + ("0;1;" if noop else "0;0;")).encode() + body
 
 

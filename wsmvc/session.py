@@ -226,7 +226,9 @@ class Session(Generic[NS, W]):
     def accept(self, conn_id: str) -> Frame:
         """The handshake succeeded (server): ``CONNECTING`` -> ``OPEN``; the ``A<id>`` frame."""
         self._set_state(ConnState.OPEN)
-        return (ACK_OK + conn_id).encode(), False
+        # An id taken from a header may hold lone surrogates (aiohttp decodes header bytes
+        # that are not UTF-8 that way): the frame stays text the client can read.
+        return (ACK_OK + conn_id).encode(errors="replace"), False
 
     def acknowledged(self) -> None:
         """The server's ``A<id>`` arrived (client), or a native-only connection opened:
@@ -237,7 +239,7 @@ class Session(Generic[NS, W]):
         """The handshake is refused (server): the ``H`` frame to send before the close."""
         if self.state is not ConnState.CONNECTING:
             raise StateError(f"refused in state {self.state.value}")
-        return (ACK_REFUSED + reason).encode(), False
+        return (ACK_REFUSED + reason).encode(errors="replace"), False
 
     def begin_close(self) -> bool:
         """``CONNECTING``/``OPEN`` -> ``CLOSING``: nothing more is sent or handled, and every
