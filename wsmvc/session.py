@@ -71,7 +71,8 @@ class Limits:
     connected (``None``: no bound); a request past one is refused with an error answer
     saying which, and the connection stays up. This side's own joins are not bounded.
 
-    ``max_rooms``: rooms joined per namespace connection; ``max_room_name``: bytes (UTF-8)
+    ``max_rooms``: rooms per namespace connection (this side's joins count, and are never
+    refused); ``max_room_name``: bytes (UTF-8)
     of a room name; ``max_connect_payload``: bytes of a namespace connect's body
     (:attr:`~wsmvc.NSConn.connect_payload`).
     """
