@@ -688,3 +688,27 @@ async def test_built_ins_in_fields_providers_and_handler_parameters(
     assert [(r.name, r.getMessage()) for r in caplog.records if r.name == name] == [
         (name, "params asked")
     ]
+
+
+SERVER = web.AppKey("server", Server)
+
+
+@controller(namespace="which")
+class Which:
+    server: Server
+
+    @event
+    def on_port(self, request: web.Request) -> str:
+        return str(self.server is request.app[SERVER])
+
+
+async def test_two_servers_sharing_an_injector_each_inject_themselves(serve: Serve) -> None:
+    root = Injector()
+    urls = []
+    for _ in range(2):
+        server = Server(injector=root, controllers=[Which])
+        app = web.Application()
+        app[SERVER] = server  # what each connection's request can tell apart
+        urls.append(await serve(server, app=app))
+    for url in urls:
+        assert await ask(url, "which", "OnPort") == "True"

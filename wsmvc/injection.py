@@ -121,13 +121,19 @@ def is_context_type(kind: Any) -> bool:
 
 
 class _FromContext(injector.Provider[Any]):
-    def __init__(self, pick: _Pick, name: str) -> None:
+    """A type taken from the connection being served; ``outside``: what to give when none
+    is (the Server at startup: a singleton may depend on it)."""
+
+    def __init__(self, pick: _Pick, name: str, outside: Any = None) -> None:
         self._pick = pick
         self._name = name
+        self._outside = outside
 
     def get(self, inj: injector.Injector) -> Any:
         ctx = current()
         if ctx is None:
+            if self._outside is not None:
+                return self._outside
             raise LookupError(f"{self._name} is only available while serving a connection")
         return self._pick(ctx.conn, ctx.nsconn, ctx.logger)
 
@@ -191,17 +197,14 @@ class Injection:
 
         self._context: dict[Any, _Pick] = {k: v[0] for k, v in _CONTEXT.items()}
         self._lifetimes = {k: (v[1], v[2]) for k, v in _CONTEXT.items()}
-        for kind in {Server, type(server)}:  # the server itself, available at startup too
-            self._context[kind] = lambda c, ns, lg: server
+        for kind in {Server, type(server)}:
+            self._context[kind] = lambda c, ns, lg: c.server
             self._lifetimes[kind] = (Lifetime.APPLICATION, "Server")
         binder = self.injector.binder
         for kind, pick in self._context.items():
-            if binder.has_explicit_binding_for(kind):
-                continue
-            if self._lifetimes[kind][0] is Lifetime.APPLICATION:
-                binder.bind(kind, to=server)
-            else:
-                binder.bind(kind, to=_FromContext(pick, self._lifetimes[kind][1]))
+            if not binder.has_explicit_binding_for(kind):
+                name = self._lifetimes[kind][1]
+                binder.bind(kind, to=_FromContext(pick, name, server if name == "Server" else None))
         self._root = Root()
         self._specials: dict[Any, Special] = {}
         self._app_awaits: list[Special] = []  # async singletons, deepest first

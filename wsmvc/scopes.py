@@ -196,6 +196,8 @@ class ConnectionScope(injector.Scope):
     """One instance per websocket connection, shared by all its namespaces and controllers."""
 
     def get(self, key: type[T], provider: injector.Provider[T]) -> injector.Provider[T]:
+        """A provider of ``key`` that builds it once per connection (injector's Scope API);
+        outside a connection it raises :class:`LookupError`."""
         return _ConnectionScoped(key, provider)
 
 
