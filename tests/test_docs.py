@@ -311,6 +311,36 @@ async def answers(demo: Demo) -> None:
 
 
 @check
+async def exceptions(demo: Demo) -> None:
+    conn = await demo.dial("/ws", {"shop": {}})
+    shop = await demo.connect(conn, "shop")
+    assert await ask_text(shop, "OnBuy", "tea") == "bought tea"
+    assert await ask_error(shop, "OnBuy", "unicorn") == "no unicorn left, sorry"
+    with demo.caplog.at_level(logging.INFO, logger="shop"):
+        assert await ask_error(shop, "OnBuy") == "invalid: buy what?"
+    assert [r.getMessage() for r in demo.caplog.records if r.name == "shop"] == [
+        f"{conn.id} sent an invalid OnBuy: buy what?"
+    ]
+    assert not demo.error_records()
+
+
+@check
+async def known_errors(demo: Demo) -> None:
+    players = [await demo.dial("/ws", {"cards": {}, "poker": {}}) for _ in range(3)]
+    tables = [await demo.connect(player, "cards") for player in players]
+    await tables[0].join_room("table-1", timeout=WAIT)
+    await tables[1].join_room("table-1", timeout=WAIT)
+    with pytest.raises(demo.TableFull) as full:
+        await tables[2].join_room("table-1", timeout=WAIT)
+    assert full.value.text == "the table is full"
+    assert isinstance(full.value, EventError)
+    assert list(tables[2].rooms) == []
+    # neffos' own known errors come back as their classes too (the server has no poker).
+    with pytest.raises(wsmvc.BadNamespace):
+        await players[2].connect("poker", timeout=WAIT)
+
+
+@check
 async def typed(demo: Demo) -> None:
     conn = await demo.dial("/ws", {"chat": {}})
     ns = await demo.connect(conn, "chat")

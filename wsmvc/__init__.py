@@ -4,13 +4,19 @@ from .client import ClientConn, dial
 from .closing import CloseReason
 from .conn import Conn
 from .controller import ControllerError, ControllerHandle, ControllerWarning, controller, event
+from .errorhandling import catch
 from .errors import (
     AskTimeout,
+    BadNamespace,
+    BadRoom,
     ConnectionClosed,
     EventError,
+    InvalidPayload,
     ProtocolError,
     Reject,
+    WriteClosed,
     WsmvcError,
+    known_error,
 )
 from .handlers import HandlerTable, Reply
 from .injection import ClientAddress, DependencyError, Headers, connection_scope
@@ -21,6 +27,8 @@ from .upgrade import offered_protocols
 
 __all__ = [
     "AskTimeout",
+    "BadNamespace",
+    "BadRoom",
     "ClientAddress",
     "ClientConn",
     "CloseReason",
@@ -33,6 +41,7 @@ __all__ = [
     "EventError",
     "HandlerTable",
     "Headers",
+    "InvalidPayload",
     "Message",
     "NSConn",
     "ProtocolError",
@@ -40,11 +49,14 @@ __all__ = [
     "Reply",
     "Room",
     "Server",
+    "WriteClosed",
     "WsmvcError",
+    "catch",
     "connection_scope",
     "controller",
     "dial",
     "event",
+    "known_error",
     "offered_protocols",
     "with_query_headers",
 ]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .bodies import encode_body
 from .codecs import JSON, Codec
+from .errorhandling import decide, handlers_for
 from .errors import ConnectionClosed, EventError
 from .handlers import HandlerTable, Reply
 from .protocol import (
@@ -80,6 +81,7 @@ class Dispatcher:
         "_codec",
         "_connecting",
         "_debug_errors",
+        "_errors",
         "_handlers",
         "_namespaces",
         "_owner",
@@ -103,6 +105,7 @@ class Dispatcher:
         self._connecting: dict[str, asyncio.Future[None]] | None = None  # made on first use
         self._writer = writer  # not its bound write(): one object less per connection
         self._handlers = handlers
+        self._errors = handlers.exception_handlers
         self._table = handlers.namespaces
         self._client = session.client
         self._debug_errors = debug_errors
@@ -128,8 +131,7 @@ class Dispatcher:
         try:
             result = handler(ns, msg)
         except Exception as exc:
-            self.failed(msg, exc)
-            return None
+            return self.failed(msg, exc, ns)
         if result is None:
             return None
         if type(result) is bytes and not msg.native:
@@ -142,17 +144,18 @@ class Dispatcher:
                 self._writer.write(data, msg.binary or not text)
             return None
         if hasattr(result, "__await__"):
-            return self._finish(msg, result)
-        self.answered(msg, result)
-        return None
+            return self._finish(msg, result, ns)
+        return self.answered(msg, result)
 
-    async def _finish(self, msg: Message, pending: Awaitable[object]) -> None:
+    async def _finish(self, msg: Message, pending: Awaitable[object], ns: NSConn) -> None:
         try:
             result = await pending
         except Exception as exc:
-            self.failed(msg, exc)
+            rest = self.failed(msg, exc, ns)
         else:
-            self.answered(msg, result)
+            rest = self.answered(msg, result)
+        if rest is not None:  # an async exception handler decides
+            await rest
 
     def _send(self, frame: Frame | None) -> None:
         if frame is not None:
@@ -160,10 +163,11 @@ class Dispatcher:
 
     # -- answers (spec 7.2) ----------------------------------------------------------------
 
-    def answered(self, msg: Message, result: object) -> None:
-        """Answer ``msg`` with what its handler returned: nothing for ``None``."""
+    def answered(self, msg: Message, result: object) -> Awaitable[None] | None:
+        """Answer ``msg`` with what its handler returned: nothing for ``None``. What is left
+        to await, if anything: an async exception handler deciding a failure's text."""
         if result is None:
-            return
+            return None
         binary = msg.binary
         if isinstance(result, bytes):
             body = result
@@ -171,49 +175,70 @@ class Dispatcher:
             try:
                 body = result.encode() if isinstance(result, str) else result.data
             except UnicodeEncodeError as exc:  # a lone surrogate (json.loads makes them)
-                self.failed(msg, exc)
-                return
+                return self.failed(msg, exc)
         else:
             try:
                 body = encode_body(result, self._codec)
                 binary = binary or self._codec.binary  # not UTF-8: never in a text frame
             except Exception as exc:
-                self.failed(
+                return self.failed(
                     msg,
                     TypeError(
                         f"handler for {shorten(msg.event)!r} returned a {type(result).__name__}"
                         f" that cannot be sent: {exc}"
                     ),
                 )
-                return
         if not binary and type(result) is not str and not _text_body(msg, body):
             binary = True  # bytes that are not UTF-8 never go in a text frame
         if msg.native:
             if not msg.err and self._session.open:
                 self._writer.write(body, binary)
-            return
+            return None
         data = self._session.answer(msg, body)
         if data is not None:
             self._writer.write(data, binary)
+        return None
 
-    def failed(self, msg: Message, exc: Exception) -> None:
-        """Answer ``msg`` with the error its handler raised (logged unless an EventError)."""
-        if isinstance(exc, EventError):
-            text = exc.text
-        elif isinstance(exc, ConnectionClosed) and not self._session.open:
+    def failed(
+        self, msg: Message, exc: Exception, ns: NSConn | None = None
+    ) -> Awaitable[None] | None:
+        """Answer ``msg`` with the error its handler raised in ``ns`` (default: ``msg``'s
+        namespace): the text an exception handler decides (:mod:`wsmvc.errorhandling`),
+        else an EventError's own, else the generic one, logged. What is left to await, if
+        anything: an async exception handler."""
+        if isinstance(exc, ConnectionClosed) and not self._session.open:
             log.debug("%s: handler for %r stopped: %s", self._owner, shorten(msg.event), exc)
-            return
-        else:
-            log.error(
-                "%s: handler for %r/%r failed",
-                self._owner,
-                shorten(msg.namespace),
-                shorten(msg.event),
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
-            text = self.error_text(exc)
+            return None
+        if ns is None:
+            ns = self._namespaces.get(msg.namespace)
+        handlers = handlers_for(self._errors, ns, exc)
+        if not handlers:
+            self._answer_error(msg, self._default_text(msg, exc, ns, hook=False))
+            return None
+        text = decide(handlers, exc, ns, msg, lambda: self._default_text(msg, exc, ns, False))
+        if isinstance(text, str):
+            self._answer_error(msg, text)
+            return None
+        return self._answer_error_later(msg, text)
+
+    async def _answer_error_later(self, msg: Message, text: Awaitable[str]) -> None:
+        self._answer_error(msg, await text)
+
+    def _answer_error(self, msg: Message, text: str) -> None:
         if not msg.native:
             self._answer(msg, err=text)
+
+    def _default_text(self, msg: Message, exc: BaseException, ns: NSConn | None, hook: bool) -> str:
+        """The text of ``exc`` when no exception handler decided: an EventError's own,
+        else :meth:`error_text`, the traceback logged."""
+        if isinstance(exc, EventError):
+            return exc.text
+        if hook:
+            where = f"{msg.event} handler of {shorten(ns.namespace if ns else msg.namespace)!r}"
+        else:
+            where = f"handler for {shorten(msg.namespace)!r}/{shorten(msg.event)!r}"
+        log.error("%s: %s failed", self._owner, where, exc_info=(type(exc), exc, exc.__traceback__))
+        return self.error_text(exc)
 
     def _unhandled(self, msg: Message) -> None:
         log.debug(
@@ -245,17 +270,19 @@ class Dispatcher:
             if hasattr(result, "__await__"):
                 await result
             return None
-        except EventError as exc:
-            return exc.text
         except Exception as exc:
             if isinstance(exc, ConnectionClosed):
                 # An ask of the hook's: the peer went away meanwhile, nothing to report.
                 log.debug("%s: %s handler of %r: %s", self._owner, msg.event, ns.namespace, exc)
                 return str(exc)
-            log.exception(
-                "%s: %s handler of %r failed: %s", self._owner, msg.event, ns.namespace, exc
-            )
-            return self.error_text(exc)
+            failure = exc  # `exc` is unbound once the except block ends
+        handlers = handlers_for(self._errors, ns, failure)
+        if not handlers:
+            return self._default_text(msg, failure, ns, hook=True)
+        text = decide(
+            handlers, failure, ns, msg, lambda: self._default_text(msg, failure, ns, True)
+        )
+        return text if isinstance(text, str) else await text
 
     async def fire_all(self, events: Iterable[tuple[NSConn, Message]]) -> None:
         """Fire ``events`` one after another (forced events: refusals are ignored)."""

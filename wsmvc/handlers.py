@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
+from .errorhandling import ExceptionHandlers
 from .protocol import (
     ON_ANY_EVENT,
     ON_NAMESPACE_CONNECT,
@@ -49,13 +50,16 @@ class HandlerTable:
     """Namespaces → events → handlers, with the lookups the dispatcher needs.
 
     Build it with :meth:`on` or from a ``{namespace: {event: handler}}`` mapping.
+    ``exception_handlers`` are the table's own (:mod:`wsmvc.errorhandling`): what a peer
+    is told when one of its handlers raises.
     """
 
-    __slots__ = ("_modes", "_table")
+    __slots__ = ("_modes", "_table", "exception_handlers")
 
     def __init__(self, namespaces: Namespaces | None = None) -> None:
         self._table: dict[str, dict[str, Handler]] = {}
         self._modes: tuple[bool, bool] | None = None  # (native_only, accepts_native), cached
+        self.exception_handlers = ExceptionHandlers()
         for ns, events in (namespaces or {}).items():
             self.declare(ns)
             for event, fn in events.items():

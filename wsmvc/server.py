@@ -6,8 +6,8 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Literal, TypeAlias
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Literal, TypeAlias, TypeVar
 
 from aiohttp import WSCloseCode, web
 from injector import Injector
@@ -18,6 +18,7 @@ from .codecs import JSON, Codec, checked_codec
 from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
 from .delivery import deliver, submit_from_thread
+from .errorhandling import ExceptionHandler
 from .errors import EventError
 from .exchange import Exchange
 from .exchange.broker import BrokerExchange
@@ -39,6 +40,7 @@ __all__ = ["Server", "with_query_headers"]
 log = logging.getLogger("wsmvc")
 
 IdGenerator: TypeAlias = Callable[[web.Request], "str | Awaitable[str]"]
+EH = TypeVar("EH", bound=ExceptionHandler)
 
 
 class Server:
@@ -96,6 +98,11 @@ class Server:
       than zlib's default 6 for about 30 % more bytes, measured on 64 KiB of JSON).
     * ``debug_errors`` - send handler exception texts to clients (default ``False``: a
       generic text, the traceback only in the log).
+    * ``exception_handlers`` - ``{ExceptionType: fn}``: ``fn(exc, nsconn, msg)``, sync or
+      async, returns the text a client gets when a handler or hook raises that type (the
+      most specific wins; a controller's ``@catch`` methods first; ``None``: the default).
+      Default: none; more with :meth:`exception_handler`; bad entries: TypeError. See
+      :mod:`wsmvc.errorhandling`, ``docs/controllers.md#exception-handlers``.
     * ``close_timeout`` - seconds a close may take: the frames still queued for the peer, then
       its close frame (default 5); past it the TCP connection is dropped.
     * ``exchange`` - shares broadcasts with other servers: a
@@ -129,6 +136,7 @@ class Server:
         compress_threshold: int = DEFAULT_THRESHOLD,
         compress_level: int = DEFAULT_LEVEL,
         debug_errors: bool = False,
+        exception_handlers: Mapping[type[BaseException], ExceptionHandler] | None = None,
         close_timeout: float = 5.0,
         codec: Codec = JSON,
         protocols: Iterable[str] = (),
@@ -161,6 +169,7 @@ class Server:
         self.compress_threshold = compress_threshold
         self.compress_level = compress_level
         self.debug_errors = debug_errors
+        self.handlers.exception_handlers.update(exception_handlers or {})
         self.close_timeout = close_timeout
         self.codec = checked_codec(codec)  # before the controllers compile with it
         self.exchange = exchange
@@ -188,6 +197,11 @@ class Server:
         return self._injection.injector
 
     # -- handlers ------------------------------------------------------------------------
+
+    def exception_handler(self, *kinds: type[Exception]) -> Callable[[EH], EH]:
+        """Decorator: ``fn(exc, nsconn, msg)`` decides what a client is told when a handler
+        or hook raises one of ``kinds`` (see ``exception_handlers``)."""
+        return self.handlers.exception_handlers.register(*kinds)
 
     def on(self, namespace: str, event: str) -> Callable[[Handler], Handler]:
         """Decorator: register a handler for ``event`` in ``namespace``."""
