@@ -341,6 +341,28 @@ async def known_errors(demo: Demo) -> None:
 
 
 @check
+async def taps(demo: Demo) -> None:
+    conn = await demo.dial("/ws", {"echo": {}})
+    echo = await demo.connect(conn, "echo")
+    with demo.caplog.at_level(logging.DEBUG, logger="wire"):
+        assert await ask_text(echo, "OnEcho", "hi") == "hi"
+        echo.emit("OnTypo")
+        assert await ask_text(echo, "OnEcho", "again") == "again"  # OnTypo was handled before
+    assert dict(demo.counts) == {
+        ("in", "_OnNamespaceConnect", "handled"): 1,
+        ("in", "OnEcho", "handled"): 2,
+        ("out", "OnEcho", "sent"): 2,
+        ("in", "OnTypo", "unhandled"): 1,
+    }
+    assert set(demo.slowest) == {"_OnNamespaceConnect", "OnEcho", "OnTypo"}
+    lines = [r.getMessage() for r in demo.caplog.records if r.name == "wire"]
+    assert f"{conn.id} in echo/OnEcho: handled" in lines
+    assert f"{conn.id} out echo/OnEcho: sent" in lines
+    [warning] = [r for r in demo.caplog.records if r.levelno == logging.WARNING]
+    assert "no handler for event 'OnTypo' in namespace 'echo'" in warning.getMessage()
+
+
+@check
 async def typed(demo: Demo) -> None:
     conn = await demo.dial("/ws", {"chat": {}})
     ns = await demo.connect(conn, "chat")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -349,6 +350,23 @@ async def test_catch_is_inherited_and_overridden(serve: Serve) -> None:
     assert await error_of(await connect(url, "base"), "OnGo") == "base"
     assert await error_of(await connect(url, "child"), "OnGo") == "child"
     assert await error_of(await connect(url, "override"), "OnGo") == GENERIC_ERROR
+
+
+def test_a_catch_method_named_like_an_event_is_not_warned_about() -> None:
+    """``on_error`` is a natural name for an exception handler: no ControllerWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+
+        @controller(namespace="quiet")
+        class Quiet:
+            @event
+            def on_go(self) -> None: ...
+
+            @catch(ValueError)
+            def on_error(self, exc: Exception) -> str:
+                return "x"
+
+    assert Quiet.__name__ == "Quiet"
 
 
 # -- mistakes, at registration ----------------------------------------------------------------

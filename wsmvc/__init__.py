@@ -23,6 +23,7 @@ from .injection import ClientAddress, DependencyError, Headers, connection_scope
 from .nsconn import NSConn, Room
 from .protocol import Message
 from .server import Server, with_query_headers
+from .taps import Tapped
 from .upgrade import offered_protocols
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Reply",
     "Room",
     "Server",
+    "Tapped",
     "WriteClosed",
     "WsmvcError",
     "catch",

@@ -22,7 +22,6 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType
 
 from .closing import CloseReason, Closing, Deferred
 from .codecs import JSON, Codec
-from .dispatch import Dispatcher
 from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from .handlers import HandlerTable
 from .nsconn import DEFAULT, NSConn, Registry, Timeout, as_body, ask_timeout_text
@@ -44,6 +43,7 @@ from .protocol import (
 from .reading import Reader
 from .session import Session
 from .states import ConnState, NsState, StateError
+from .tapped import dispatcher_for
 from .writer import AnyWebSocket, Writer
 
 if TYPE_CHECKING:
@@ -161,9 +161,9 @@ class Conn:
             transport=transport,
             timeout=close_timeout,
         )
-        self.writer = make_writer(self._closing.overflow)
-        self.dispatcher = Dispatcher(
-            self.session, self.writer, handlers, owner=self, debug_errors=debug_errors, codec=codec
+        writer = make_writer(self._closing.overflow)
+        self.writer, self.dispatcher = dispatcher_for(  # with taps: tapped ones
+            self, writer, handlers, debug_errors=debug_errors, codec=codec
         )
         self._native_only = handlers.native_only
         self._allow_native = handlers.accepts_native

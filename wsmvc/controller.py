@@ -69,6 +69,7 @@ SYSTEM_METHODS: dict[str, str] = {
 }
 
 _EVENT_MARK = "__wsmvc_event__"
+_CATCH_MARK = "__wsmvc_catch__"  # an exception handler (wsmvc.errorhandling.catch)
 _NAMESPACE_MARK = "__wsmvc_namespace__"
 _SPEC = "__wsmvc_spec__"
 _UNSET: Any = object()
@@ -264,7 +265,7 @@ def _warn_unmarked(cls: type) -> None:
         if not (_EVENT_LIKE.match(attr) or attr in SYSTEM_METHODS):
             continue
         raw = inspect.getattr_static(cls, attr, None)  # the one in effect, not overridden
-        if not inspect.isfunction(raw) or hasattr(raw, _EVENT_MARK):
+        if not inspect.isfunction(raw) or hasattr(raw, _EVENT_MARK) or hasattr(raw, _CATCH_MARK):
             continue
         code = raw.__code__
         warnings.warn_explicit(

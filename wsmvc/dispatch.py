@@ -244,6 +244,7 @@ class Dispatcher:
         log.debug(
             "%s: no handler for %r in %r", self._owner, shorten(msg.event), shorten(msg.namespace)
         )
+        self._handlers.unhandled.arrived(self._owner, msg.namespace, msg.event)
         if self._session.is_request(msg.token):
             self._answer(msg, err=f"unknown event {shorten(msg.event)!r}")
 

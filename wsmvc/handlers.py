@@ -22,6 +22,8 @@ from .protocol import (
     ON_NATIVE_MESSAGE,
     Message,
 )
+from .taps import Taps
+from .unhandled import Unhandled
 
 if TYPE_CHECKING:
     from .nsconn import NSConn
@@ -51,15 +53,19 @@ class HandlerTable:
 
     Build it with :meth:`on` or from a ``{namespace: {event: handler}}`` mapping.
     ``exception_handlers`` are the table's own (:mod:`wsmvc.errorhandling`): what a peer
-    is told when one of its handlers raises.
+    is told when one of its handlers raises; ``taps`` see every event in and out of the
+    connections it serves (:mod:`wsmvc.taps`); ``unhandled`` warns of events without a
+    handler (:mod:`wsmvc.unhandled`).
     """
 
-    __slots__ = ("_modes", "_table", "exception_handlers")
+    __slots__ = ("_modes", "_table", "exception_handlers", "taps", "unhandled")
 
     def __init__(self, namespaces: Namespaces | None = None) -> None:
         self._table: dict[str, dict[str, Handler]] = {}
         self._modes: tuple[bool, bool] | None = None  # (native_only, accepts_native), cached
         self.exception_handlers = ExceptionHandlers()
+        self.taps = Taps()
+        self.unhandled = Unhandled()
         for ns, events in (namespaces or {}).items():
             self.declare(ns)
             for event, fn in events.items():

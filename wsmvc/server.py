@@ -32,6 +32,7 @@ from .presence import Presence
 from .protocol import ERR_BAD_NAMESPACE, Message
 from .registry import Registry
 from .session import Limits
+from .taps import Tap
 from .upgrade import Upgrade, default_id_generator, reconnect_tries, size_limits, with_query_headers
 from .writer import writer_factory
 
@@ -103,6 +104,9 @@ class Server:
       most specific wins; a controller's ``@catch`` methods first; ``None``: the default).
       Default: none; more with :meth:`exception_handler`; bad entries: TypeError. See
       :mod:`wsmvc.errorhandling`, ``docs/controllers.md#exception-handlers``.
+    * ``taps`` - ``tap(tapped)`` is called for every event a connection gets (once handled)
+      or sends, for logs and metrics (:mod:`wsmvc.taps`); no tap (the default): no cost.
+      Add them before clients connect; an ``async def`` is a TypeError.
     * ``close_timeout`` - seconds a close may take: the frames still queued for the peer, then
       its close frame (default 5); past it the TCP connection is dropped.
     * ``exchange`` - shares broadcasts with other servers: a
@@ -137,6 +141,7 @@ class Server:
         compress_level: int = DEFAULT_LEVEL,
         debug_errors: bool = False,
         exception_handlers: Mapping[type[BaseException], ExceptionHandler] | None = None,
+        taps: Iterable[Tap] = (),
         close_timeout: float = 5.0,
         codec: Codec = JSON,
         protocols: Iterable[str] = (),
@@ -170,6 +175,7 @@ class Server:
         self.compress_level = compress_level
         self.debug_errors = debug_errors
         self.handlers.exception_handlers.update(exception_handlers or {})
+        self.handlers.taps.extend(taps)
         self.close_timeout = close_timeout
         self.codec = checked_codec(codec)  # before the controllers compile with it
         self.exchange = exchange

@@ -1,0 +1,152 @@
+"""The tapped message path: a dispatcher and a writer that report what passes them to the
+taps (:mod:`wsmvc.taps`), used instead of the plain ones for the connections of a handler
+table that has taps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType
+
+from .codecs import JSON, Codec
+from .dispatch import Dispatcher
+from .errors import ProtocolError
+from .framing import Payload
+from .protocol import Message, decode
+from .taps import Outcome, Tapped, Taps
+
+if TYPE_CHECKING:
+    from .conn import Conn
+    from .handlers import HandlerTable
+    from .nsconn import NSConn
+    from .writer import Writer
+
+__all__ = ["TappedDispatcher", "TappedWriter", "dispatcher_for"]
+
+
+def dispatcher_for(
+    conn: Conn,
+    writer: Writer,
+    handlers: HandlerTable,
+    *,
+    debug_errors: bool = False,
+    codec: Codec = JSON,
+) -> tuple[Writer, Dispatcher]:
+    """The write path and dispatcher of a new connection: the plain ones, or, when
+    ``handlers`` has taps, ones that tap what passes them."""
+    taps = handlers.taps
+    if not taps:
+        dispatcher = Dispatcher(
+            conn.session, writer, handlers, owner=conn, debug_errors=debug_errors, codec=codec
+        )
+        return writer, dispatcher
+    tapped = TappedWriter(writer, taps, conn, native=handlers.native_only)
+    return tapped, TappedDispatcher(
+        conn.session, tapped, handlers, owner=conn, debug_errors=debug_errors, codec=codec
+    )
+
+
+class TappedDispatcher(Dispatcher):
+    """A :class:`~wsmvc.dispatch.Dispatcher` that reports each message it handled."""
+
+    __slots__ = ("_current", "_error", "_outcome", "_taps")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._taps: Taps = self._handlers.taps
+        self._current: Message | None = None
+        self._outcome: Outcome = "handled"
+        self._error: BaseException | None = None
+
+    def handle(self, msg: Message) -> Awaitable[None] | None:
+        start = time.perf_counter()
+        self._current, self._outcome, self._error = msg, "handled", None
+        try:
+            pending = super().handle(msg)
+        except BaseException:
+            self._report(msg, start)
+            raise
+        if pending is None:
+            self._report(msg, start)
+            return None
+        return self._after(msg, start, pending)
+
+    async def _after(self, msg: Message, start: float, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        finally:
+            self._report(msg, start)
+
+    def _report(self, msg: Message, start: float) -> None:
+        outcome, error = self._outcome, self._error
+        self._current = self._error = None  # no exception (and its frames) kept alive
+        owner: Conn = self._owner  # type: ignore[assignment]
+        self._taps.call(Tapped("in", owner, msg, outcome, time.perf_counter() - start, error))
+
+    def failed(
+        self, msg: Message, exc: Exception, ns: NSConn | None = None
+    ) -> Awaitable[None] | None:
+        if msg is self._current:
+            self._outcome, self._error = "failed", exc
+        return super().failed(msg, exc, ns)
+
+    def _unhandled(self, msg: Message) -> None:
+        if msg is self._current:
+            self._outcome = "unhandled"
+        super()._unhandled(msg)
+
+    async def fire(self, ns: NSConn, msg: Message) -> str | None:
+        refusal = await super().fire(ns, msg)
+        if refusal is not None and msg is self._current:
+            self._outcome = "refused"
+        return refusal
+
+
+class TappedWriter:
+    """A connection's write path that reports each event it writes (see the module
+    docstring); everything else is the wrapped writer's."""
+
+    __slots__ = ("_conn", "_native", "_taps", "_writer")
+
+    def __init__(self, writer: Writer, taps: Taps, conn: Conn, *, native: bool) -> None:
+        self._writer = writer
+        self._taps = taps
+        self._conn = conn
+        self._native = native  # a native-only connection: every frame is a native message
+
+    @property
+    def closed(self) -> bool:
+        """The wrapped writer's ``closed``."""
+        return self._writer.closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self._writer.closed = value
+
+    def write(self, data: bytes, binary: bool) -> bool:
+        written = self._writer.write(data, binary)
+        if written:
+            self._sent(data, binary)
+        return written
+
+    def write_payload(self, payload: Payload) -> bool:
+        written = self._writer.write_payload(payload)
+        if written:
+            self._sent(payload.data, payload.binary)
+        return written
+
+    def control(self, opcode: WSMsgType, payload: bytes) -> bool:
+        return self._writer.control(opcode, payload)
+
+    async def close(self, code: int, reason: bytes, *, urgent: bool = False) -> None:
+        await self._writer.close(code, reason, urgent=urgent)
+
+    def _sent(self, data: bytes, binary: bool) -> None:
+        try:
+            msg = decode(data, binary=binary, allow_native=self._native)
+        except ProtocolError:
+            return  # the handshake's A<id> or H<reason>, a native frame: not an event
+        if msg.event:  # an empty reply's event is empty: an acknowledgement
+            self._taps.call(Tapped("out", self._conn, msg, "sent"))
