@@ -363,6 +363,30 @@ async def taps(demo: Demo) -> None:
 
 
 @check
+async def dynamic(demo: Demo) -> None:
+    chats: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+    def on_chat(ns: NSConn, msg: Message) -> None:
+        chats.put_nowait((ns.namespace, msg.text))
+
+    rooms = {name: {"OnChat": on_chat} for name in ("room-7", "room-8", "room-lobby")}
+    alice = await demo.dial("/ws", rooms | {"room-x": {}, "hall-1": {}})
+    bob = await demo.dial("/ws", rooms)
+    seven = await demo.connect(alice, "room-7")
+    bob_seven = await demo.connect(bob, "room-7")
+    await demo.connect(bob, "room-8")
+    assert await ask_text(seven, "OnWhich") == "room-7, number 7"
+    lobby = await demo.connect(alice, "room-lobby")
+    assert await ask_text(lobby, "OnWhich") == "the lobby"
+    assert await connect_error(demo, alice, "room-x") == "rooms are numbered"
+    assert await connect_error(demo, alice, "hall-1") == "bad namespace"
+    seven.emit("OnChat", "hi 7")
+    assert await asyncio.wait_for(chats.get(), WAIT) == ("room-7", "hi 7")  # bob's room-7
+    assert await ask_text(bob_seven, "OnWhich") == "room-7, number 7"  # after the chat
+    assert chats.empty()  # not bob's room-8, not alice herself
+
+
+@check
 async def typed(demo: Demo) -> None:
     conn = await demo.dial("/ws", {"chat": {}})
     ns = await demo.connect(conn, "chat")

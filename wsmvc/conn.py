@@ -146,7 +146,7 @@ class Conn:
         self._registry = registry
         self.session: Session[NSConn, asyncio.Future[Message]] = Session(
             new_namespace=functools.partial(NSConn, self),
-            declared=handlers.namespaces,
+            declared=handlers,  # the names, and the names that fit its patterns
             fail_ask=_fail,
             members=registry,
             client=is_client,

@@ -112,6 +112,11 @@ class Dispatcher:
         self._codec = codec
         self._owner = owner
 
+    @property
+    def handlers(self) -> HandlerTable:
+        """The handler table this connection is served by."""
+        return self._handlers
+
     def handle(self, msg: Message) -> Awaitable[None] | None:
         """Handle ``msg``: right here when its handler does not need to await, else the
         rest of the work, to be awaited before the next message."""
@@ -124,7 +129,9 @@ class Dispatcher:
         if event == ON_ROOM_LEFT and self._leave_all(msg):
             return None
         events = self._table.get(msg.namespace)  # HandlerTable.lookup, written out
-        handler = events.get(event) or events.get(ON_ANY_EVENT) if events is not None else None
+        if events is None:  # a dynamic namespace: its pattern's events
+            events = self._handlers.events_of(msg.namespace)
+        handler = events.get(event) or events.get(ON_ANY_EVENT)
         if handler is None:
             self._unhandled(msg)
             return None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
+from .dynamic import NamespacePattern, is_pattern
 from .errorhandling import ExceptionHandlers
 from .protocol import (
     ON_ANY_EVENT,
@@ -51,17 +52,31 @@ Namespaces: TypeAlias = Mapping[str, Events]
 class HandlerTable:
     """Namespaces → events → handlers, with the lookups the dispatcher needs.
 
-    Build it with :meth:`on` or from a ``{namespace: {event: handler}}`` mapping.
+    Build it with :meth:`on` or from a ``{namespace: {event: handler}}`` mapping. A
+    namespace written as a pattern, ``"room-{id}"``, serves every namespace whose name fits
+    it (:mod:`wsmvc.dynamic`); an exact name wins over patterns, the first pattern
+    registered over later ones.
     ``exception_handlers`` are the table's own (:mod:`wsmvc.errorhandling`): what a peer
     is told when one of its handlers raises; ``taps`` see every event in and out of the
     connections it serves (:mod:`wsmvc.taps`); ``unhandled`` warns of events without a
     handler (:mod:`wsmvc.unhandled`).
     """
 
-    __slots__ = ("_modes", "_table", "exception_handlers", "taps", "unhandled")
+    __slots__ = (
+        "_matched",
+        "_modes",
+        "_patterns",
+        "_table",
+        "exception_handlers",
+        "taps",
+        "unhandled",
+    )
 
     def __init__(self, namespaces: Namespaces | None = None) -> None:
-        self._table: dict[str, dict[str, Handler]] = {}
+        self._table: dict[str, dict[str, Handler]] = {}  # exact names
+        # Patterns by their template, in the order registered: the first match wins.
+        self._patterns: dict[str, tuple[NamespacePattern, dict[str, Handler]]] = {}
+        self._matched: dict[str, _Match | None] = {}  # names matched lately (bounded)
         self._modes: tuple[bool, bool] | None = None  # (native_only, accepts_native), cached
         self.exception_handlers = ExceptionHandlers()
         self.taps = Taps()
@@ -72,27 +87,45 @@ class HandlerTable:
                 self.add(ns, event, fn)
 
     def add(self, namespace: str, event: str, handler: Handler) -> None:
-        """Register ``handler`` for ``event`` in ``namespace``; a later one replaces it."""
+        """Register ``handler`` for ``event`` in ``namespace`` (a name or a pattern); a
+        later one replaces it. Raises :class:`TypeError` for a handler that is not
+        callable, :class:`ValueError` for a pattern that cannot work."""
         if not callable(handler):
             raise TypeError(f"handler for {namespace!r}/{event!r} is not callable: {handler!r}")
-        self._table.setdefault(namespace, {})[event] = handler
-        self._modes = None
+        self._declared(namespace)[event] = handler
 
     def declare(self, namespace: str) -> None:
-        """Declare ``namespace`` with no events yet (clients may still connect it)."""
-        self._table.setdefault(namespace, {})
+        """Declare ``namespace`` (a name or a pattern) with no events yet (clients may
+        still connect it)."""
+        self._declared(namespace)
+
+    def _declared(self, namespace: str) -> dict[str, Handler]:
         self._modes = None
+        if not is_pattern(namespace):
+            return self._table.setdefault(namespace, {})
+        entry = self._patterns.get(namespace)
+        if entry is None:
+            entry = self._patterns[namespace] = (NamespacePattern(namespace), {})
+            self._matched.clear()
+        return entry[1]
 
     def set_events(self, namespace: str, events: Events) -> None:
-        """Make ``events`` the whole event table of ``namespace``."""
-        self._table[namespace] = {}
+        """Make ``events`` the whole event table of ``namespace`` (a name or a pattern)."""
+        if is_pattern(namespace):
+            pattern = self._patterns.get(namespace, (NamespacePattern(namespace), {}))[0]
+            self._patterns[namespace] = (pattern, {})  # in its place, if it was there
+            self._matched.clear()
+        else:
+            self._table[namespace] = {}
         self._modes = None
         for event, fn in events.items():
             self.add(namespace, event, fn)
 
     def remove_namespace(self, namespace: str) -> None:
-        """Forget ``namespace`` and its events."""
+        """Forget ``namespace`` (a name or a pattern) and its events."""
         self._table.pop(namespace, None)
+        if self._patterns.pop(namespace, None) is not None:
+            self._matched.clear()
         self._modes = None
 
     def on(self, namespace: str, event: str) -> Callable[[Handler], Handler]:
@@ -105,21 +138,73 @@ class HandlerTable:
         return register
 
     def has_namespace(self, namespace: str) -> bool:
-        return namespace in self._table
+        """Whether ``namespace`` (a name or a pattern) was registered, as written."""
+        return namespace in self._table or namespace in self._patterns
 
     def events(self, namespace: str) -> Mapping[str, Handler]:
-        """The events of ``namespace`` (empty when it is not declared)."""
+        """The events registered for ``namespace`` as written (a name, or a pattern), empty
+        when it is not declared; :meth:`events_of` finds a connected name's."""
+        if namespace in self._patterns:
+            return self._patterns[namespace][1]
         return self._table.get(namespace, _EMPTY)
 
     def lookup(self, namespace: str, event: str) -> Handler | None:
-        """The handler for ``event``, else the namespace's ``_OnAnyEvent``, else ``None``."""
-        events = self._table.get(namespace)
-        if events is None:
-            return None
+        """The handler for ``event`` in the namespace named ``namespace`` (its exact entry,
+        else the first pattern it fits), else that namespace's ``_OnAnyEvent``, else
+        ``None``."""
+        events = self.events_of(namespace)
         return events.get(event) or events.get(ON_ANY_EVENT)
+
+    def events_of(self, namespace: str) -> Mapping[str, Handler]:
+        """The events serving the namespace named ``namespace``: its exact entry, else the
+        first pattern's it fits, else none."""
+        events = self._table.get(namespace)
+        if events is not None:
+            return events
+        found = self._match(namespace)
+        return found[0] if found is not None else _EMPTY
+
+    def params(self, namespace: str) -> Mapping[str, str]:
+        """What the placeholders of the pattern serving ``namespace`` matched
+        (``room-{id}`` for ``room-7``: ``{"id": "7"}``); empty for an exact name."""
+        if namespace in self._table:
+            return _EMPTY
+        found = self._match(namespace)
+        return found[1] if found is not None else _EMPTY
+
+    def __contains__(self, namespace: object) -> bool:
+        """Whether a client may connect the namespace named ``namespace``."""
+        if not isinstance(namespace, str):
+            return False
+        return namespace in self._table or self._match(namespace) is not None
+
+    def _match(self, namespace: str) -> _Match | None:
+        if not self._patterns:
+            return None
+        try:
+            return self._matched[namespace]
+        except KeyError:
+            pass
+        found: _Match | None = None
+        for pattern, events in self._patterns.values():
+            params = pattern.match(namespace)
+            if params is not None:
+                found = (events, params)
+                break
+        if len(namespace) <= _CACHED_NAME:  # a client's name may be a megabyte
+            if len(self._matched) >= _CACHED_NAMES:
+                self._matched.clear()
+            self._matched[namespace] = found
+        return found
+
+    @property
+    def patterns(self) -> list[str]:
+        """The namespace patterns, in the order they are tried."""
+        return list(self._patterns)
 
     @property
     def namespaces(self) -> Mapping[str, Mapping[str, Handler]]:
+        """The namespaces registered by exact name (the patterns: :attr:`patterns`)."""
         return self._table
 
     @property
@@ -140,12 +225,20 @@ class HandlerTable:
         # Asked for every connection: computed once per change of the table.
         native = self._table.get("", _EMPTY)
         accepts = ON_NATIVE_MESSAGE in native
-        only = list(self._table) == [""] and accepts and set(native) <= _NATIVE_ONLY_EVENTS
+        only = (
+            not self._patterns
+            and list(self._table) == [""]
+            and accepts
+            and set(native) <= _NATIVE_ONLY_EVENTS
+        )
         self._modes = (only, accepts)
         return self._modes
 
 
 _EMPTY: Mapping[str, Any] = {}
+_Match: TypeAlias = "tuple[Mapping[str, Handler], Mapping[str, str]]"  # events, params
+_CACHED_NAMES = 1024  # names whose match is remembered, at most
+_CACHED_NAME = 256  # characters of a name that may be remembered
 _NATIVE_ONLY_EVENTS = frozenset(
     {ON_NATIVE_MESSAGE, ON_NAMESPACE_CONNECT, ON_NAMESPACE_CONNECTED, ON_NAMESPACE_DISCONNECT}
 )

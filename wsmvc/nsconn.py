@@ -149,6 +149,13 @@ class NSConn(Namespace):
         return self.conn.id
 
     @property
+    def params(self) -> Mapping[str, str]:
+        """What the placeholders of a dynamic namespace's pattern matched in its name
+        (``room-{id}`` connected as ``room-7``: ``{"id": "7"}``); empty for a namespace
+        registered by its exact name (:mod:`wsmvc.dynamic`)."""
+        return self.conn.dispatcher.handlers.params(self.namespace)
+
+    @property
     def server(self) -> Server:
         """The server of this connection (server side only)."""
         return self.conn.server
