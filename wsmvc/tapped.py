@@ -61,6 +61,7 @@ class TappedDispatcher(Dispatcher):
         self._error: BaseException | None = None
 
     def handle(self, msg: Message) -> Awaitable[None] | None:
+        """:meth:`Dispatcher.handle`, then the ``"in"`` tap once ``msg`` was handled."""
         start = time.perf_counter()
         self._current, self._outcome, self._error = msg, "handled", None
         try:
@@ -88,6 +89,7 @@ class TappedDispatcher(Dispatcher):
     def failed(
         self, msg: Message, exc: Exception, ns: NSConn | None = None
     ) -> Awaitable[None] | None:
+        """:meth:`Dispatcher.failed`, noting the failure for the tap."""
         if msg is self._current:
             self._outcome, self._error = "failed", exc
         return super().failed(msg, exc, ns)
@@ -98,6 +100,7 @@ class TappedDispatcher(Dispatcher):
         super()._unhandled(msg)
 
     async def fire(self, ns: NSConn, msg: Message) -> str | None:
+        """:meth:`Dispatcher.fire`, noting a refusal of the request being handled."""
         refusal = await super().fire(ns, msg)
         if refusal is not None and msg is self._current:
             self._outcome = "refused"
@@ -123,24 +126,29 @@ class TappedWriter:
 
     @closed.setter
     def closed(self, value: bool) -> None:
+        """Sets the wrapped writer's ``closed``."""
         self._writer.closed = value
 
     def write(self, data: bytes, binary: bool) -> bool:
+        """Write one message (the wrapped writer), then tap it if it is an event."""
         written = self._writer.write(data, binary)
         if written:
             self._sent(data, binary)
         return written
 
     def write_payload(self, payload: Payload) -> bool:
+        """Write one receiver's copy of a broadcast, then tap it."""
         written = self._writer.write_payload(payload)
         if written:
             self._sent(payload.data, payload.binary)
         return written
 
     def control(self, opcode: WSMsgType, payload: bytes) -> bool:
+        """A ping or a pong: the wrapped writer's, never tapped."""
         return self._writer.control(opcode, payload)
 
     async def close(self, code: int, reason: bytes, *, urgent: bool = False) -> None:
+        """The close frame: the wrapped writer's."""
         await self._writer.close(code, reason, urgent=urgent)
 
     def _sent(self, data: bytes, binary: bool) -> None:
