@@ -560,7 +560,8 @@ class Conn:
             return None
         if not data:
             return None
-        if self.inflated_limit and exceeds(data, self.inflated_limit):  # upgrade.size_limits
+        limit = self.inflated_limit  # upgrade.size_limits; len * 4: UTF-8's widest
+        if limit and len(data) * 4 > limit and exceeds(data, limit):
             cause = CloseReason.PROTOCOL_ERROR  # as when aiohttp's reader finds it
             self.request_close(WSCloseCode.MESSAGE_TOO_BIG, "message too big", cause=cause)
             return None
