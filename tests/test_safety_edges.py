@@ -10,8 +10,10 @@
 * Nothing a client sends makes the server answer or log more than about what it sent:
   names in error texts and log lines are cut to 64 characters.
 * What a client's requests make the server keep is bounded: room names, rooms per
-  namespace connection, the connect payload (``max_room_name``, ``max_rooms``,
-  ``max_connect_payload``), each refused with an error answer that says why.
+  namespace connection, namespace names and namespaces per connection (dynamic namespaces
+  let a client choose them), the connect payload (``max_name_size``, ``max_rooms``,
+  ``max_namespaces``, ``max_connect_payload``), each refused with an error answer that says
+  why.
 """
 
 from __future__ import annotations
@@ -603,7 +605,7 @@ def join_answer(token: str, room: str, text: str | None) -> str:
     ],
     ids=["256", "257", "2-byte-256", "2-byte-258", "3-byte-256", "3-byte-258", "1MB"],
 )
-async def test_a_room_name_longer_than_max_room_name_bytes_is_refused(
+async def test_a_room_name_longer_than_max_name_size_bytes_is_refused(
     serve: Serve, session: aiohttp.ClientSession, room: str, refused: bool
 ) -> None:
     server = Server({"default": {}})
@@ -693,8 +695,75 @@ async def test_fifty_rooms_of_a_megabyte_pin_nothing(
         assert server.rooms("default") == []
 
 
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [("room-" + "n" * 251, False), ("room-" + "n" * 252, True), ("room-" + "ü" * 126, True)],
+    ids=["256", "257", "2-byte-257"],
+)
+async def test_a_dynamic_namespace_name_longer_than_max_name_size_is_refused(
+    serve: Serve, session: aiohttp.ClientSession, name: str, refused: bool
+) -> None:
+    """A pattern (``room-{id}``) lets the client choose the name, and its length."""
+    server = Server({"room-{id}": {}})
+    url = await serve(server)
+    async with session.ws_connect(url) as ws:
+        await handshake(ws)
+        await ws.send_str(f"$c;{name};;_OnNamespaceConnect;0;0;")
+        size = len(name.encode())
+        text = f"namespace name too long: {size} bytes, at most 256"
+        await expect(ws, f"$c;{name};;_OnNamespaceConnect;1;0;{text}" if refused else "$c;;;;;;")
+        members = [ns.namespace for ns in server.namespace_members(name)]
+        assert members == ([] if refused else [name])
+
+
+async def test_the_namespaces_one_connection_may_connect_are_bounded(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    connected: list[str] = []
+    server = Server(
+        {
+            "room-{id}": {"_OnNamespaceConnected": lambda ns, msg: connected.append(ns.namespace)},
+            "default": {},
+        },
+        max_namespaces=3,
+    )
+    url = await serve(server)
+    refusal = "too many namespaces: at most 3 per connection"
+    async with session.ws_connect(url) as ws:
+        await handshake(ws)
+        for name in ("room-1", "room-2", "default"):
+            await ws.send_str(f"$c-{name};{name};;_OnNamespaceConnect;0;0;")
+            await expect(ws, f"$c-{name};;;;;;")
+        await ws.send_str("$c4;room-4;;_OnNamespaceConnect;0;0;")
+        await expect(ws, f"$c4;room-4;;_OnNamespaceConnect;1;0;{refusal}")
+        await ws.send_str("$c1;room-1;;_OnNamespaceConnect;0;0;")  # connected already: fine
+        await expect(ws, "$c1;;;;;;")
+        await ws.send_str("$d;room-2;;_OnNamespaceDisconnect;0;0;")
+        await expect(ws, "$d;;;;;;")
+        await ws.send_str("$c5;room-5;;_OnNamespaceConnect;0;0;")  # room for one again
+        await expect(ws, "$c5;;;;;;")
+    assert connected == ["room-1", "room-2", "room-5"]
+
+
+async def test_the_servers_own_connects_are_not_bounded(serve: Serve) -> None:
+    done = asyncio.Event()
+
+    async def on_connect(conn: wsmvc.Conn) -> None:
+        for name in ("a", "b", "c"):
+            await conn.connect(name)
+        done.set()
+
+    server = Server({"a": {}, "b": {}, "c": {}, "d": {}}, on_connect=on_connect, max_namespaces=2)
+    url = await serve(server)
+    async with await wsmvc.dial(url, {"a": {}, "b": {}, "c": {}, "d": {}}) as client:
+        await settle(done.wait())
+        assert sorted(client.namespaces) == ["a", "b", "c"]
+        with pytest.raises(EventError, match=r"^too many namespaces: at most 2 per connection$"):
+            await client.connect("d", timeout=T)
+
+
 async def test_unbounded_when_told(serve: Serve, session: aiohttp.ClientSession) -> None:
-    server = Server({"default": {}}, max_rooms=None, max_room_name=None)
+    server = Server({"default": {}}, max_rooms=None, max_name_size=None)
     url = await serve(server)
     room = "r" * 10_000
     async with session.ws_connect(url) as ws:
@@ -707,7 +776,8 @@ async def test_unbounded_when_told(serve: Serve, session: aiohttp.ClientSession)
     [
         {"max_rooms": 0},
         {"max_rooms": -1},
-        {"max_room_name": "256"},
+        {"max_name_size": "256"},
+        {"max_namespaces": 0},
         {"max_connect_payload": 1.5},
         {"max_rooms": True},
     ],
@@ -718,7 +788,7 @@ def test_the_bounds_are_checked_when_the_server_is_made(options: dict[str, Any])
 
 
 def test_the_bounds_default_to_what_the_docs_say() -> None:
-    assert Server({"default": {}}).limits == Limits(1000, 256, 8192)
+    assert Server({"default": {}}).limits == Limits(1000, 256, 8192, 100)
 
 
 # -- the connect payload -------------------------------------------------------------------

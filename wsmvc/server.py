@@ -65,9 +65,10 @@ class Server:
     * ``protocols`` - subprotocols served (``conn.protocol``: the agreed one); offering only
       others: 400. ``query_headers``: the ``X-Websocket-Header-<Name>`` names that become
       headers (default ``None``: any a page may set, :class:`~wsmvc.upgrade.QueryHeaders`).
-    * ``max_rooms`` / ``max_room_name`` / ``max_connect_payload`` - rooms a client may join
-      per namespace (default 1000), bytes of a room name (256) and of a connect's body (8 KiB):
-      past one, an error answer says which (``None``: unbounded; ``docs/deploying.md``).
+    * ``max_rooms`` / ``max_namespaces`` / ``max_name_size`` / ``max_connect_payload`` -
+      rooms a client may join per namespace (default 1000), namespaces per connection (100),
+      bytes of a room or namespace name (256) and of a connect's body (8 KiB): past one,
+      an error answer says which (``None``: unbounded; ``docs/deploying.md``).
     * ``max_message_size`` - larger incoming messages close the connection with 1009
       (default 1 MiB).
     * ``heartbeat`` - seconds: a connection that received nothing for this long is pinged;
@@ -149,8 +150,9 @@ class Server:
         trust_forwarded: bool = False,
         query_headers: Iterable[str] | None = None,
         max_rooms: int | None = 1000,
-        max_room_name: int | None = 256,
+        max_name_size: int | None = 256,
         max_connect_payload: int | None = 8 << 10,
+        max_namespaces: int | None = 100,
     ) -> None:
         self.handlers = (
             namespaces if isinstance(namespaces, HandlerTable) else HandlerTable(namespaces)
@@ -160,7 +162,7 @@ class Server:
         self.on_disconnect = on_disconnect
         self.fire_disconnect_always = fire_disconnect_always
         self._upgrade = Upgrade(allowed_origins, trust_forwarded, query_headers, protocols)
-        self.limits = Limits(max_rooms, max_room_name, max_connect_payload)
+        self.limits = Limits(max_rooms, max_name_size, max_connect_payload, max_namespaces)
         """What a client's requests may make the server keep (``max_rooms``...)."""
         self.max_message_size = max_message_size
         self.heartbeat = heartbeat

@@ -69,29 +69,37 @@ def _bound(instance: object, attribute: attrs.Attribute[int | None], value: int 
 class Limits:
     """What a peer's requests may make this side keep for as long as a namespace stays
     connected (``None``: no bound); a request past one is refused with an error answer
-    saying which, and the connection stays up. This side's own joins are not bounded.
+    saying which, and the connection stays up. This side's own joins and connects are
+    never refused, but they count.
 
-    ``max_rooms``: rooms per namespace connection (this side's joins count, and are never
-    refused); ``max_room_name``: bytes (UTF-8)
-    of a room name; ``max_connect_payload``: bytes of a namespace connect's body
-    (:attr:`~wsmvc.NSConn.connect_payload`).
+    ``max_rooms``: rooms per namespace connection; ``max_name_size``: bytes (UTF-8) of a
+    room name, and of a namespace name (one a pattern matches can be anything);
+    ``max_connect_payload``: bytes of a namespace connect's body
+    (:attr:`~wsmvc.NSConn.connect_payload`); ``max_namespaces``: namespaces connected per
+    connection (dynamic namespaces let a client name any number).
     """
 
     max_rooms: int | None = attrs.field(default=None, validator=_bound)
-    max_room_name: int | None = attrs.field(default=None, validator=_bound)
+    max_name_size: int | None = attrs.field(default=None, validator=_bound)
     max_connect_payload: int | None = attrs.field(default=None, validator=_bound)
+    max_namespaces: int | None = attrs.field(default=None, validator=_bound)
 
     def join_refusal(self, joined: int, room: str) -> str | None:
         """Why a peer that joined ``joined`` rooms of a namespace may not join ``room``."""
-        limit = self.max_room_name
+        limit = self.max_name_size
         if limit is not None and exceeds(room, limit):
             return f"room name too long: {len(room.encode())} bytes, at most {limit}"
         if self.max_rooms is not None and joined >= self.max_rooms:
             return f"too many rooms: at most {self.max_rooms} per namespace"
         return None
 
-    def connect_refusal(self, body: bytes) -> str | None:
-        """Why a peer may not connect a namespace with this payload."""
+    def connect_refusal(self, connected: int, name: str, body: bytes) -> str | None:
+        """Why a peer with ``connected`` namespaces may not connect ``name`` with ``body``."""
+        limit = self.max_name_size
+        if limit is not None and exceeds(name, limit):
+            return f"namespace name too long: {len(name.encode())} bytes, at most {limit}"
+        if self.max_namespaces is not None and connected >= self.max_namespaces:
+            return f"too many namespaces: at most {self.max_namespaces} per connection"
         limit = self.max_connect_payload
         if limit is not None and len(body) > limit:
             return f"connect payload too large: {len(body)} bytes, at most {limit}"
@@ -394,8 +402,8 @@ class Session(Generic[NS, W]):
         """The peer asks to connect ``msg.namespace`` (spec 5.1, 5.2 on a client).
 
         ``None``: ignore it (no token, isNoOp); a :data:`Frame`: send it and stop (an
-        empty reply when connected already, ``bad namespace``, a payload past
-        ``limits``); a namespace (now ``CONNECTING``): run its ``_OnNamespaceConnect``,
+        empty reply when connected already, ``bad namespace``, a name, a count or a
+        payload past ``limits``); a namespace (now ``CONNECTING``): run its ``_OnNamespaceConnect``,
         then :meth:`connect_decided`.
         """
         if not msg.token or msg.noop:
@@ -404,7 +412,7 @@ class Session(Generic[NS, W]):
             return self.empty_reply(msg)  # duplicate: connected, or being connected
         if msg.namespace not in self._declared:
             return self._error(msg, ERR_BAD_NAMESPACE)
-        refusal = self.limits.connect_refusal(msg.body) if msg.body else None
+        refusal = self.limits.connect_refusal(len(self.namespaces), msg.namespace, msg.body)
         if refusal is not None:
             return self._error(msg, refusal)
         ns = self._new_namespace(msg.namespace)
