@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import logging
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +294,74 @@ async def test_a_stuck_async_on_change_callback_does_not_hold_up_shutdown(
         release.set()
         await asyncio.wait_for(cleanup, WAIT)
     assert loop.time() - started < 3 * WAIT
+
+
+# -- connections given up ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """A connection left open is closed by the garbage collector some time later (when
+    its objects are collected): no collection during the test, so a leak shows."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def test_a_nats_connection_given_up_on_a_hung_broker_is_closed(
+    nats_broker: Broker, no_gc: None, lost_log: pytest.LogCaptureFixture
+) -> None:
+    """NATS hangs while the exchange publishes (its buffer full): the exchange gives the
+    broker up and reconnects once it answers again. The connection given up is closed,
+    not left on the broker with its subscriptions (where it would stay until collected)."""
+    exchange = make_exchange(nats_broker, timeout=0.5, max_pending=100_000)
+    Server(TABLE, exchange=exchange)  # type: ignore[arg-type]
+    exchange.namespace_opened("default")
+    await exchange.start()
+    try:
+        await exchange.wait_connected(WAIT)
+        await exchange.flush(WAIT)
+        nats_broker.pause()
+        try:
+            for _ in range(5000):
+                exchange.publish(chat("x" * 8192))
+            await eventually(lambda: _true(not exchange.connected), "the hung broker given up")
+
+            async def tried_again() -> bool:  # the connection given up is behind it
+                return sum("retrying" in r.getMessage() for r in lost_log.records) >= 2
+
+            await eventually(tried_again, "a second attempt")
+        finally:
+            nats_broker.resume()
+        await exchange.wait_connected(WAIT)
+        await exchange.flush(WAIT)
+        await eventually(lambda: _eq(nats_broker.clients(), 1), "one connection on the broker")
+        subscriptions = await nats_broker.subscriptions()
+        assert subscriptions[exchange.namespace_channel("default")] == 1, subscriptions
+    finally:
+        await asyncio.wait_for(exchange.stop(), WAIT)
+    await eventually(lambda: _eq(nats_broker.clients(), 0), "no connection after stop")
+
+
+async def test_stop_while_connecting_to_a_hung_broker_leaves_no_connection(
+    broker: Broker, no_gc: None
+) -> None:
+    """``stop()`` while the exchange is still connecting (the broker accepted the TCP
+    connection but answers nothing): once the broker answers again, nothing of ours is
+    connected to it."""
+    exchange = make_exchange(broker, timeout=2.0)
+    Server(TABLE, exchange=exchange)  # type: ignore[arg-type]
+    broker.pause()
+    try:
+        await exchange.start()
+        await asyncio.sleep(0.5)  # connecting, inside the client library
+        await asyncio.wait_for(exchange.stop(), WAIT)
+    finally:
+        broker.resume()
+    await eventually(lambda: _eq(broker.clients(), 0), "no connection after stop")
+
+
+async def _eq(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected

@@ -68,7 +68,7 @@ class NatsExchange(BrokerExchange):
         return f"<NatsExchange {self.url} prefix={self.prefix!r}>"
 
     async def _connect(self) -> None:
-        import nats
+        from nats.aio.client import Client
 
         closed = self._closed = asyncio.Event()
 
@@ -80,7 +80,11 @@ class NatsExchange(BrokerExchange):
                 self._last_error = exc
 
         self._last_error = None
-        self._nc = await nats.connect(
+        # Ours before it connects: nats-py leaves the socket of an attempt that fails
+        # (no INFO from a hung server within the timeout) open, and _disconnect closes it.
+        nc: Any = Client()  # untyped, as nats.connect(): nats-py types timeouts as int
+        self._nc = nc
+        await nc.connect(
             self.url,
             connect_timeout=self.timeout,
             # We reconnect and resubscribe ourselves, with our backoff: nats-py must give
@@ -113,6 +117,11 @@ class NatsExchange(BrokerExchange):
                 await asyncio.wait_for(nc.close(), self.timeout)
             except Exception:
                 pass
+        if nc is not None:
+            # nats-py's close() first writes what it still buffers (a hung server never
+            # takes it); a socket left open stays on the broker, subscriptions and all,
+            # until garbage collected. The broker is given up: cut what is left.
+            _abort(nc)
 
     async def _subscribe(self, channel: str) -> None:
         if channel in self._subs:
@@ -171,6 +180,16 @@ class NatsExchange(BrokerExchange):
 
     async def _roundtrip(self) -> None:
         await self._nc.flush(timeout=self.timeout)
+
+
+def _abort(nc: Any) -> None:
+    """Close the socket of nats-py client ``nc`` now, dropping what it buffers."""
+    transport = getattr(nc, "_transport", None)
+    for name in ("_io_writer", "_bare_io_writer"):  # with TLS: also the TCP one below
+        writer = getattr(transport, name, None)
+        sock = getattr(writer, "transport", None)
+        if sock is not None:
+            sock.abort()
 
 
 class _Inline:
