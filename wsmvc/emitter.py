@@ -84,7 +84,8 @@ class Emitter:
         ``exclude``: not those with that id (or these ids); ``rooms``: the members of
         these rooms, each once; ``exclude_rooms``: not their members. Returns once the
         broker has it (one round trip, shared by concurrent calls). Raises
-        :class:`~wsmvc.ConnectionClosed` when the broker cannot take it (not connected, or
+        :class:`~wsmvc.ConnectionClosed` when the broker cannot take it (not connected,
+        larger than the broker takes, ``max_pending`` broadcasts waiting for it already, or
         no answer within the exchange's ``timeout``), ValueError/TypeError as
         ``Server.broadcast`` for what cannot be an audience."""
         audience = audience_of(
@@ -93,9 +94,16 @@ class Emitter:
         if not self.exchange.connected:
             raise ConnectionClosed("the emitter is not connected to its broker")
         if audience is not None:
-            self.exchange.publish(msg, to=to, audience=audience)
+            queued = self.exchange.offer(msg, to=to, audience=audience)
         else:
-            self.exchange.publish(msg, exclude_id=exclude, to=to)  # type: ignore[arg-type]
+            queued = self.exchange.offer(msg, exclude_id=exclude, to=to)  # type: ignore[arg-type]
+        if not queued:
+            # A server still delivers such a broadcast to its own connections; an emitter
+            # has none, so nobody would get it.
+            raise ConnectionClosed(
+                "the broker cannot take this broadcast now: larger than it takes, or"
+                f" {self.exchange.max_pending} broadcasts wait for it already (max_pending)"
+            )
         try:
             await self.exchange.flush(self.exchange.timeout)
         except asyncio.TimeoutError:

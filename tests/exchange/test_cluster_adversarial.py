@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from wsmvc import Message, Server
+from wsmvc import ConnectionClosed, Message, Server
+from wsmvc.emitter import Emitter
 from wsmvc.exchange.broker import BrokerExchange
 from wsmvc.presence import Change, Member
 
@@ -365,3 +366,52 @@ async def test_stop_while_connecting_to_a_hung_broker_leaves_no_connection(
 
 async def _eq(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
+
+
+# -- the emitter ----------------------------------------------------------------------------------
+
+
+async def test_an_emitter_broadcast_the_broker_cannot_take_raises(
+    nats_broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    """An emitter has no local connections: a broadcast larger than NATS' max_payload
+    reaches nobody, so ``broadcast()`` says so (ConnectionClosed) instead of returning as
+    if the broker had it; the emitter stays usable."""
+    server = server_on(nats_broker)
+    peer = await peers.connect(await serve(server), "p")
+    async with Emitter(make_exchange(nats_broker)) as emitter:
+        await until_heard(_emitted(emitter), [peer])
+        with pytest.raises(ConnectionClosed):
+            await emitter.broadcast(chat("x" * (2 << 20)))
+        await emitter.broadcast(chat("small"))
+        assert (await peer.next()).text == "small"
+
+
+async def test_emitter_broadcasts_beyond_max_pending_raise_and_the_others_arrive(
+    broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    """100 tasks broadcast through one emitter at once, with ``max_pending=10``: a
+    broadcast that returned normally reached the client; the others raised."""
+    server = server_on(broker)
+    peer = await peers.connect(await serve(server), "p")
+    async with Emitter(make_exchange(broker, max_pending=10)) as emitter:
+        await until_heard(_emitted(emitter), [peer])
+
+        async def send(n: int) -> int | None:
+            try:
+                await emitter.broadcast(chat(str(n)))
+            except ConnectionClosed:
+                return None
+            return n
+
+        sent = [n for n in await asyncio.gather(*(send(n) for n in range(100))) if n is not None]
+        await emitter.broadcast(chat("end"))
+    got = [int(m.text) for m in await peer.until("end")]
+    assert got == sent
+
+
+def _emitted(emitter: Emitter) -> Callable[[str], Awaitable[None]]:
+    async def probe(token: str) -> None:
+        await emitter.broadcast(Message(namespace="default", event="probe", body=token.encode()))
+
+    return probe

@@ -440,6 +440,20 @@ class BrokerExchange(Exchange):
         to: str | None = None,
         audience: Audience | None = None,
     ) -> None:
+        self.offer(msg, exclude_conn=exclude_conn, exclude_id=exclude_id, to=to, audience=audience)
+
+    def offer(
+        self,
+        msg: Message,
+        *,
+        exclude_conn: Conn | None = None,
+        exclude_id: str | None = None,
+        to: str | None = None,
+        audience: Audience | None = None,
+    ) -> bool:
+        """:meth:`publish`, saying whether the broadcast was queued: ``False`` when it was
+        dropped (the broker away, or ``max_pending`` wait already: counted in ``dropped``)
+        or is larger than the broker takes (logged)."""
         if not self._connected:
             self._check_started()  # else dropped (counted) by _enqueue
         identity = f"{exclude_conn.id}0x{id(exclude_conn):x}" if exclude_conn is not None else ""
@@ -451,7 +465,7 @@ class BrokerExchange(Exchange):
         marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary, many))
         payload = encode(attrs.evolve(msg, room=room, token="", marker=marker, binary=False))
         channel = self.id_channel(to) if to is not None else self.namespace_channel(msg.namespace)
-        self._outbox.put("pub", channel, payload)
+        return self._outbox.put("pub", channel, payload)
 
     # -- receiving --------------------------------------------------------------------------
 
