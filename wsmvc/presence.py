@@ -42,7 +42,9 @@ OnChange = Callable[[Change], "Awaitable[None] | None"]
 
 SNAPSHOT_BYTES = 64 * 1024
 """Members per snapshot part, in bytes of their JSON: well under any broker's limit (NATS:
-1 MiB by default), so a server with many members still sends its snapshot."""
+1 MiB by default), so a server with many members still sends its snapshot. A member whose
+names alone take more (possible with the server's name limits off) is left out of the
+cluster's presence, logged."""
 
 
 class Presence:
@@ -98,6 +100,18 @@ class Presence:
     # -- this server's changes (the registry calls these) -----------------------------------------
 
     def joined(self, namespace: str, room: str, conn_id: str) -> None:
+        if self._exchange is not None and _json_size((namespace, room, conn_id)) > SNAPSHOT_BYTES:
+            # Its announcement, and the snapshot part holding it, could be more than the
+            # broker carries (NATS: 1 MiB); lost, they would leave the other servers asking
+            # for this server's snapshot forever, deaf to its other members meanwhile.
+            log.warning(
+                "presence leaves out %.80r in room %.80r of %.80r: more than %d bytes as JSON",
+                conn_id,
+                room,
+                namespace,
+                SNAPSHOT_BYTES,
+            )
+            return  # and left() finds nothing to remove
         announce, changes = self._replica.join(namespace, room, conn_id)
         self._publish(announce)
         self._tell(changes)

@@ -415,3 +415,28 @@ def _emitted(emitter: Emitter) -> Callable[[str], Awaitable[None]]:
         await emitter.broadcast(Message(namespace="default", event="probe", body=token.encode()))
 
     return probe
+
+
+async def test_a_member_too_large_for_the_broker_does_not_freeze_its_servers_presence(
+    nats_broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    """With the name limits off (``max_name_size=None``), a client joins a room whose name
+    takes 300 KB of UTF-8 and 1.8 MB as JSON (control characters are escaped), more than
+    NATS carries in one message. The other servers still follow every other member of
+    its server: a member joining after it is seen everywhere."""
+    exchange = make_exchange(nats_broker)
+    big = Server(TABLE, exchange=exchange, id_generator=id_from_name, max_name_size=None)  # type: ignore[arg-type]
+    watcher = server_on(nats_broker)
+    url = await serve(big, path="/big")
+    await serve(watcher, path="/watcher")
+    huge = "\x01" * 300_000
+    await peers.connect(url, "p", rooms=["lobby"], at="big")
+    await peers.connect(url, "q", rooms=[huge], at="big")
+    late = await peers.connect(url, "late", rooms=["lobby"], at="big")
+    bound = watcher.presence.ttl + watcher.presence.beat
+
+    async def seen() -> bool:
+        return late.id in {m.conn_id for m in watcher.presence.members("default", "lobby")}
+
+    await eventually(seen, f"{late.id} seen from the other server", bound)
+    assert watcher.presence.count("default") == big.presence.count("default")
