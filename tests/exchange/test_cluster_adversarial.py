@@ -106,7 +106,7 @@ def losses(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if "lost its broker" in r.getMessage() or "encountered error" in r.getMessage()
+        if any(s in r.getMessage() for s in ("its broker", "encountered error"))
     ]
 
 
@@ -440,3 +440,40 @@ async def test_a_member_too_large_for_the_broker_does_not_freeze_its_servers_pre
 
     await eventually(seen, f"{late.id} seen from the other server", bound)
     assert watcher.presence.count("default") == big.presence.count("default")
+
+
+# -- an idle connection to a broker that hangs -------------------------------------------------
+
+
+async def test_an_idle_connection_to_a_hung_broker_is_given_up_and_the_log_says_why(
+    broker: Broker, serve: Serve, peers: Peers, lost_log: pytest.LogCaptureFixture
+) -> None:
+    """Nothing is published: the hang is found by the liveness checks alone (Redis: the
+    watchdog's pings on the subscriber connection; NATS: its client's pings), within a
+    few ``ping_interval``; every failed attempt is logged with its reason; once the broker
+    answers again, broadcasts flow."""
+    exchange = make_exchange(broker, ping_interval=0.3, timeout=1.0)
+    quiet = Server(TABLE, exchange=exchange, id_generator=id_from_name)  # type: ignore[arg-type]
+    sender = server_on(broker)
+    await serve(sender, path="/sender")
+    peer = await peers.connect(await serve(quiet, path="/quiet"), "p", at="quiet")
+    await until_heard(_probe(sender), [peer])
+    broker.pause()
+    try:
+        took = await eventually(
+            lambda: _true(not exchange.connected), "the hang noticed", timeout=5, every=0.01
+        )
+        assert took < 5 * exchange.ping_interval + exchange.timeout, took
+
+        async def failed_attempt() -> bool:  # a reconnection attempt timed out meanwhile
+            return sum("retrying" in r.getMessage() for r in lost_log.records) >= 2
+
+        await eventually(failed_attempt, "a failed reconnection attempt")
+    finally:
+        broker.resume()
+    await exchange.wait_connected(WAIT)
+    await until_heard(_probe(sender), [peer])
+    reasons = [
+        r.getMessage().split(": ", 1)[1] for r in lost_log.records if "retrying" in r.getMessage()
+    ]
+    assert reasons and all(not reason.startswith(";") for reason in reasons), reasons

@@ -273,9 +273,10 @@ class BrokerExchange(Exchange):
                     "%s %s: %s; retrying in %.2fs",
                     self,
                     "lost its broker" if was else "cannot reach its broker",
-                    exc or type(exc).__name__,
+                    str(exc) or type(exc).__name__,
                     delay,
                 )
+                self._lost_reason = ""  # the next failures are attempts to reach it again
             await self._disconnect()
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, high)
@@ -381,7 +382,7 @@ class BrokerExchange(Exchange):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            reason = f"{op} {channel} failed: {exc or type(exc).__name__}"
+            reason = f"{op} {channel} failed: {str(exc) or type(exc).__name__}"
             if self._refused(exc):  # this operation only: the connection is fine
                 log.error("%s: %s", self, reason)
             else:

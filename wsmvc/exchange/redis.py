@@ -108,7 +108,7 @@ class RedisExchange(BrokerExchange):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self._lost(f"a ping to Redis failed: {exc or type(exc).__name__}")
+                    self._lost(f"a ping to Redis failed: {str(exc) or type(exc).__name__}")
                     return
 
     async def _disconnect(self) -> None:
