@@ -256,6 +256,7 @@ def exceeds(data: str | bytes, limit: int) -> bool:
 
 
 SHORT_NAME: Final = 64
+"""Characters of a peer's name that an error text or a log line quotes (:func:`shorten`)."""
 
 
 def shorten(name: str, limit: int = SHORT_NAME) -> str:

@@ -107,6 +107,7 @@ class Limits:
 
 
 NO_LIMITS: Final = Limits()
+"""No bound: a session's own until a server sets its keywords' (a client's stays so)."""
 
 
 NS = TypeVar("NS", bound=Namespace)
