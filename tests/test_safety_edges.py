@@ -36,7 +36,7 @@ from aiohttp import WSMsgType
 
 import wsmvc
 from wsmvc import ClientConn, EventError, Message, NSConn, Reply, Server
-from wsmvc.session import Limits
+from wsmvc.limits import Limits
 
 from .wire_support import (
     RawWS,

@@ -26,12 +26,12 @@ from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD, declare_no_context_takeov
 from .handlers import Handler, HandlerTable, Namespaces
 from .injection import Injection, ModuleLike
 from .keepalive import Heartbeat
+from .limits import Limits
 from .nsconn import DEFAULT, NSConn, Timeout
 from .opening import ConnHook, call_on_connect, call_on_disconnect
 from .presence import Presence
 from .protocol import ERR_BAD_NAMESPACE, Message
 from .registry import Registry
-from .session import Limits
 from .taps import Tap
 from .upgrade import Upgrade, default_id_generator, reconnect_tries, size_limits, with_query_headers
 from .writer import writer_factory
