@@ -477,3 +477,35 @@ async def test_an_idle_connection_to_a_hung_broker_is_given_up_and_the_log_says_
         r.getMessage().split(": ", 1)[1] for r in lost_log.records if "retrying" in r.getMessage()
     ]
     assert reasons and all(not reason.startswith(";") for reason in reasons), reasons
+
+
+async def test_redis_subscriber_connections_killed_400_times_leave_no_connection(
+    redis_broker: Broker, no_gc: None
+) -> None:
+    """Redis closes the subscriber connections of four exchanges 400 times (``CLIENT KILL
+    TYPE pubsub``, as it does to a subscriber past its output buffer limit), with pings
+    every millisecond so that a watchdog's ping is often in flight: each time they
+    reconnect, and once stopped none of their connections is left on Redis (before, a
+    watchdog outliving its listener pinged the closed pubsub, and redis-py opened a new
+    connection for it that nobody closed)."""
+    from redis.asyncio import Redis
+
+    exchanges = [make_exchange(redis_broker, ping_interval=0.001) for _ in range(4)]
+    for exchange in exchanges:
+        Server(TABLE, exchange=exchange)  # type: ignore[arg-type]
+        await exchange.start()
+    raw: Any = Redis.from_url(redis_broker.url)
+    try:
+        for n in range(400):
+            for exchange in exchanges:
+                await exchange.wait_connected(WAIT)
+            await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await asyncio.sleep(0.001 * (n % 7))  # the kill meets the watchdogs anywhere
+        for exchange in exchanges:
+            await exchange.wait_connected(WAIT)
+    finally:
+        for exchange in exchanges:
+            await asyncio.wait_for(exchange.stop(), WAIT)
+        await raw.aclose()
+    assert await redis_broker.clients() == 0
+    assert not [t for t in asyncio.all_tasks() if "_watch" in repr(t.get_coro())]

@@ -37,6 +37,7 @@ class RedisExchange(BrokerExchange):
         self._pubsub: Any = None
         self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._heard = 0.0  # when the subscriber connection last read something (loop time)
+        self._listening: Any = None  # the pubsub _listen() reads, while it does
 
     def namespace_channel(self, namespace: str) -> str:
         return f"{self.prefix}.{namespace}."
@@ -49,15 +50,24 @@ class RedisExchange(BrokerExchange):
 
     async def _connect(self) -> None:
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
+        # No retries: redis-py would reconnect behind our back (a PUBLISH sent again after
+        # a timeout is a duplicate; a pub/sub connection reopened by a late ping is never
+        # closed). A failure gives the broker up instead, and _run() reconnects.
         self._publisher = Redis.from_url(
-            self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+            self.url,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
         )
         self._subscriber = Redis.from_url(
             self.url,
             socket_timeout=None,  # a pub/sub reader waits as long as there is nothing to read
             socket_connect_timeout=self.timeout,
             socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
         )
         await asyncio.wait_for(self._publisher.ping(), self.timeout)
         self._pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
@@ -67,7 +77,7 @@ class RedisExchange(BrokerExchange):
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
-        pubsub = self._pubsub
+        pubsub = self._listening = self._pubsub
         self._heard = loop.time()
         watchdog = loop.create_task(self._watch(pubsub))
         try:
@@ -90,14 +100,22 @@ class RedisExchange(BrokerExchange):
                         message["data"],
                     )
         finally:
+            # The watchdog ends before the connection is closed: a ping on a closed pubsub
+            # makes redis-py open a new connection, which nobody would close.
+            self._listening = None
             watchdog.cancel()
+            await asyncio.wait({watchdog}, timeout=self.timeout)
 
     async def _watch(self, pubsub: Any) -> None:
         """Ping a quiet subscriber connection every ``ping_interval``; past three intervals
-        without a word from Redis, give the broker up (the listener is cancelled)."""
+        without a word from Redis, give the broker up (the listener is cancelled). Ends
+        with its listener, also if a cancellation was swallowed (Python 3.10-3.11's
+        wait_for() does when the ping completes at that moment)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.ping_interval)
+            if self._listening is not pubsub:
+                return
             silent = loop.time() - self._heard
             if silent > 3 * self.ping_interval:
                 self._lost(f"no answer from Redis for {silent:.1f}s")
