@@ -70,6 +70,7 @@ class Presence:
         self._own = json.dumps({"s": self._replica.server})[:-1].encode() + b","
         self._timer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._met = False  # whether the cluster was asked for its snapshots
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -127,9 +128,21 @@ class Presence:
         """Listen to the other servers and start beating (the server's startup does it)."""
         if self._exchange is None or self._timer is not None:
             return
-        self._exchange.side_subscribe(self._channel, self._received)
+        self._exchange.side_subscribe(self._channel, self._received, self._connected)
         self._timer = asyncio.get_running_loop().create_task(self._beating())
-        self._send({"s": self._replica.server, "t": "r", "o": ""})  # everyone's snapshot
+        if self._exchange.connected:
+            self._connected()
+
+    def _connected(self) -> None:
+        """The broker is (re)connected: the first time, ask for everyone's snapshot (rather
+        than learn each server at its next beat); every time, beat at once, so the others
+        see at once which of our announcements they missed (and ask for our snapshot)."""
+        if self._timer is None:
+            return
+        if not self._met:
+            self._met = True
+            self._send({"s": self._replica.server, "t": "r", "o": ""})
+        self._send_beat()
 
     async def stop(self) -> None:
         """Say goodbye (the others drop this server's members at once) and stop. Async
@@ -153,9 +166,12 @@ class Presence:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.beat)
-            beat = self._replica.beat()
-            self._send({"s": beat.server, "t": "b", "q": beat.seq, "e": beat.epoch})
+            self._send_beat()
             self._tell(self._replica.expire(loop.time()))
+
+    def _send_beat(self) -> None:
+        beat = self._replica.beat()
+        self._send({"s": beat.server, "t": "b", "q": beat.seq, "e": beat.epoch})
 
     # -- the wire ------------------------------------------------------------------------------
 

@@ -68,6 +68,8 @@ class RawClient:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._client: Any = None
+        self._pubsub: Any = None
+        self._task: Any = None
 
     async def __aenter__(self) -> RawClient:
         if isinstance(self.broker, RedisBroker):
@@ -82,9 +84,31 @@ class RawClient:
 
     async def __aexit__(self, *exc: object) -> None:
         if isinstance(self.broker, RedisBroker):
+            if self._pubsub is not None:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+                await self._pubsub.aclose()
             await self._client.aclose()
         else:
             await self._client.close()
+
+    async def subscribe(self, channel: str, received: Callable[[bytes], None]) -> None:
+        if isinstance(self.broker, RedisBroker):
+            pubsub = self._client.pubsub()
+
+            async def on_message(message: dict[str, Any]) -> None:
+                received(message["data"])
+
+            await pubsub.subscribe(**{channel: on_message})
+            self._task = asyncio.ensure_future(pubsub.run())
+            self._pubsub = pubsub
+        else:
+
+            async def on_msg(msg: Any) -> None:
+                received(msg.data)
+
+            await self._client.subscribe(channel, cb=on_msg)
+            await self._client.flush()
 
     async def publish(self, channel: str, payload: bytes) -> None:
         if isinstance(self.broker, RedisBroker):
@@ -509,3 +533,35 @@ async def test_redis_subscriber_connections_killed_400_times_leave_no_connection
         await raw.aclose()
     assert await redis_broker.clients() == 0
     assert not [t for t in asyncio.all_tasks() if "_watch" in repr(t.get_coro())]
+
+
+async def test_a_server_that_starts_learns_the_cluster_at_once_not_at_the_next_beat(
+    broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    """A server starting next to one with members asks for everyone's snapshot as soon as
+    its broker is connected: it sees the members within a round trip or two, not when the
+    other server's next beat happens to come (up to ``beat``, 2 s). The newcomer starts
+    right after a beat of the other, the worst moment."""
+    old = server_on(broker)
+    url = await serve(old, path="/old")
+    for name in ("ann", "ben"):
+        await peers.connect(url, name, rooms=["lobby"], at="old")
+    beat = asyncio.Event()
+    async with RawClient(broker) as raw:
+        await raw.subscribe(
+            exchange_of(old).side_channel("presence"),
+            lambda data: beat.set() if b'"t": "b"' in data else None,
+        )
+        await asyncio.wait_for(beat.wait(), 2 * old.presence.beat + WAIT)
+        new = server_on(broker)
+        await serve(new, path="/new")
+        await exchange_of(new).wait_connected(WAIT)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await eventually(
+            lambda: _true(new.presence.count("default", "lobby") == 2),
+            "the newcomer sees ann and ben",
+            every=0.01,
+        )
+        took = loop.time() - started
+    assert took < old.presence.beat / 4, took

@@ -106,6 +106,7 @@ class BrokerExchange(Exchange):
         self._stopped = False
         self._forwards: set[asyncio.Task[None]] = set()
         self._side: dict[str, Callable[[bytes], None]] = {}  # wsmvc's own channels
+        self._side_connected: dict[str, Callable[[], None]] = {}
 
     # -- what a backend implements ------------------------------------------------------
 
@@ -260,6 +261,11 @@ class BrokerExchange(Exchange):
                 if self._outbox.dropped:
                     log.warning("%s dropped %d broadcasts while away", self, self.dropped)
                     self._outbox.dropped = 0
+                for connected in list(self._side_connected.values()):
+                    try:
+                        connected()
+                    except Exception:
+                        log.exception("%s: a side channel's connected callback failed", self)
                 delay = low
                 await self._listen_until_lost()
             except asyncio.CancelledError:
@@ -423,9 +429,17 @@ class BrokerExchange(Exchange):
         namespace's or id's channel (NATS: three tokens, names make two; Redis: no end dot)."""
         return f"{self.prefix}.__wsmvc__.{name}"
 
-    def side_subscribe(self, channel: str, deliver: Callable[[bytes], None]) -> None:
-        """Hand every payload on ``channel`` (from every server) to ``deliver``."""
+    def side_subscribe(
+        self,
+        channel: str,
+        deliver: Callable[[bytes], None],
+        connected: Callable[[], None] | None = None,
+    ) -> None:
+        """Hand every payload on ``channel`` (from every server) to ``deliver``; call
+        ``connected()`` each time the broker is (re)connected, the channel subscribed."""
         self._side[channel] = deliver
+        if connected is not None:
+            self._side_connected[channel] = connected
         self._want(channel)
 
     def side_publish(self, channel: str, payload: bytes) -> None:
