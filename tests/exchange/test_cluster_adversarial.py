@@ -177,9 +177,10 @@ def bad_envelopes(namespace: str = "default") -> list[bytes]:
 async def test_what_foreign_publishers_put_on_the_broker_costs_no_connection(
     broker: Broker, serve: Serve, peers: Peers, lost_log: pytest.LogCaptureFixture
 ) -> None:
-    """Malformed presence messages (deep JSON, wrong types) and malformed markers from a
-    buggy, malicious or older server: each is dropped (logged), the receiving server keeps
-    its broker connection, and the broadcasts after them arrive, in order, at once."""
+    """Malformed presence messages (deep JSON, wrong types), malformed markers and an ask
+    with a 5 KB answer channel from a buggy, malicious or older server: each is dropped
+    (logged), the receiving server keeps its broker connection, and the broadcasts after
+    them arrive, in order, at once."""
     a, b = server_on(broker), server_on(broker)
     await serve(a, path="/a")
     url_b = await serve(b, path="/b")
@@ -191,6 +192,10 @@ async def test_what_foreign_publishers_put_on_the_broker_costs_no_connection(
             await raw.publish(exchange_of(b).side_channel("presence"), payload)
         for payload in bad_envelopes():
             await raw.publish(exchange_of(b).namespace_channel("default"), payload)
+        # An ask whose answer channel NATS cannot take (a control line is 4 KiB at most:
+        # nats-server would close the connection that publishes the answer).
+        ask = f"R{'x' * 5000};default;;question;0;0;hi".encode()
+        await raw.publish(exchange_of(b).id_channel(peer.id), ask)
         for n in range(20):
             await a.broadcast(chat(f"after-{n}"))
         got = [m.text for m in await peer.until("after-19", timeout=WAIT)]

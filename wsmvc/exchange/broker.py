@@ -571,6 +571,11 @@ class BrokerExchange(Exchange):
         assert server is not None
         if not any(c.namespace(request.namespace) for c in server.get_connections(conn_id)):
             return  # not ours (perhaps our own request): the owner answers
+        if len(request.token.encode()) > MAX_ID_BYTES:  # ours are ~50: a foreign publisher's
+            # Its answer's channel: NATS closes a connection publishing to a subject past
+            # its 4 KiB control line, and this one's broadcasts would be dropped meanwhile.
+            log.warning("%s: not asking %.80r, the answer channel is too long", self, conn_id)
+            return
 
         async def forward() -> None:
             local = attrs.evolve(request, token="", from_exchange=False)
