@@ -570,3 +570,54 @@ async def test_a_server_that_starts_learns_the_cluster_at_once_not_at_the_next_b
         )
         took = loop.time() - started
     assert took < old.presence.beat / 4, took
+
+
+# -- audiences ------------------------------------------------------------------------------------
+
+
+async def test_a_broadcast_excluding_many_rooms_does_not_block_the_servers(
+    redis_broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    """A broadcast from the broker excluding 300,000 rooms (what fits in a Redis message;
+    another server's, or a foreign publisher's), to a server with 100 connections: the
+    receiving server does not spend a pass over the excluded rooms per connection (30
+    million room look-ups, seconds of a blocked event loop), and its clients get it."""
+    server = server_on(redis_broker)
+    url = await serve(server)
+    receivers = [await peers.connect(url, f"c{n}") for n in range(100)]
+    skipped = await peers.connect(url, "skipped", rooms=["r7"])
+    data = json.dumps({"r": [], "x": [], "xr": [f"r{n}" for n in range(300_000)]}).encode()
+    token = "neffos(0xforeign())wsmvc:m:" + base64.urlsafe_b64encode(data).decode()
+    lag = LoopLag()
+    async with RawClient(redis_broker) as raw, lag:
+        payload = f"{token};default;;chat;0;0;many".encode()
+        await raw.publish(exchange_of(server).namespace_channel("default"), payload)
+        for receiver in receivers:
+            assert (await receiver.next()).text == "many"
+        await server.broadcast(chat("after"))
+        assert [m.text for m in await skipped.until("after")] == []
+    assert lag.worst < 1.0, f"the event loop was blocked for {lag.worst:.2f}s"
+
+
+class LoopLag:
+    """The longest the event loop went without running a task that asked for 10 ms."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.ensure_future(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            self.worst = max(self.worst, loop.time() - before - 0.01)
