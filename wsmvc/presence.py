@@ -68,6 +68,8 @@ class Presence:
         self._channel = exchange.side_channel("presence") if exchange is not None else ""
         # Every message starts with its sender: Redis echoes our own, skipped unparsed.
         self._own = json.dumps({"s": self._replica.server})[:-1].encode() + b","
+        self._own_epoch = json.dumps({"e": self._replica.epoch})[1:-1].encode()
+        self._twin_seen = False
         self._timer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._met = False  # whether the cluster was asked for its snapshots
@@ -195,6 +197,8 @@ class Presence:
 
     def _received(self, payload: bytes) -> None:
         if payload.startswith(self._own):
+            if b'"e": "' in payload and self._own_epoch not in payload:
+                self._twin()  # our server id, another process's epoch
             return
         try:
             body = json.loads(payload)
@@ -204,6 +208,8 @@ class Presence:
             log.warning("ignoring a presence message that is not one (%s): %.80r", exc, payload)
             return
         if server == self._replica.server:
+            if msg is not None and msg.epoch not in ("", self._replica.epoch):
+                self._twin()  # NATS: our own never come back
             return
         now = asyncio.get_running_loop().time()
         if kind == "r":
@@ -221,6 +227,15 @@ class Presence:
         if ask is not None:
             self._send({"s": ask.server, "t": "r", "o": ask.of})
         self._tell(changes)
+
+    def _twin(self) -> None:
+        if not self._twin_seen:
+            self._twin_seen = True
+            log.error(
+                "another server uses this server's id %r: each takes the other's broadcasts"
+                " for its own echo and drops them; give every server its own server_id",
+                self._replica.server,
+            )
 
     # -- telling the application ---------------------------------------------------------------
 

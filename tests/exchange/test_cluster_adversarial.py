@@ -621,3 +621,22 @@ class LoopLag:
             before = loop.time()
             await asyncio.sleep(0.01)
             self.worst = max(self.worst, loop.time() - before - 0.01)
+
+
+async def test_two_servers_given_the_same_server_id_are_told_in_the_log(
+    broker: Broker, serve: Serve, peers: Peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two servers configured with the same ``server_id`` (a copied setting): each takes
+    the other's broadcasts for the echo of its own and drops them, which nothing could
+    tell. Presence sees the other process's epoch under its own id and logs an error."""
+    caplog.set_level(logging.ERROR, logger="wsmvc.presence")
+    a = server_on(broker, server_id="twin")
+    b = server_on(broker, server_id="twin")
+    await serve(a, path="/a")
+    peer = await peers.connect(await serve(b, path="/b"), "p", at="b")
+    await peer.ns.join_room("lobby", timeout=WAIT)
+
+    async def told() -> bool:
+        return any("another server uses this server's id" in r.getMessage() for r in caplog.records)
+
+    await eventually(told, "the duplicate id logged", timeout=2 * a.presence.beat + WAIT)
