@@ -149,12 +149,17 @@ class Presence:
     async def stop(self) -> None:
         """Say goodbye (the others drop this server's members at once) and stop. Async
         ``on_change`` callbacks still running get the exchange's ``timeout`` to finish,
-        then are cancelled: a stuck one never holds up the server's shutdown."""
+        then are cancelled: a stuck one never holds up the server's shutdown. From then
+        on the other servers are not followed: their members are forgotten (no callback),
+        and what the broker still delivers is ignored."""
         timer, self._timer = self._timer, None
         if timer is None or self._exchange is None:
             return
         timer.cancel()
         self._send({"s": self._replica.server, "t": "g"})
+        for server in self._replica.servers():
+            self._replica.forget(server)
+        self._met = False  # started again, it asks for everyone's snapshot again
         await asyncio.gather(timer, return_exceptions=True)
         if self._tasks:
             _, late = await asyncio.wait(set(self._tasks), timeout=self._exchange.timeout)
@@ -196,6 +201,8 @@ class Presence:
             self._exchange.side_publish(self._channel, json.dumps(body).encode())
 
     def _received(self, payload: bytes) -> None:
+        if self._timer is None:
+            return  # stopped: after the goodbye, no snapshot that would bring us back
         if payload.startswith(self._own):
             if b'"e": "' in payload and self._own_epoch not in payload:
                 self._twin()  # our server id, another process's epoch

@@ -640,3 +640,35 @@ async def test_two_servers_given_the_same_server_id_are_told_in_the_log(
         return any("another server uses this server's id" in r.getMessage() for r in caplog.records)
 
     await eventually(told, "the duplicate id logged", timeout=2 * a.presence.beat + WAIT)
+
+
+async def test_a_stopped_presence_no_longer_follows_the_cluster(
+    broker: Broker, serve: Serve, peers: Peers
+) -> None:
+    """Between ``presence.stop()`` (the goodbye) and the exchange's stop, the broker still
+    delivers: the stopped presence answers no snapshot request (after its goodbye, that
+    brought its members back on the others, as ghosts), calls no ``on_change`` callback
+    (the application is shutting down), and keeps no frozen view of the other servers."""
+    stopping, other, watcher = server_on(broker), server_on(broker), server_on(broker)
+    url_other = await serve(other, path="/other")
+    url_stopping = await serve(stopping, path="/stopping")
+    await serve(watcher, path="/watcher")
+    await peers.connect(url_other, "ann", rooms=["lobby"], at="other")
+    await peers.connect(url_stopping, "cat", rooms=["lobby"], at="stopping")
+    await eventually(lambda: _true(watcher.presence.count("default", "lobby") == 2), "both")
+    await eventually(lambda: _true(stopping.presence.count("default", "lobby") == 2), "both")
+    heard: list[Change] = []
+    stopping.presence.on_change(heard.append)
+    await stopping.presence.stop()  # cat is still connected: the server keeps running
+    assert [m.server for m in stopping.presence.members("default")] == [exchange_of(stopping).id]
+    await eventually(lambda: _true(watcher.presence.count("default", "lobby") == 1), "bye")
+    await peers.connect(url_other, "ben", rooms=["lobby"], at="other")
+    late = server_on(broker)  # asks everyone for their snapshot as it starts
+    await serve(late, path="/late")
+    await eventually(lambda: _true(late.presence.count("default", "lobby") == 2), "ann, ben")
+    await exchange_of(stopping).flush(WAIT)
+    await exchange_of(watcher).flush(WAIT)
+    assert heard == []
+    for server in (late, watcher):
+        names = [m.conn_id for m in server.presence.members("default", "lobby")]
+        assert sorted(names) == sorted([peers.id("ann"), peers.id("ben")]), names
