@@ -239,3 +239,26 @@ async def test_a_burst_to_a_reading_deflate_client_is_delivered_not_dropped(serv
         bodies = [(await asyncio.wait_for(got.get(), 5)).body[:4] for _ in range(40)]
         assert bodies == [b"%04d" % i for i in range(40)]
         assert not conn.closed
+
+
+async def test_the_clients_max_message_size_is_exact(serve: Serve) -> None:
+    """``max_message_size`` bytes arrive; one byte more closes the connection with 1009."""
+    server = Server({"default": {}})
+    url = await serve(server)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    frame_head = len(";default;;e;0;0;")
+    conn = await wsmvc.dial(
+        url,
+        {"default": {"e": lambda ns, msg: got.put_nowait(msg.body)}},
+        max_message_size=frame_head + 100,
+    )
+    try:
+        await conn.connect("default")
+        await server.broadcast(Message(namespace="default", event="e", body=b"x" * 100))
+        assert await asyncio.wait_for(got.get(), 5) == b"x" * 100
+        await server.broadcast(Message(namespace="default", event="e", body=b"x" * 101))
+        await asyncio.wait_for(conn.wait_closed(), 5)
+        assert conn.close_code == 1009
+        assert got.empty()
+    finally:
+        await conn.close()

@@ -1,7 +1,9 @@
 """wsmvc: real-time websocket controllers for aiohttp, speaking the neffos protocol."""
 
+from .bodies import BodyError
 from .client import ClientConn, dial
 from .closing import CloseReason
+from .codecs import Codec, JsonCodec
 from .conn import Conn
 from .controller import ControllerError, ControllerHandle, ControllerWarning, controller, event
 from .errorhandling import catch
@@ -30,9 +32,11 @@ __all__ = [
     "AskTimeout",
     "BadNamespace",
     "BadRoom",
+    "BodyError",
     "ClientAddress",
     "ClientConn",
     "CloseReason",
+    "Codec",
     "Conn",
     "ConnectionClosed",
     "ControllerError",
@@ -43,6 +47,7 @@ __all__ = [
     "HandlerTable",
     "Headers",
     "InvalidPayload",
+    "JsonCodec",
     "Message",
     "NSConn",
     "ProtocolError",

@@ -77,7 +77,8 @@ async def dial(
             autoclose=False,  # the server's close is answered in order, by the connection
             headers=headers,
             compress=15 if compress else 0,
-            max_msg_size=max_message_size,
+            # aiohttp refuses a message whose size reaches max_msg_size; ours is inclusive.
+            max_msg_size=max_message_size + 1,
             heartbeat=heartbeat,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout),
         )
