@@ -514,7 +514,9 @@ class Cluster:
 
 
 def log_problems(text: str) -> list[str]:
-    return [m.group(0) + text[m.end() :].split("\n", 1)[0] for m in LOG_PROBLEM.finditer(text)]
+    """Each ERROR line (or traceback) of a server's log, with the 30 lines after it: the
+    traceback of a rare failure must be in the test report, the log is gone by then."""
+    return ["\n".join(text[m.start() :].split("\n")[:31]) for m in LOG_PROBLEM.finditer(text)]
 
 
 def start_servers(
