@@ -161,9 +161,9 @@ class Closing:
             said = detail or (reason if reason != cause.text else "")
             log.log(
                 cause.level,
-                "%r: closing (%s, %s)%s",
+                "%r: closing (%d, %s)%s",
                 conn,
-                code,
+                code,  # %d: an IntEnum's %s is its name on Python 3.10
                 cause.text,
                 f": {said}" if said else "",
             )
