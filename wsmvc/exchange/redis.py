@@ -122,7 +122,7 @@ class RedisExchange(BrokerExchange):
                 return
             if silent > self.ping_interval:
                 try:
-                    await asyncio.wait_for(pubsub.ping(), self.timeout)
+                    await asyncio.wait_for(_ping(pubsub), self.timeout)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -162,7 +162,21 @@ class RedisExchange(BrokerExchange):
         key = new_token().encode()
         answered = self._pongs[key] = asyncio.get_running_loop().create_future()
         try:
-            await self._pubsub.ping(key)
+            await _ping(self._pubsub, key)
             await answered
         finally:
             self._pongs.pop(key, None)
+
+
+async def _ping(pubsub: Any, data: bytes = b"") -> None:
+    """Send PING on the subscriber connection itself; the listener reads the pong.
+
+    Not ``pubsub.ping()``: redis-py then reads a health-check answer itself when the pubsub
+    is not subscribed at that moment (a second reader of the connection: "readuntil() called
+    while another coroutine is already waiting"), and opens a new connection when the old
+    one is gone, which nobody would close.
+    """
+    connection = pubsub.connection
+    if connection is None or not connection.is_connected:
+        raise ConnectionError("the subscriber connection is closed")
+    await connection.send_command("PING", *((data,) if data else ()))
