@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, TypeAlias
 import attrs
 
 from .conn import Conn
+from .delivery import targets_of
 from .framing import Payload
 from .nsconn import NSConn
-from .protocol import ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode_event
+from .protocol import Message, encode_event
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -136,18 +137,8 @@ def deliver_to_audience(
             (room, registry.in_room(namespace, room)) for room in audience.rooms
         ]
     else:
-        room = msg.room
-        in_room = bool(room) and msg.event != ON_ROOM_JOIN and msg.event != ON_ROOM_LEFT
-        if to is not None:
-            targets: Iterable[NSConn] = [
-                ns for c in registry.by_id(to) if (ns := c.namespace(namespace))
-            ]
-            check_room = room if in_room else ""
-        elif in_room:
-            targets = registry.in_room(namespace, room)
-        else:
-            targets = registry.in_namespace(namespace)
-        groups = [(room, targets)]
+        targets, check_room = targets_of(registry, msg, to)
+        groups = [(msg.room, targets)]
     for room, members in groups:
         payload: Payload | None = None
         for nsconn in tuple(members):

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .nsconn import NSConn
     from .registry import Registry
 
-__all__ = ["deliver", "submit_from_thread"]
+__all__ = ["deliver", "submit_from_thread", "targets_of"]
 
 T = TypeVar("T")
 
@@ -37,17 +37,7 @@ def deliver(
     connection, or every connection with that id). ``threshold`` (bytes) and ``level``:
     the deflate settings. Returns how many connections it was written to."""
     data = encode_event(msg)
-    namespace, room = msg.namespace, msg.room
-    check_room = bool(room) and msg.event != ON_ROOM_JOIN and msg.event != ON_ROOM_LEFT
-    if to is not None:
-        targets: Iterable[NSConn] = [
-            ns for c in registry.by_id(to) if (ns := c.namespace(namespace))
-        ]
-    elif check_room:
-        targets = registry.in_room(namespace, room)
-        check_room = False
-    else:
-        targets = registry.in_namespace(namespace)
+    targets, room = targets_of(registry, msg, to)
     exclude_id = exclude if isinstance(exclude, str) else None
     # Framed once, and deflated once, for every receiver (framing.Payload).
     payload = Payload(data, msg.binary, threshold=threshold, level=level)
@@ -57,11 +47,26 @@ def deliver(
         writer = conn.writer
         if conn is exclude or writer.closed or (exclude_id is not None and conn.id == exclude_id):
             continue
-        if check_room and not nsconn.in_room(room):
+        if room and not nsconn.in_room(room):
             continue
         writer.write_payload(payload)
         sent += 1
     return sent
+
+
+def targets_of(registry: Registry, msg: Message, to: str | None) -> tuple[Iterable[NSConn], str]:
+    """Who may get ``msg``: the namespace connections of id ``to``, else its room's members
+    (unless it is a join or leave notice, which names a room but is for the namespace),
+    else the namespace's; and the room each of them must still be checked to be in
+    (``""``: none; only ``to=`` receivers are not picked by room)."""
+    namespace, room = msg.namespace, msg.room
+    in_room = bool(room) and msg.event != ON_ROOM_JOIN and msg.event != ON_ROOM_LEFT
+    if to is not None:
+        by_id = [ns for c in registry.by_id(to) if (ns := c.namespace(namespace))]
+        return by_id, room if in_room else ""
+    if in_room:
+        return registry.in_room(namespace, room), ""
+    return registry.in_namespace(namespace), ""
 
 
 def submit_from_thread(
