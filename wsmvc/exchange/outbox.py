@@ -66,7 +66,8 @@ class Outbox:
         return len(self._queue)
 
     def put(self, op: str, channel: str, payload: bytes = b"") -> bool:
-        """Queue ``op`` (``pub``, ``sub``, ``unsub``) on ``channel``; whether it was queued.
+        """Queue ``op`` (``pub``, ``sub``, ``unsub``, or :meth:`flush`'s mark) on ``channel``;
+        whether it was queued.
         A publication is dropped and counted instead while the broker is away or
         ``max_pending`` wait already, and dropped and logged (an error) when it is larger
         than the broker takes: sending it would cost the connection (NATS closes it)."""
@@ -106,9 +107,7 @@ class Outbox:
         ``timeout`` seconds."""
         key = new_token()
         done = self._flushes[key] = asyncio.get_running_loop().create_future()
-        self._queue.append(("flush", key, b""))
-        if self._wake is not None:
-            self._wake.set()
+        self.put("flush", key)
         try:
             await asyncio.wait_for(done, timeout)
         finally:
