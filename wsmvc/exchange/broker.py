@@ -470,7 +470,7 @@ class BrokerExchange(Exchange):
         dropped (the broker away, or ``max_pending`` wait already: counted in ``dropped``)
         or is larger than the broker takes (logged)."""
         if not self._connected:
-            self._check_started()  # else dropped (counted) by _enqueue
+            self._check_started()  # else dropped (counted) by the outbox
         identity = f"{exclude_conn.id}0x{id(exclude_conn):x}" if exclude_conn is not None else ""
         room, many = msg.room, None
         if audience is not None:
