@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import sys
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -35,6 +36,7 @@ log = logging.getLogger("wsmvc")
 
 # RFC 6455 7.4.1: codes that say what happened but never go in a close frame.
 _NOT_ON_THE_WIRE = frozenset({1005, WSCloseCode.ABNORMAL_CLOSURE, 1015})
+_CUT = "wsmvc: a handler outlived its connection's close"
 
 
 class CloseReason(enum.Enum):
@@ -118,6 +120,8 @@ class Closing:
     __slots__ = (
         "_closer",
         "_conn",
+        "_cut",
+        "_grace",
         "_registry",
         "_transport",
         "_waiter",
@@ -142,6 +146,8 @@ class Closing:
         self.reason: CloseReason | None = None
         self._closer: asyncio.Task[None] | None = None
         self._waiter: asyncio.Event | None = None  # made when someone waits
+        self._grace: asyncio.TimerHandle | None = None  # cuts a handler that outlives it
+        self._cut = False  # the serving task's cancellation is ours (see cut)
 
     def request(
         self, code: int, reason: str, urgent: bool, cause: CloseReason | None, detail: str = ""
@@ -173,9 +179,40 @@ class Closing:
         # First: the readers' cancellations are then delivered before the closer's first
         # step (callbacks run in order), so no read of ours is pending when it closes.
         conn.reader.halt()
-        self._closer = asyncio.get_running_loop().create_task(
-            self._close_transport(code, reason.encode()[:123], urgent)
+        loop = asyncio.get_running_loop()
+        self._closer = loop.create_task(self._close_transport(code, reason.encode()[:123], urgent))
+        if conn.reader.task is not None:
+            self._grace = loop.call_later(self.timeout, self._cut_handler)
+
+    def _cut_handler(self) -> None:
+        """``timeout`` seconds after the close began, the serving task still runs a handler
+        (or ``on_connect``): cancel it, so the disconnect events run and the connection's
+        task ends in a bounded time (aiohttp's shutdown would cancel the whole task later,
+        and lose them)."""
+        self._grace = None
+        conn = self._conn
+        task = conn.reader.task
+        if task is None or task.done() or conn.reader.reading:
+            return
+        log.warning(
+            "%r: a handler still ran %.1f s after the close began: cancelled "
+            "(asyncio.shield() what must outlive its connection)",
+            conn,
+            self.timeout,
         )
+        self._cut = True
+        task.cancel(_CUT)
+
+    def cut(self) -> bool:
+        """Whether the cancellation the serving task handles is the cut of a handler that
+        outlived the close (consumed then); any other cancellation is re-raised."""
+        if not self._cut:
+            return False
+        self._cut = False
+        task = self._conn.reader.task
+        if sys.version_info >= (3, 11) and task is not None:
+            return task.uncancel() == 0  # and nobody else asked for a cancellation too
+        return True
 
     def ended(self, frame: WSMessage, code: int | None) -> None:
         """The websocket ended: the peer's close frame, the connection broke, or aiohttp
@@ -248,6 +285,10 @@ class Closing:
         """
         conn = self._conn
         self.request(WSCloseCode.ABNORMAL_CLOSURE, "", False, CloseReason.CONNECTION_LOST)
+        if self._grace is not None:  # the handler returned: the events are not cut
+            self._grace.cancel()
+            self._grace = None
+        self.cut()  # a handler that swallowed the cut: its count of cancellations is undone
         interrupted: BaseException | None = None
         # The disconnect events still waiting for the serving task: the close fires them.
         deferred, conn._deferred = conn._deferred or [], None

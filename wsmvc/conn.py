@@ -64,9 +64,7 @@ _CLOSE_TYPES = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, 
 # The connection whose serving task (or a task started from it: a handler's gather,
 # wait_for or create_task) runs the current code. Such code cannot wait for that
 # connection's disconnect events: they run after the handler.
-_serving: contextvars.ContextVar[Conn | None] = contextvars.ContextVar(
-    "wsmvc_serving", default=None
-)
+_serving = contextvars.ContextVar["Conn | None"]("wsmvc_serving", default=None)
 
 
 def serving() -> Conn | None:
@@ -426,12 +424,12 @@ class Conn:
         ``cause`` is the ``close_reason`` (default: ``SERVER_CLOSED``, on a client
         ``CLIENT_CLOSED``).
 
-        Returns once they ran. Called from a handler of this very connection (or a task it
-        started) it returns at once: they run right after that handler. Called from a
-        handler of another connection it waits at most ``close_timeout`` seconds for them,
-        and not at all when that connection's handler is itself waiting for the caller's
-        (two handlers closing each other's connections).
-        Never raises.
+        Returns once they ran: after the handler running then, which is cancelled if it
+        still runs ``close_timeout`` seconds later. Called from a handler of this very
+        connection (or a task it started) it returns at once: they run right after that
+        handler. Called from a handler of another connection it waits at most
+        ``close_timeout`` seconds for them, and not at all when that connection's handler
+        waits for the caller's (two handlers closing each other's connections). Never raises.
         """
         self.request_close(code, reason, cause=cause)
         if self.reader.task is not None:  # else never served: nothing to wait for
@@ -511,8 +509,10 @@ class Conn:
                         reader.ensure_helper()  # this task is busy from here
                     await pending
         except asyncio.CancelledError:
-            self.request_close(WSCloseCode.GOING_AWAY, "", urgent=True, cause=CloseReason.CANCELLED)
-            raise
+            if not self._closing.cut():  # else a handler that outlived the close (logged)
+                cause = CloseReason.CANCELLED
+                self.request_close(WSCloseCode.GOING_AWAY, "", urgent=True, cause=cause)
+                raise
         except Exception:
             log.exception("%r: serving failed", self)
             self.request_close(WSCloseCode.INTERNAL_ERROR, "internal error", cause=_FAILED)

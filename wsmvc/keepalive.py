@@ -22,7 +22,9 @@ its other frames.
 A connection whose serving task is inside a handler (no reader running) cannot read the
 pong: it is still pinged (the traffic keeps proxies from closing it) but not closed for a
 missing pong; it is judged again once it reads (Go neffos reads in the loop that runs its
-handlers, with the same effect).
+handlers, with the same effect). Its transport is looked at instead: one the peer reset or
+shut down (so closed, or closing) closes the connection as lost, and the handler still
+running ``close_timeout`` seconds later is cancelled (:mod:`wsmvc.closing`).
 
 ``Conn.heard`` counts whole frames read, so two live peers could look silent: one whose
 pong is in its socket but not read yet (the event loop was busy, and the sweep runs before
@@ -76,6 +78,16 @@ def ms_since_data(conn: Conn) -> int | None:
     if len(info) < _LAST_DATA_RECV_AT + 4:
         return None
     return int(_LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_AT)[0])
+
+
+def _transport_gone(conn: Conn) -> bool:
+    """Whether ``conn``'s transport is closed or closing (the peer reset or shut down its
+    end, or a write failed); ``False`` where there is none to look at (a client)."""
+    request = conn.request
+    if request is None:
+        return False
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 class Heartbeat:
@@ -140,5 +152,12 @@ class Heartbeat:
             log.debug("%r: no pong within %s seconds of a ping", conn, self.period / 2)
             reason = CloseReason.HEARTBEAT_TIMEOUT  # logged at INFO by the close
             conn.request_close(WSCloseCode.ABNORMAL_CLOSURE, reason.text, urgent=True, cause=reason)
+        elif not conn.reader.listening and _transport_gone(conn):
+            # Inside a handler (nothing reads the pong), but the peer's TCP end is gone: the
+            # close cuts that handler after close_timeout (wsmvc.closing), and the
+            # connection leaves the registry now rather than when the handler returns.
+            log.debug("%r: the connection was lost while a handler ran", conn)
+            reason = CloseReason.CONNECTION_LOST
+            conn.request_close(WSCloseCode.ABNORMAL_CLOSURE, "", urgent=True, cause=reason)
         elif conn.writer.control(WSMsgType.PING, b""):
             self._pinged.add(conn)

@@ -108,8 +108,9 @@ class Server:
     * ``taps`` - ``tap(tapped)`` is called for every event a connection gets (once handled)
       or sends, for logs and metrics (:mod:`wsmvc.taps`); no tap (the default): no cost.
       Add them before clients connect; an ``async def`` is a TypeError.
-    * ``close_timeout`` - seconds a close may take: the frames still queued for the peer, then
-      its close frame (default 5); past it the TCP connection is dropped.
+    * ``close_timeout`` - seconds a close may take (default 5): the frames still queued for
+      the peer, then its close frame, past which the TCP connection is dropped; and the
+      handler running when it began, cancelled past it (``docs/lifecycle.md#closing``).
     * ``exchange`` - shares broadcasts with other servers: a
       :class:`~wsmvc.exchange.redis.RedisExchange`, a :class:`~wsmvc.exchange.nats.NatsExchange`
       or a :class:`~wsmvc.exchange.LocalExchange`; ``None`` (default): this process only.
