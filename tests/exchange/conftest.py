@@ -146,6 +146,10 @@ class Broker(abc.ABC):
     async def clients(self) -> int:
         """How many client connections the broker has (not counting the one asking)."""
 
+    @abc.abstractmethod
+    async def client_names(self) -> list[str]:
+        """The names of the broker's client connections (wsmvc's: ``wsmvc-<server_id>``)."""
+
     def _pick_ports(self) -> None:
         self.port = free_port()
 
@@ -278,6 +282,16 @@ class RedisBroker(Broker):
             await client.aclose()
         return len(listed) - 1
 
+    async def client_names(self) -> list[str]:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(self.url)
+        try:
+            listed = await client.client_list()
+        finally:
+            await client.aclose()
+        return [str(c.get("name", "")) for c in listed]
+
 
 class NatsBroker(Broker):
     kind = "nats"
@@ -339,6 +353,10 @@ class NatsBroker(Broker):
     async def clients(self) -> int:
         connz = await self.monitor("/connz")
         return int(connz["num_connections"])
+
+    async def client_names(self) -> list[str]:
+        connz = await self.monitor("/connz?limit=1024")
+        return [str(c.get("name", "")) for c in connz["connections"]]
 
 
 def _text(value: bytes | str) -> str:

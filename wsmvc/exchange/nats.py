@@ -98,6 +98,7 @@ class NatsExchange(BrokerExchange):
             flush_timeout=self.timeout,
             max_outstanding_pings=3,
             no_echo=True,
+            name=f"wsmvc-{self.id}",  # so the broker's monitoring tells which server it is
             closed_cb=on_closed,
             disconnected_cb=on_closed,
             error_cb=on_error,

@@ -61,6 +61,7 @@ class RedisExchange(BrokerExchange):
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
             retry=Retry(NoBackoff(), 0),
+            client_name=f"wsmvc-{self.id}",  # CLIENT LIST tells which server it is
         )
         self._subscriber = Redis.from_url(
             self.url,
@@ -68,6 +69,7 @@ class RedisExchange(BrokerExchange):
             socket_connect_timeout=self.timeout,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
+            client_name=f"wsmvc-{self.id}-sub",
         )
         await asyncio.wait_for(self._publisher.ping(), self.timeout)
         self._pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
