@@ -11,7 +11,6 @@ events: after the handler that was running, never inside it, once (``docs/lifecy
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,13 +23,11 @@ from .closing import CloseReason, Closing, Deferred
 from .codecs import JSON, Codec
 from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from .handlers import HandlerTable
+from .nschanges import NamespaceChanges, serve_as, serving
 from .nsconn import DEFAULT, NSConn, Registry, Timeout, as_body, ask_timeout_text
 from .opening import open_native, open_server_side
 from .protocol import (
     ERR_BAD_NAMESPACE,
-    ON_NAMESPACE_CONNECT,
-    ON_NAMESPACE_CONNECTED,
-    ON_NAMESPACE_DISCONNECT,
     ON_NATIVE_MESSAGE,
     Message,
     decode,
@@ -42,7 +39,7 @@ from .protocol import (
 )
 from .reading import Reader
 from .session import Session
-from .states import ConnState, NsState, StateError
+from .states import ConnState
 from .tapped import dispatcher_for
 from .writer import AnyWebSocket, Writer
 
@@ -61,23 +58,13 @@ OnOpen = Callable[["Conn"], Awaitable["str | None"]]
 _FAILED = CloseReason.INTERNAL_ERROR
 _CLOSE_TYPES = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
-# The connection whose serving task (or a task started from it: a handler's gather,
-# wait_for or create_task) runs the current code. Such code cannot wait for that
-# connection's disconnect events: they run after the handler.
-_serving = contextvars.ContextVar["Conn | None"]("wsmvc_serving", default=None)
-
-
-def serving() -> Conn | None:
-    """The connection whose handler (or a task it started) runs the current code, if any."""
-    return _serving.get()
-
 
 def _fail(waiter: asyncio.Future[Message], reason: str) -> None:
     if not waiter.done():
         waiter.set_exception(ConnectionClosed(reason))
 
 
-class Conn:
+class Conn(NamespaceChanges):
     """One websocket connection speaking neffos, on the server or the client side.
 
     Public: ``id``, ``request`` (the upgrade request, server side), ``store`` (a dict for the
@@ -261,113 +248,6 @@ class Conn:
             return self.writer.write(data.encode(), False)
         return self.writer.write(data, True)
 
-    async def connect(
-        self, namespace: str, *, timeout: Timeout = DEFAULT, payload: bytes | str = b""
-    ) -> NSConn:
-        """Connect ``namespace`` from this side (spec 5.1 on a client, 5.2 on a server).
-
-        Fires the local ``_OnNamespaceConnect`` (which may refuse), asks the peer, then
-        fires ``_OnNamespaceConnected``. Returns the namespace (at once when connected
-        already; a connect under way is shared). Raises :class:`~wsmvc.EventError`
-        (``bad namespace``, or the refusal), :class:`~wsmvc.AskTimeout` and
-        :class:`~wsmvc.ConnectionClosed`. ``payload``: the connect's body, which the
-        peer's hook gets and keeps (:attr:`NSConn.connect_payload`): a token, the user.
-        """
-        session = self.session
-        while True:
-            ns = session.namespaces.get(namespace)
-            if ns is not None and session.connected(ns):
-                return ns
-            if not session.declares(namespace):
-                raise EventError(ERR_BAD_NAMESPACE)
-            under_way = self.dispatcher.under_way(namespace)  # the peer's, or another task's
-            if under_way is None:
-                break
-            await asyncio.shield(under_way)
-        with self.dispatcher.deciding(namespace):
-            return await self._connect(namespace, timeout, as_body(payload))
-
-    async def _connect(self, namespace: str, timeout: Timeout, payload: bytes) -> NSConn:
-        self._ensure_open()
-        session = self.session
-        ns = session.connect_started(namespace)
-        if ns is None:
-            raise StateError(f"{namespace!r} has a record but no change under way")
-
-        def answered(reply: Message) -> None:
-            # Now, not when connect() resumes: the peer may be sending to it already.
-            session.connect_finished(ns, not reply.err)
-
-        try:
-            local = Message(namespace=namespace, event=ON_NAMESPACE_CONNECT, local=True)
-            refusal = await self.dispatcher.fire(ns, local)
-            if refusal is not None:
-                raise EventError(refusal)
-            if ns.state is not NsState.CONNECTING:
-                raise ConnectionClosed("connection closed before connect() finished")
-            await self.ask(
-                Message(namespace=namespace, event=ON_NAMESPACE_CONNECT, body=payload),
-                timeout=timeout,
-                on_reply=answered,
-            )
-        finally:
-            session.connect_finished(ns, False)  # refused, failed, cancelled: no namespace
-        if not session.connected(ns):
-            # Disconnected (by the peer, or the close) before connect() resumed: its
-            # _OnNamespaceConnected would come after its _OnNamespaceDisconnect.
-            raise ConnectionClosed(f"{ns!r} went away before connect() returned")
-        await self.dispatcher.fire(ns, Message(namespace, event=ON_NAMESPACE_CONNECTED, local=True))
-        return ns
-
-    async def disconnect_namespace(self, ns: NSConn, *, timeout: Timeout = DEFAULT) -> None:
-        """Ask the peer to disconnect ``ns`` (spec 5.3 on a client, 5.4 on a server).
-
-        Once the peer agreed, ``ns`` leaves its rooms and is removed; its disconnect events
-        (``_OnRoomLeave``/``_OnRoomLeft`` forced, then ``_OnNamespaceDisconnect``) run in the
-        connection's serving task, after the handler running there. Called from another
-        task this returns once they ran; called from a handler of this connection it
-        returns at once and they run right after that handler. Raises
-        :class:`~wsmvc.EventError` (``bad namespace`` when not connected, or the peer's
-        refusal) and :class:`~wsmvc.AskTimeout`.
-        """
-        if self.session.namespace(ns.namespace) is not ns:
-            raise EventError(ERR_BAD_NAMESPACE)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def agreed(reply: Message) -> None:
-            if not reply.err:  # removed now; its events run in the serving task
-                if self._deferred is None:
-                    self._deferred = []
-                self._deferred.append((ns, self.session.disconnected(ns, local=True), done))
-
-        inside = _serving.get() is self
-        try:
-            await self.ask(
-                Message(namespace=ns.namespace, event=ON_NAMESPACE_DISCONNECT),
-                timeout=timeout,
-                on_reply=agreed,
-            )
-        except ConnectionClosed:
-            # Gone anyway: the connection closes (its close fires the events), or another
-            # disconnect of it was agreed first (wait for its events), or the peer's own.
-            if inside:
-                return
-            if self.closed:
-                await self.wait_closed()
-                return
-            first = next((d for n, _, d in self._deferred or () if n is ns), None)
-            if first is None:
-                return  # the peer's own disconnect: its events ran in the serving task
-            done = first
-        if not inside:
-            await asyncio.shield(done)
-
-    async def disconnect_all(self, *, timeout: Timeout = DEFAULT) -> None:
-        """Disconnect every connected namespace, one after another."""
-        for ns in list(self.namespaces.values()):
-            if ns.connected:
-                await self.disconnect_namespace(ns, timeout=timeout)
-
     async def ask(
         self,
         msg: Message,
@@ -400,7 +280,7 @@ class Conn:
             if self._on_reply is None:
                 self._on_reply = {}
             self._on_reply[token] = on_reply
-        inside = _serving.get() is self
+        inside = serving() is self
         try:
             self.writer.write(encode(request), request.binary or not is_text(request.body))
             self.reader.ensure_helper()
@@ -433,7 +313,7 @@ class Conn:
         """
         self.request_close(code, reason, cause=cause)
         if self.reader.task is not None:  # else never served: nothing to wait for
-            await self._closing.wait_closed(_serving.get())
+            await self._closing.wait_closed(serving())
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed and its disconnect events have run."""
@@ -454,7 +334,7 @@ class Conn:
         connection (1001), runs the disconnect events and is re-raised.
         """
         self.reader.task = asyncio.current_task()
-        _serving.set(self)
+        serve_as(self)
         try:
             if self.session.state is ConnState.CONNECTING:
                 opening = open_native if self._native_only else open_server_side
@@ -534,6 +414,12 @@ class Conn:
             self.writer.write(*self.session.accept(self.id))
         if self._registry is not None:
             self._registry.conn_added(self)
+
+    def _defer(self, deferred: Deferred) -> None:
+        """Hold a disconnected namespace's events for the serving task."""
+        if self._deferred is None:
+            self._deferred = []
+        self._deferred.append(deferred)
 
     def _ensure_open(self) -> None:
         self.acknowledge()
