@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -12,28 +11,32 @@ from typing import Literal, TypeAlias, TypeVar
 from aiohttp import WSCloseCode, web
 from injector import Injector
 
-from .audience import Audience, Exclude, audience_of, deliver_to_audience
 from .closing import shut_down
 from .codecs import JSON, Codec, checked_codec
 from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
-from .delivery import deliver, submit_from_thread
 from .errorhandling import ExceptionHandler
-from .errors import EventError
 from .exchange import Exchange
 from .exchange.broker import BrokerExchange
-from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD, declare_no_context_takeover
+from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD
 from .handlers import Handler, HandlerTable, Namespaces
 from .injection import Injection, ModuleLike
 from .keepalive import Heartbeat
 from .limits import Limits
-from .nsconn import DEFAULT, NSConn, Timeout
+from .nsconn import NSConn
 from .opening import ConnHook, call_on_connect, call_on_disconnect
 from .presence import Presence
-from .protocol import ERR_BAD_NAMESPACE, Message
 from .registry import Registry
+from .sending import Sending
 from .taps import Tap
-from .upgrade import Upgrade, default_id_generator, reconnect_tries, size_limits, with_query_headers
+from .upgrade import (
+    Upgrade,
+    declare_no_context_takeover_on,
+    default_id_generator,
+    reconnect_tries,
+    size_limits,
+    with_query_headers,
+)
 from .writer import writer_factory
 
 __all__ = ["Server", "with_query_headers"]
@@ -44,7 +47,7 @@ IdGenerator: TypeAlias = Callable[[web.Request], "str | Awaitable[str]"]
 EH = TypeVar("EH", bound=ExceptionHandler)
 
 
-class Server:
+class Server(Sending):
     """A neffos server: mount it on an aiohttp app with :meth:`mount`.
 
     Every option is keyword-only:
@@ -293,7 +296,7 @@ class Server:
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
         self._injection.mount(app)  # after those: async singletons, then closing singletons
-        app.on_response_prepare.append(self._declare_no_context_takeover)
+        app.on_response_prepare.append(declare_no_context_takeover_on)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler: GET upgrades, HEAD answers, other methods get 405."""
@@ -430,15 +433,6 @@ class Server:
         if self.exchange is not None:
             await self.exchange.stop()
 
-    async def _declare_no_context_takeover(
-        self, request: web.Request, response: web.StreamResponse
-    ) -> None:
-        # aiohttp answers the client's offer as it is; every message of ours is compressed
-        # without context, which RFC 7692 §7.1.1.1 lets the server declare unasked.
-        extensions = response.headers.get("Sec-WebSocket-Extensions")
-        if extensions is not None and isinstance(response, web.WebSocketResponse):
-            response.headers["Sec-WebSocket-Extensions"] = declare_no_context_takeover(extensions)
-
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close()
 
@@ -479,120 +473,3 @@ class Server:
     def rooms(self, namespace: str) -> list[str]:
         """The rooms of ``namespace`` with at least one member on this server."""
         return self._registry.rooms(namespace)
-
-    # -- ask and broadcast ----------------------------------------------------------------
-
-    async def ask(self, msg: Message, *, to: str, timeout: Timeout = DEFAULT) -> Message:
-        """Ask the connection with id ``to`` (connected to ``msg.namespace``) and return its answer.
-
-        ``timeout``: seconds; ``None`` waits without limit, ``0`` fails at once, left out
-        it is ``ask_timeout``. Raises :class:`~wsmvc.EventError` with ``bad namespace`` when
-        no such connection is connected here (nor, with an exchange, anywhere), or the
-        client's error text; :class:`~wsmvc.AskTimeout`; :class:`~wsmvc.ConnectionClosed`
-        when the connection closes or leaves the namespace before answering.
-        """
-        for conn in self._registry.by_id(to):
-            if conn.namespace(msg.namespace) is not None:
-                return await conn.ask(msg, timeout=timeout)
-        if self.exchange is not None:
-            wait = self.ask_timeout if timeout is DEFAULT else timeout
-            return await self.exchange.ask(msg, to=to, timeout=wait)
-        raise EventError(ERR_BAD_NAMESPACE)
-
-    async def broadcast(
-        self,
-        msg: Message,
-        *,
-        exclude: Exclude = None,
-        to: str | None = None,
-        rooms: Iterable[str] | None = None,
-        exclude_rooms: Iterable[str] | None = None,
-    ) -> None:
-        """Send ``msg`` to every connection of its namespace (and room, if set).
-
-        ``exclude`` skips a connection (a :class:`Conn` or :class:`NSConn`), every
-        connection with an id (a ``str``), or several of those (a list or set); ``to``
-        delivers only to connections with that id. ``rooms`` (instead of ``msg.room``):
-        the members of each of these rooms get it once, with the room set to the first
-        of them they are in; ``exclude_rooms`` skips the members of these rooms. The
-        message is encoded once (per room), and each receiver gets the same bytes, in
-        order. With an ``exchange``, the matching connections of the other servers get it
-        too (a Go neffos server there delivers a several-rooms broadcast to the first).
-        Raises ValueError for ``rooms`` with ``to`` or ``msg.room``, TypeError for what
-        cannot be excluded (see :mod:`wsmvc.audience`).
-        """
-        audience = audience_of(
-            msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms
-        )
-        if audience is not None:
-            self.deliver(msg, to=to, audience=audience)
-            if self.exchange is not None:
-                self.exchange.publish(msg, to=to, audience=audience.remote())
-            return
-        self.deliver(msg, exclude=exclude, to=to)  # type: ignore[arg-type]
-        if self.exchange is not None:
-            conn = exclude.conn if isinstance(exclude, NSConn) else exclude
-            self.exchange.publish(
-                msg,
-                exclude_conn=conn if isinstance(conn, Conn) else None,
-                exclude_id=conn if isinstance(conn, str) else None,
-                to=to,
-            )
-
-    def broadcast_threadsafe(
-        self,
-        msg: Message,
-        *,
-        exclude: str | Iterable[str] | None = None,
-        to: str | None = None,
-        rooms: Iterable[str] | None = None,
-        exclude_rooms: Iterable[str] | None = None,
-    ) -> concurrent.futures.Future[None]:
-        """:meth:`broadcast` from another thread of this process (a sync web framework's
-        request, a thread pool): scheduled on the server's event loop; the returned
-        future's ``result(timeout)`` waits until it was sent (and raises what it raised).
-
-        Raises :class:`RuntimeError` before the application started (no loop yet) and
-        when called from the event loop's own thread (``await broadcast()`` there: waiting
-        on the future would block the loop it waits for).
-        """
-        return submit_from_thread(
-            self._loop,
-            lambda: self.broadcast(
-                msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms
-            ),
-            "server.broadcast()",
-        )
-
-    def deliver(
-        self,
-        msg: Message,
-        *,
-        exclude: Conn | NSConn | str | None = None,
-        to: str | None = None,
-        audience: Audience | None = None,
-    ) -> int:
-        """Deliver ``msg`` to the matching connections of this process; returns the count.
-        ``audience``: several rooms or exclusions (:mod:`wsmvc.audience`).
-
-        What goes out is ``msg`` as an event: never its token nor an exchange marker.
-        """
-        if audience is not None:
-            return deliver_to_audience(
-                self._registry,
-                msg,
-                audience,
-                to=to,
-                threshold=self.compress_threshold,
-                level=self.compress_level,
-            )
-        if isinstance(exclude, NSConn):
-            exclude = exclude.conn
-        return deliver(
-            self._registry,
-            msg,
-            exclude=exclude,
-            to=to,
-            threshold=self.compress_threshold,
-            level=self.compress_level,
-        )

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
+from .framing import declare_no_context_takeover
 from .protocol import shorten
 
 __all__ = [
@@ -340,3 +341,15 @@ _PROXY_HINT: Final = (
     " (behind a proxy that terminates TLS or rewrites Host, pass Server(trust_forwarded=True)"
     " and have the proxy set X-Forwarded-Proto and X-Forwarded-Host)"
 )
+
+
+async def declare_no_context_takeover_on(
+    request: web.Request, response: web.StreamResponse
+) -> None:
+    """An ``on_response_prepare`` hook: a websocket upgrade's permessage-deflate answer says
+    ``server_no_context_takeover``. aiohttp answers the client's offer as it is; every
+    message of ours is compressed without context, which RFC 7692 §7.1.1.1 lets the
+    server declare unasked."""
+    extensions = response.headers.get("Sec-WebSocket-Extensions")
+    if extensions is not None and isinstance(response, web.WebSocketResponse):
+        response.headers["Sec-WebSocket-Extensions"] = declare_no_context_takeover(extensions)

@@ -1,0 +1,152 @@
+"""The server's sending API: ask one client, broadcast to many (this process and, with an
+exchange, every server), from the event loop or another thread. A mixin of
+:class:`~wsmvc.Server`."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .audience import Audience, Exclude, audience_of, deliver_to_audience
+from .conn import Conn
+from .delivery import deliver, submit_from_thread
+from .errors import EventError
+from .nsconn import DEFAULT, NSConn, Timeout
+from .protocol import ERR_BAD_NAMESPACE, Message
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+    from .registry import Registry
+
+__all__ = ["Sending"]
+
+
+class Sending:
+    """:meth:`ask`, :meth:`broadcast`, :meth:`broadcast_threadsafe` and :meth:`deliver`."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:  # what the methods use of the Server they are part of
+        exchange: Exchange | None
+        ask_timeout: float | None
+        compress_threshold: int
+        compress_level: int
+        _registry: Registry
+        _loop: asyncio.AbstractEventLoop | None
+
+    async def ask(self, msg: Message, *, to: str, timeout: Timeout = DEFAULT) -> Message:
+        """Ask the connection with id ``to`` (connected to ``msg.namespace``) and return its answer.
+
+        ``timeout``: seconds; ``None`` waits without limit, ``0`` fails at once, left out
+        it is ``ask_timeout``. Raises :class:`~wsmvc.EventError` with ``bad namespace`` when
+        no such connection is connected here (nor, with an exchange, anywhere), or the
+        client's error text; :class:`~wsmvc.AskTimeout`; :class:`~wsmvc.ConnectionClosed`
+        when the connection closes or leaves the namespace before answering.
+        """
+        for conn in self._registry.by_id(to):
+            if conn.namespace(msg.namespace) is not None:
+                return await conn.ask(msg, timeout=timeout)
+        if self.exchange is not None:
+            wait = self.ask_timeout if timeout is DEFAULT else timeout
+            return await self.exchange.ask(msg, to=to, timeout=wait)
+        raise EventError(ERR_BAD_NAMESPACE)
+
+    async def broadcast(
+        self,
+        msg: Message,
+        *,
+        exclude: Exclude = None,
+        to: str | None = None,
+        rooms: Iterable[str] | None = None,
+        exclude_rooms: Iterable[str] | None = None,
+    ) -> None:
+        """Send ``msg`` to every connection of its namespace (and room, if set).
+
+        ``exclude`` skips a connection (a :class:`Conn` or :class:`NSConn`), every
+        connection with an id (a ``str``), or several of those (a list or set); ``to``
+        delivers only to connections with that id. ``rooms`` (instead of ``msg.room``):
+        the members of each of these rooms get it once, with the room set to the first
+        of them they are in; ``exclude_rooms`` skips the members of these rooms. The
+        message is encoded once (per room), and each receiver gets the same bytes, in
+        order. With an ``exchange``, the matching connections of the other servers get it
+        too (a Go neffos server there delivers a several-rooms broadcast to the first).
+        Raises ValueError for ``rooms`` with ``to`` or ``msg.room``, TypeError for what
+        cannot be excluded (see :mod:`wsmvc.audience`).
+        """
+        audience = audience_of(
+            msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms
+        )
+        if audience is not None:
+            self.deliver(msg, to=to, audience=audience)
+            if self.exchange is not None:
+                self.exchange.publish(msg, to=to, audience=audience.remote())
+            return
+        self.deliver(msg, exclude=exclude, to=to)  # type: ignore[arg-type]
+        if self.exchange is not None:
+            conn = exclude.conn if isinstance(exclude, NSConn) else exclude
+            self.exchange.publish(
+                msg,
+                exclude_conn=conn if isinstance(conn, Conn) else None,
+                exclude_id=conn if isinstance(conn, str) else None,
+                to=to,
+            )
+
+    def broadcast_threadsafe(
+        self,
+        msg: Message,
+        *,
+        exclude: str | Iterable[str] | None = None,
+        to: str | None = None,
+        rooms: Iterable[str] | None = None,
+        exclude_rooms: Iterable[str] | None = None,
+    ) -> concurrent.futures.Future[None]:
+        """:meth:`broadcast` from another thread of this process (a sync web framework's
+        request, a thread pool): scheduled on the server's event loop; the returned
+        future's ``result(timeout)`` waits until it was sent (and raises what it raised).
+
+        Raises :class:`RuntimeError` before the application started (no loop yet) and
+        when called from the event loop's own thread (``await broadcast()`` there: waiting
+        on the future would block the loop it waits for).
+        """
+        return submit_from_thread(
+            self._loop,
+            lambda: self.broadcast(
+                msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms
+            ),
+            "server.broadcast()",
+        )
+
+    def deliver(
+        self,
+        msg: Message,
+        *,
+        exclude: Conn | NSConn | str | None = None,
+        to: str | None = None,
+        audience: Audience | None = None,
+    ) -> int:
+        """Deliver ``msg`` to the matching connections of this process; returns the count.
+        ``audience``: several rooms or exclusions (:mod:`wsmvc.audience`).
+
+        What goes out is ``msg`` as an event: never its token nor an exchange marker.
+        """
+        if audience is not None:
+            return deliver_to_audience(
+                self._registry,
+                msg,
+                audience,
+                to=to,
+                threshold=self.compress_threshold,
+                level=self.compress_level,
+            )
+        if isinstance(exclude, NSConn):
+            exclude = exclude.conn
+        return deliver(
+            self._registry,
+            msg,
+            exclude=exclude,
+            to=to,
+            threshold=self.compress_threshold,
+            level=self.compress_level,
+        )
