@@ -1,5 +1,6 @@
 """wsmvc: real-time websocket controllers for aiohttp, speaking the neffos protocol."""
 
+from .backoff import Backoff
 from .bodies import BodyError
 from .client import ClientConn, dial
 from .closing import CloseReason
@@ -21,15 +22,18 @@ from .errors import (
     known_error,
 )
 from .handlers import HandlerTable, Reply
+from .handles import ReconnectingNamespace, ReconnectingRoom
 from .injection import ClientAddress, DependencyError, Headers, connection_scope
 from .nsconn import NSConn, Room
 from .protocol import Message
+from .reconnect import ReconnectingClient
 from .server import Server, with_query_headers
 from .taps import Tapped
 from .upgrade import offered_protocols
 
 __all__ = [
     "AskTimeout",
+    "Backoff",
     "BadNamespace",
     "BadRoom",
     "BodyError",
@@ -51,6 +55,9 @@ __all__ = [
     "Message",
     "NSConn",
     "ProtocolError",
+    "ReconnectingClient",
+    "ReconnectingNamespace",
+    "ReconnectingRoom",
     "Reject",
     "Reply",
     "Room",
