@@ -327,6 +327,38 @@ async def test_what_was_left_or_kicked_is_not_restored(serve: Serve) -> None:
             await game.ask("news")
 
 
+async def test_what_the_server_connected_is_the_servers_to_redo(serve: Serve) -> None:
+    """A namespace the server connected (in on_connect) is not restored by the client;
+    closing the current connection itself (``client.conn.close()``) makes it reconnect."""
+    connections = 0
+
+    async def on_connect(conn: wsmvc.Conn) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:
+            await conn.connect("news")
+
+    server = Server({"chat": {}, "news": {}}, on_connect=on_connect)
+    url = await serve(server)
+    log = Log()
+    async with await wsmvc.dial(
+        url, client_table(log, "chat", "news"), reconnect=FAST, **log.events()
+    ) as client:
+        await log.until("news _OnNamespaceConnected")
+        await client.connect("chat")
+        assert client.conn is not None
+        assert client.conn.namespace("news") is not None
+        assert list(client.namespaces) == ["chat"]
+
+        await client.conn.close()
+        await log.until("restored")
+        assert ("lost", CloseReason.CLIENT_CLOSED) in log.entries
+        assert client.conn is not None
+        assert client.conn.namespace("news") is None
+        assert [ns.id for ns in server.namespace_members("chat")] == [client.id]
+        assert server.namespace_members("news") == []
+
+
 async def test_a_refusal_on_restore_is_reported_and_the_rest_restored(serve: Serve) -> None:
     refusing: set[str] = set()
 
