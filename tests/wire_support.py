@@ -188,7 +188,7 @@ class RawWS:
         await self.loop.sock_connect(sock, (parts.hostname, parts.port))
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
-            f"GET {parts.path} HTTP/1.1",
+            f"GET {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1",
             f"Host: {parts.netloc}",
             "Upgrade: websocket",
             "Connection: Upgrade",

@@ -26,6 +26,7 @@ from .handles import ReconnectingNamespace, ReconnectingRoom
 from .injection import ClientAddress, DependencyError, Headers, connection_scope
 from .nsconn import NSConn, Room
 from .protocol import Message
+from .recovery import Recovery
 from .reconnect import ReconnectingClient
 from .server import Server, with_query_headers
 from .taps import Tapped
@@ -58,6 +59,7 @@ __all__ = [
     "ReconnectingClient",
     "ReconnectingNamespace",
     "ReconnectingRoom",
+    "Recovery",
     "Reject",
     "Reply",
     "Room",

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .conn import Conn, OnOpen
     from .nsconn import NSConn, Registry
 
-__all__ = ["CloseReason", "Closing", "Deferred", "shut_down"]
+__all__ = ["CloseReason", "Closing", "Deferred", "Detached", "shut_down"]
 
 log = logging.getLogger("wsmvc")
 
@@ -106,6 +106,15 @@ _LEVELS = {
 }
 _BY_TEXT = {reason.text: reason for reason in CloseReason}
 
+# Closes that may be a network's doing: with recovery on, the connection is kept instead.
+_KEPT = frozenset({CloseReason.CONNECTION_LOST, CloseReason.HEARTBEAT_TIMEOUT})
+
+
+class Detached(Exception):
+    """Internal: the websocket the serving task reads is gone, and its connection is kept
+    for its client's return (:mod:`wsmvc.recovery`)."""
+
+
 Events: TypeAlias = "list[tuple[NSConn, Message]]"
 Deferred: TypeAlias = "tuple[NSConn, Events, asyncio.Future[None]]"
 """A namespace this side disconnected: its events for the serving task, and who waits."""
@@ -157,8 +166,13 @@ class Closing:
         it), logged with ``detail`` if any. ``urgent``: the close frame goes at once, ahead
         of what is still queued (a peer that stopped reading)."""
         conn = self._conn
+        recovery = conn.recovery
+        if recovery is not None and cause in _KEPT and recovery.lose(detail or cause.text):
+            return
         if not conn.session.begin_close():
             return
+        if recovery is not None:
+            recovery.end()  # closed for good: a lost one's serving task stops waiting
         if cause is None:
             cause = CloseReason.CLIENT_CLOSED if conn.is_client else CloseReason.SERVER_CLOSED
         self.code = code
@@ -234,6 +248,12 @@ class Closing:
             code, cause = WSCloseCode.ABNORMAL_CLOSURE, CloseReason.CONNECTION_LOST
             detail = str(frame.data) if kind is WSMsgType.ERROR else ""
         self.request(code, "", False, cause, detail)
+        if self._conn.recovery is not None and self._conn.recovery.lost:
+            raise Detached
+
+    def attach(self, transport: asyncio.Transport | None) -> None:
+        """Recovery: the connection goes on over a new websocket, on ``transport``."""
+        self._transport = transport
 
     def overflow(self) -> None:
         """The peer stopped reading: more than the send buffer limit waits for it."""
@@ -284,6 +304,8 @@ class Closing:
         raised by one of them does not skip the others; the first is re-raised at the end.
         """
         conn = self._conn
+        if conn.recovery is not None:
+            conn.recovery.end()  # it ends for good
         self.request(WSCloseCode.ABNORMAL_CLOSURE, "", False, CloseReason.CONNECTION_LOST)
         if self._grace is not None:  # the handler returned: the events are not cut
             self._grace.cancel()
@@ -306,6 +328,8 @@ class Closing:
         if self._waiter is not None:
             self._waiter.set()
         await self.transport_closed()
+        if conn.recovery is not None:
+            conn.recovery.finished()
         await conn.reader.stop(self.timeout + 2)
         if interrupted is not None:
             raise interrupted

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from aiohttp import WSCloseCode, WSMessage, WSMsgType
 
-from .closing import CloseReason, Closing, Deferred
+from .closing import CloseReason, Closing, Deferred, Detached
 from .codecs import JSON, Codec
 from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
 from .handlers import HandlerTable
@@ -46,6 +46,7 @@ from .writer import AnyWebSocket, Writer
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from .recovery import Recoverable
     from .server import Server
 
 __all__ = ["Conn", "OnOpen", "serving"]
@@ -92,7 +93,9 @@ class Conn(NamespaceChanges):
         "inflated_limit",
         "is_client",
         "reader",
+        "received",
         "reconnect_tries",
+        "recovery",
         "request",
         "session",
         "store",
@@ -156,6 +159,8 @@ class Conn(NamespaceChanges):
         self._on_reply: dict[str, Callable[[Message], None]] | None = None
         self.reader = Reader(ws, self.session, self)
         self.heard = True  # a frame came since the heartbeat last looked (wsmvc.keepalive)
+        self.received = 0  # data frames read (wsmvc.recovery counts them)
+        self.recovery: Recoverable | None = None  # kept when lost (Server(recovery=...))
         self.inflated_limit = 0  # bytes a message may have, if aiohttp cannot check it exactly
         self._opened = False  # on_connect accepted the connection: on_disconnect will run
         # Namespaces this side disconnected whose events wait for the serving task (made on
@@ -339,55 +344,61 @@ class Conn(NamespaceChanges):
             if self.session.state is ConnState.CONNECTING:
                 opening = open_native if self._native_only else open_server_side
                 self._opened = await opening(self, on_open)
-            # The loop of every message, in this frame rather than a coroutine of its own:
-            # one frame less to resume for each frame read (measured: 2-4 % per message).
-            session = self.session
-            reader = self.reader
-            receive = self._ws.receive
-            read = self.read_frame
-            handle = self.dispatcher.handle
-            open_ = ConnState.OPEN
-            while session.state is open_:
-                # Here, not in Closing: every object this loop touches costs a cache miss
-                # per message once there are hundreds of connections (measured: 4 %).
-                deferred = self._deferred
-                if deferred:
-                    _, events, done = deferred.pop(0)
-                    await self.dispatcher.fire_all(events)
-                    if not done.done():
-                        done.set_result(None)
-                    continue
-                if session.inbox:
-                    msg = session.next_queued()
-                    reader.taken()
-                elif reader.helper is not None:
-                    await reader.wait_for_helper()
-                    continue
-                else:
-                    # reader.receive() written out: it runs for every message, and a coroutine
-                    # less is measurably cheaper.
-                    reader.reading = True
-                    try:
-                        frame = await receive()
-                    except asyncio.CancelledError:
-                        if not reader.woken():
-                            raise
+            while True:  # once per websocket: a recovered connection goes on over the next
+                try:
+                    # The loop of every message, in this frame rather than a coroutine of its
+                    # own: one frame less to resume per frame read (measured: 2-4 % a message).
+                    session = self.session
+                    reader = self.reader
+                    receive = self._ws.receive
+                    read = self.read_frame
+                    handle = self.dispatcher.handle
+                    open_ = ConnState.OPEN
+                    while session.state is open_:
+                        # Here, not in Closing: every object this loop touches costs a cache
+                        # miss per message with hundreds of connections (measured: 4 %).
+                        deferred = self._deferred
+                        if deferred:
+                            _, events, done = deferred.pop(0)
+                            await self.dispatcher.fire_all(events)
+                            if not done.done():
+                                done.set_result(None)
+                            continue
+                        if session.inbox:
+                            msg = session.next_queued()
+                            reader.taken()
+                        elif reader.helper is not None:
+                            await reader.wait_for_helper()
+                            continue
+                        else:
+                            # reader.receive() written out: it runs for every message, and a
+                            # coroutine less is measurably cheaper.
+                            reader.reading = True
+                            try:
+                                frame = await receive()
+                            except asyncio.CancelledError:
+                                if not reader.woken():
+                                    raise
+                                continue
+                            except asyncio.TimeoutError:
+                                reader.timed_out("read timeout")
+                                continue
+                            finally:
+                                reader.reading = False
+                            msg = read(frame)
+                            if session.state is not open_:
+                                continue  # closing meanwhile: nothing more is handled
+                        if msg is None:
+                            continue
+                        pending = handle(msg)
+                        if pending is not None:
+                            if session.asks:
+                                reader.ensure_helper()  # this task is busy from here
+                            await pending
+                except Detached:  # the websocket is gone, the connection kept for recovery
+                    if self.recovery is not None and await self.recovery.resumed():
                         continue
-                    except asyncio.TimeoutError:
-                        reader.timed_out("read timeout")
-                        continue
-                    finally:
-                        reader.reading = False
-                    msg = read(frame)
-                    if session.state is not open_:
-                        continue  # closing meanwhile: nothing more is handled
-                if msg is None:
-                    continue
-                pending = handle(msg)
-                if pending is not None:
-                    if session.asks:
-                        reader.ensure_helper()  # this task is busy from here
-                    await pending
+                break
         except asyncio.CancelledError:
             if not self._closing.cut():  # else a handler that outlived the close (logged)
                 cause = CloseReason.CANCELLED
@@ -412,8 +423,21 @@ class Conn(NamespaceChanges):
             self.session.acknowledged()
         else:
             self.writer.write(*self.session.accept(self.id))
+            if self.recovery is not None:
+                self.recovery.acknowledged()  # the recovery frame, right after A<id>
         if self._registry is not None:
             self._registry.conn_added(self)
+
+    def attach(
+        self, ws: AnyWebSocket, request: web.Request, make_writer: Callable[..., Writer]
+    ) -> Writer:
+        """Recovery: go on over ``ws`` (the serving task calls it); its write path."""
+        self._ws = ws
+        self.request = request
+        task, self.reader = self.reader.task, Reader(ws, self.session, self)
+        self.reader.task = task
+        self._closing.attach(request.transport)
+        return make_writer(self._closing.overflow)
 
     def _defer(self, deferred: Deferred) -> None:
         """Hold a disconnected namespace's events for the serving task."""
@@ -435,6 +459,7 @@ class Conn(NamespaceChanges):
         self.heard = True
         kind = frame.type
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            self.received += 1
             data: str | bytes = frame.data
             binary = kind is WSMsgType.BINARY
         elif kind in _CLOSE_TYPES:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMessage
 
-from .closing import CloseReason
+from .closing import CloseReason, Detached
 from .protocol import Message
 from .session import Session
 from .writer import AnyWebSocket
@@ -207,6 +207,8 @@ class Reader:
                 wakeup.set()
         except asyncio.TimeoutError:
             self.timed_out(_READ_TIMEOUT.text)
+        except Detached:
+            pass  # the connection is kept: the serving task waits for its next websocket
         except Exception:
             log.exception("reading failed")
             cause = CloseReason.INTERNAL_ERROR

@@ -11,6 +11,7 @@ from typing import Literal, TypeAlias, TypeVar
 from aiohttp import WSCloseCode, web
 from injector import Injector
 
+from .clientjs import serve_client
 from .closing import shut_down
 from .codecs import JSON, Codec, checked_codec
 from .conn import Conn, serving
@@ -26,6 +27,7 @@ from .limits import Limits
 from .nsconn import NSConn
 from .opening import ConnHook, call_on_connect, call_on_disconnect
 from .presence import Presence
+from .recovery import Attachment, MakeWriter, Recorder, Recoverable, Recoveries, Recovery, requested
 from .registry import Registry
 from .sending import Sending
 from .taps import Tap
@@ -119,6 +121,9 @@ class Server(Sending):
       or a :class:`~wsmvc.exchange.LocalExchange`; ``None`` (default): this process only.
     * ``codec`` - the wire format of typed bodies and typed return values (default JSON;
       msgpack, orjson...: :mod:`wsmvc.codecs`, ``docs/controllers.md#typed-bodies``).
+    * ``recovery`` - a :class:`~wsmvc.Recovery`: a wsmvc client whose connection is lost
+      gets it back (id, rooms, missed messages) within its window (``docs/recovery.md``);
+      ``None`` (default): a lost connection ends at once.
     """
 
     def __init__(
@@ -157,6 +162,7 @@ class Server(Sending):
         max_name_size: int | None = 256,
         max_connect_payload: int | None = 8 << 10,
         max_namespaces: int | None = 100,
+        recovery: Recovery | None = None,
     ) -> None:
         self.handlers = (
             namespaces if isinstance(namespaces, HandlerTable) else HandlerTable(namespaces)
@@ -185,6 +191,8 @@ class Server(Sending):
         self.close_timeout = close_timeout
         self.codec = checked_codec(codec)  # before the controllers compile with it
         self.exchange = exchange
+        self.recovery = recovery
+        self._recoveries = Recoveries(recovery) if recovery is not None else None
         if exchange is not None:
             exchange.attach(self)
         self.presence = Presence(exchange if isinstance(exchange, BrokerExchange) else None)
@@ -292,6 +300,7 @@ class Server(Sending):
     def mount(self, app: web.Application, path: str) -> None:
         """Serve neffos at ``path`` of ``app`` and close every connection on shutdown."""
         app.router.add_route("*", path, self.handle)
+        serve_client(app, path)  # <path>/wsmvc.js, the JavaScript client: clientjs.py
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
@@ -335,6 +344,7 @@ class Server(Sending):
             max_msg_size=limit,  # aiohttp's limit is not ours: see upgrade.size_limits
         )
         request = self._upgrade.prepare(request)
+        key, received = requested(request) if self._recoveries is not None else (None, None)
         # Until its Conn exists, shutdown knows this request by a count: it waits for it to
         # reach 0, and the request closes itself with 1001 once it sees the server closing.
         self._upgrading += 1
@@ -352,15 +362,24 @@ class Server(Sending):
             if self._closing:
                 await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
                 return ws
-            conn = self._new_conn(ws, request, str(conn_id))
-            conn.inflated_limit = inflated
-            self._live.add(conn)
-            if self._heartbeat is not None:
-                self._heartbeat.start()
+            # A client back with its recovery key: its connection's serving task takes over.
+            back = await self._come_back(ws, request, key, received) if key else None
+            if back is None:
+                if self._closing:
+                    await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+                    return ws
+                conn = self._new_conn(ws, request, str(conn_id), key is not None)
+                conn.inflated_limit = inflated
+                self._live.add(conn)
+                if self._heartbeat is not None:
+                    self._heartbeat.start()
         finally:
             self._upgrading -= 1
             if not self._upgrading and self._upgrades_done is not None:
                 self._upgrades_done.set()
+        if back is not None:
+            await back.done.wait()
+            return ws
         try:
             await conn.serve(self._run_on_connect, self._run_on_disconnect)
         finally:
@@ -368,17 +387,35 @@ class Server(Sending):
             await self._injection.end(conn)  # refused or never opened: ended here (once)
         return ws
 
-    def _new_conn(self, ws: web.WebSocketResponse, request: web.Request, conn_id: str) -> Conn:
+    def _make_writer(self, ws: web.WebSocketResponse, request: web.Request) -> MakeWriter:
         # ws.compress: the negotiated server_max_window_bits (aiohttp), False without deflate.
-        deflate = int(ws.compress) if ws.compress else 0
-        make_writer = writer_factory(
+        return writer_factory(
             ws,
             request.transport,
             self.send_buffer_limit,
-            deflate=deflate,
+            deflate=int(ws.compress) if ws.compress else 0,
             threshold=self.compress_threshold,
             level=self.compress_level,
         )
+
+    async def _come_back(
+        self, ws: web.WebSocketResponse, request: web.Request, key: str, received: int | None
+    ) -> Attachment | None:
+        """A client coming back with its recovery ``key``: the attachment its connection
+        took over, or ``None`` (serve it as a new connection)."""
+        recoverable = self._recoveries.get(key) if self._recoveries is not None else None
+        if recoverable is None or received is None:
+            return None
+        back = Attachment(ws, request, self._make_writer(ws, request), received)
+        return back if recoverable.offer(back) and await back.taken else None
+
+    def _new_conn(
+        self, ws: web.WebSocketResponse, request: web.Request, conn_id: str, recover: bool
+    ) -> Conn:
+        make_writer = self._make_writer(ws, request)
+        recorders: list[Recorder] = []
+        if recover and self._recoveries is not None:
+            make_writer = self._recoveries.recorder(make_writer, recorders)
         conn = Conn(
             ws,
             make_writer,
@@ -397,6 +434,8 @@ class Server(Sending):
         )
         conn.reconnect_tries = reconnect_tries(request)
         conn.session.limits = self.limits
+        if recorders and self._recoveries is not None:
+            conn.recovery = Recoverable(conn, recorders[0], self._recoveries)
         return conn
 
     async def _run_on_connect(self, conn: Conn) -> str | None:

@@ -1,0 +1,431 @@
+"""Connection state recovery (``docs/recovery.md``): a client whose connection is lost and
+that comes back within ``window`` seconds gets the same connection back: its id, its
+namespaces and rooms (its controllers, its ``store``), and every message the server sent it
+meanwhile, in order, exactly once. No disconnect event fires for a recovered loss.
+
+Only wsmvc clients ask for it; a neffos client (neffos.js, Go) never sees any of it. The
+wire contract, beside the neffos handshake:
+
+* The upgrade URL's query says ``wsmvc-recovery=1`` on a first connection. After ``A<id>``
+  the server sends, at once, the *recovery frame*: the message of event
+  ``_wsmvcRecovery`` (namespace ``""``) whose body is a key, a secret of 32 URL-safe
+  characters. A client that sees no recovery frame as the first frame after ``A<id>``
+  talks to a server without recovery.
+* Both sides count the data frames (text and binary) they send and read after the recovery
+  frame, over the whole life of the connection (across recoveries).
+* To come back, the client dials with ``wsmvc-recovery=<key>&wsmvc-received=<n>``, ``n``
+  the data frames it read. If the server still has the connection, and every frame after
+  the ``n``-th, it answers ``A<same id>``, then a recovery frame ``<new key> <m>``, ``m``
+  the data frames it read from the client (the client sends its own after the ``m``-th
+  again), then the frames after the ``n``-th, then what comes next. Otherwise it is a new
+  connection: ``A<id>`` and a recovery frame with a key alone. Each key serves once.
+
+A connection counts as lost (and kept) when it ends without a close frame (the network,
+a killed client) or its heartbeat gets no pong; a close frame from the client, a close by
+the server, a send buffer overflow or a read timeout end it for good.
+
+Bounds, per kept connection: ``max_messages`` frames and ``max_bytes`` bytes of them, kept
+while it is connected too (what the network lost is among the last ones sent); past them
+during the wait the connection is given up at once (its disconnect events run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+import attrs
+from aiohttp import WSMsgType, web
+
+from .closing import CloseReason
+from .framing import Payload
+from .protocol import ACK_OK, Message, encode
+from .writer import Writer
+
+if TYPE_CHECKING:
+    from .conn import Conn
+
+__all__ = [
+    "QUERY_KEY",
+    "QUERY_RECEIVED",
+    "RECOVERY_EVENT",
+    "Attachment",
+    "MakeWriter",
+    "Recorder",
+    "Recoverable",
+    "Recoveries",
+    "Recovery",
+]
+
+log = logging.getLogger("wsmvc")
+
+QUERY_KEY: Final = "wsmvc-recovery"
+QUERY_RECEIVED: Final = "wsmvc-received"
+RECOVERY_EVENT: Final = "_wsmvcRecovery"
+_KEY = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+MakeWriter = Callable[[Callable[[], None]], Writer]
+
+
+@attrs.frozen
+class Recovery:
+    """``Server(recovery=Recovery(...))``: keep lost connections for their clients' return.
+
+    * ``window`` - seconds a lost connection is kept (default 120, as Socket.IO's
+      ``maxDisconnectionDuration``); past it its disconnect events run.
+    * ``max_messages`` - frames kept per connection for replay (default 1000).
+    * ``max_bytes`` - bytes of them (default 1 MiB). So recovery costs up to this much memory
+      per connection, connected or not (docs/recovery.md#bounds).
+
+    Raises ValueError for a bound that is not positive.
+    """
+
+    window: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
+    max_messages: int = attrs.field(default=1000, validator=attrs.validators.gt(0))
+    max_bytes: int = attrs.field(default=1 << 20, validator=attrs.validators.gt(0))
+
+
+def new_key() -> str:
+    """A recovery key: 192 random bits, 32 URL-safe characters."""
+    return secrets.token_urlsafe(24)
+
+
+def recovery_frame(key: str, received: int | None = None) -> bytes:
+    """The recovery frame's text: ``key`` (a new connection) or ``key received``."""
+    body = key if received is None else f"{key} {received}"
+    return encode(Message(event=RECOVERY_EVENT, body=body.encode()))
+
+
+def requested(request: web.BaseRequest) -> tuple[str | None, int | None]:
+    """What the upgrade asks: ``(None, None)`` nothing; ``("", None)`` recovery for a new
+    connection; ``(key, n)`` to recover the connection of ``key``, ``n`` frames read."""
+    asked = request.query.get(QUERY_KEY)
+    if asked is None:
+        return None, None
+    received = request.query.get(QUERY_RECEIVED, "")
+    if _KEY.fullmatch(asked) is None or not received.isdigit() or len(received) > 18:
+        return "", None
+    return asked, int(received)
+
+
+class Recorder:
+    """The write path of a recoverable connection: a :class:`~wsmvc.writer.Writer` that
+    numbers the data frames it passes on to ``inner`` and keeps the last ones (within the
+    bounds) for a replay; without ``inner`` (the connection is lost) it only keeps them.
+    """
+
+    __slots__ = ("_bytes", "_closed", "_lost_at", "_on_lost", "_ring", "bounds", "inner", "sent")
+
+    def __init__(self, inner: Writer, bounds: Recovery) -> None:
+        self.inner: Writer | None = inner
+        self.bounds = bounds
+        self.sent = -1  # frames numbered so far; -1: not yet (before the recovery frame)
+        self._ring: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self._bytes = 0
+        self._closed = False
+        self._lost_at = 0  # `sent` when the connection was lost
+        self._on_lost: Callable[[], None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        inner = self.inner
+        return self._closed or (inner is not None and inner.closed and self.sent < 0)
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self._closed = value
+        if self.inner is not None:
+            self.inner.closed = value
+
+    def start(self) -> None:
+        """Number the frames from now on (the recovery frame went out)."""
+        self.sent = 0
+
+    def write(self, data: bytes, binary: bool) -> bool:
+        if self._closed:
+            return False
+        if self.sent >= 0:
+            self._keep(data, binary)
+        inner = self.inner
+        if inner is not None:
+            inner.write(data, binary)  # lost on the way, it is replayed: kept all the same
+        return True
+
+    def write_payload(self, payload: Payload) -> bool:
+        if self._closed:
+            return False
+        if self.sent >= 0:
+            self._keep(payload.data, payload.binary)
+        inner = self.inner
+        if inner is not None:
+            inner.write_payload(payload)
+        return True
+
+    def control(self, opcode: WSMsgType, payload: bytes) -> bool:
+        inner = self.inner
+        return inner.control(opcode, payload) if inner is not None and not self._closed else False
+
+    async def close(self, code: int, reason: bytes, *, urgent: bool = False) -> None:
+        self._closed = True
+        if self.inner is not None:
+            await self.inner.close(code, reason, urgent=urgent)
+
+    def _keep(self, data: bytes, binary: bool) -> None:
+        self.sent += 1
+        ring = self._ring
+        ring.append((data, binary))
+        self._bytes += len(data)
+        bounds = self.bounds
+        while len(ring) > bounds.max_messages or self._bytes > bounds.max_bytes:
+            old, _ = ring.popleft()
+            self._bytes -= len(old)
+            if self.inner is None and self.sent - len(ring) > self._lost_at:
+                # A frame sent since the loss is gone: this connection cannot be recovered.
+                on_lost, self._on_lost = self._on_lost, None
+                if on_lost is not None:
+                    on_lost()
+
+    def lose(self, on_overflow: Callable[[], None]) -> None:
+        """The connection is lost: keep what comes; ``on_overflow()`` once a frame sent
+        from now on falls out of the bounds."""
+        self.inner = None
+        self._lost_at = self.sent
+        self._on_lost = on_overflow
+
+    def since(self, received: int) -> list[tuple[bytes, bool]] | None:
+        """The frames after the ``received``-th; ``None`` when some are no longer kept (or
+        ``received`` is more than were sent)."""
+        first = self.sent - len(self._ring)  # frames before the oldest one kept
+        if not first <= received <= self.sent:
+            return None
+        return list(self._ring)[received - first :]
+
+    def resume(self, inner: Writer) -> None:
+        """Write through ``inner`` from now on."""
+        self.inner = inner
+        self._on_lost = None
+
+
+class Recoverable:
+    """One connection's recovery: its key, its :class:`Recorder`, and the wait for the
+    websocket its client comes back with. Transitions: connected -> lost (:meth:`lose`)
+    -> connected (:meth:`resumed`), or over (:meth:`end`: the window passed, the
+    connection closed for good, too much to keep)."""
+
+    __slots__ = (
+        "_conn",
+        "_current",
+        "_expiry",
+        "_offered",
+        "_table",
+        "_wake",
+        "key",
+        "lost",
+        "over",
+        "recorder",
+    )
+
+    def __init__(self, conn: Conn, recorder: Recorder, table: Recoveries) -> None:
+        self._conn = conn
+        self.recorder = recorder
+        self._table = table
+        self.key = ""  # set once the recovery frame went out
+        self.lost = False
+        self.over = False
+        self._expiry: asyncio.TimerHandle | None = None
+        self._offered: Attachment | None = None  # a websocket the client came back with
+        self._wake: asyncio.Future[None] | None = None  # the serving task waits for one
+        self._current: Attachment | None = None  # the websocket the connection is on
+
+    @property
+    def window(self) -> float:
+        """Seconds a lost connection is kept."""
+        return self.recorder.bounds.window
+
+    def acknowledged(self) -> None:
+        """``A<id>`` went out: the recovery frame follows, then frames are numbered."""
+        self.key = self._table.enrol(self)
+        inner = self.recorder.inner
+        if inner is not None:
+            inner.write(recovery_frame(self.key), False)
+        self.recorder.start()
+        self._conn.received = 0
+
+    def lose(self, why: str) -> bool:
+        """The connection's websocket is gone (``why``): keep the connection for ``window``
+        seconds, unless its recovery is over (or never began). Whether it is kept."""
+        if self.over or not self.key:
+            return False
+        if self.lost:
+            return True
+        self.lost = True
+        conn = self._conn
+        log.info("%r: connection lost (%s): kept %ss for its client", conn, why, self.window)
+        self.recorder.lose(lambda: self.end("too much to keep for it"))
+        request = conn.request
+        transport = request.transport if request is not None else None
+        if transport is not None:
+            transport.abort()
+        conn.reader.halt()
+        if self._current is not None:
+            self._current.done.set()  # its request handler returns
+            self._current = None
+        if self._expiry is None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(self.window, self.end, "not back in time")
+        return True
+
+    def end(self, why: str = "") -> None:
+        """No recovery any more: a lost connection closes for good (its events run)."""
+        if self.over:
+            return
+        self.over = True
+        self._table.remove(self)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self.lost and why:
+            log.info("%r: not recovered: %s", self._conn, why)
+        offered, self._offered = self._offered, None
+        if offered is not None:
+            offered.refuse()  # served as a new connection
+        self._wakeup()
+        if self.lost and not self._conn.closed:
+            # The serving task closes it as soon as it sees its websocket gone.
+            self._conn.request_close(1006, "", cause=CloseReason.CONNECTION_LOST)
+
+    def finished(self) -> None:
+        """The connection ended: the request handler of its websocket may return."""
+        self.end()
+        if self._current is not None:
+            self._current.done.set()
+            self._current = None
+
+    def _wakeup(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def resumed(self) -> bool:
+        """In the serving task, once its websocket is gone: wait for the client's next one
+        (``True``: the connection goes on over it) or the end (``False``)."""
+        while not self.over:
+            offered, self._offered = self._offered, None
+            if offered is None:
+                self._wake = asyncio.get_running_loop().create_future()
+                try:
+                    await self._wake
+                finally:
+                    self._wake = None
+                continue
+            if await self._take(offered):
+                return True
+        return False
+
+    def offer(self, attachment: Attachment) -> bool:
+        """A client came back with this connection's key: take over (the old websocket, if
+        the server did not see it go yet, is dropped now). ``False`` when over."""
+        if self.over:
+            return False
+        self._table.remove(self)  # each key serves once
+        self.lose("its client came back on another connection")
+        if self._offered is not None:
+            self._offered.refuse()
+        self._offered = attachment
+        self._wakeup()
+        return True
+
+    async def _take(self, attachment: Attachment) -> bool:
+        """Go on over ``attachment``'s websocket: its ``M``, then ``A<id>``, the recovery
+        frame and the replay. ``False`` when it cannot be."""
+        conn = self._conn
+        replay = self.recorder.since(attachment.received)
+        if replay is None:
+            attachment.refuse()
+            self.end("the messages it missed are no longer all kept")
+            return False
+        inner = conn.attach(attachment.ws, attachment.request, attachment.make_writer)
+        self._current = attachment
+        attachment.taken.set_result(True)
+        try:
+            frame = await attachment.ws.receive(timeout=conn.handshake_timeout)
+        except asyncio.TimeoutError:
+            frame = None
+        if frame is None or frame.type is not WSMsgType.TEXT or frame.data[:1] != "M":
+            self.lost = False
+            self.lose("no handshake on the websocket it came back with")
+            return False
+        self.lost = False
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self.key = self._table.enrol(self)
+        inner.write((ACK_OK + conn.id).encode(errors="replace"), False)
+        inner.write(recovery_frame(self.key, conn.received), False)
+        for data, binary in replay:
+            inner.write(data, binary)
+        self.recorder.resume(inner)
+        log.info("%r: recovered, %d messages replayed", conn, len(replay))
+        return True
+
+
+class Attachment:
+    """A websocket a client came back with (its request handler waits on it)."""
+
+    __slots__ = ("done", "make_writer", "received", "request", "taken", "ws")
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        make_writer: MakeWriter,
+        received: int,
+    ) -> None:
+        self.ws = ws
+        self.request = request
+        self.make_writer = make_writer
+        self.received = received
+        # True: the connection goes on over it; False: serve it as a new connection.
+        self.taken: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.done = asyncio.Event()  # the connection is done with this websocket
+
+    def refuse(self) -> None:
+        if not self.taken.done():
+            self.taken.set_result(False)
+
+
+class Recoveries:
+    """A server's recoverable connections by key."""
+
+    __slots__ = ("_by_key", "bounds")
+
+    def __init__(self, bounds: Recovery) -> None:
+        self.bounds = bounds
+        self._by_key: dict[str, Recoverable] = {}
+
+    def enrol(self, recoverable: Recoverable) -> str:
+        """A new key for ``recoverable``."""
+        key = new_key()
+        self._by_key[key] = recoverable
+        return key
+
+    def remove(self, recoverable: Recoverable) -> None:
+        if self._by_key.get(recoverable.key) is recoverable:
+            del self._by_key[recoverable.key]
+
+    def get(self, key: str) -> Recoverable | None:
+        return self._by_key.get(key)
+
+    def recorder(self, make_writer: MakeWriter, made: list[Recorder]) -> MakeWriter:
+        """``make_writer`` whose writers are :class:`Recorder` s (appended to ``made``)."""
+
+        def make(on_overflow: Callable[[], None]) -> Writer:
+            recorder = Recorder(make_writer(on_overflow), self.bounds)
+            made.append(recorder)
+            return recorder
+
+        return make
