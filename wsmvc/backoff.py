@@ -35,7 +35,7 @@ _gt0 = attrs.validators.gt(0.0)
 
 @attrs.frozen(kw_only=True)
 class Backoff:
-    """How a :class:`ReconnectingClient` paces its attempts (all times in seconds).
+    """How a :class:`~wsmvc.ReconnectingClient` paces its attempts (all times in seconds).
 
     Before attempt ``n`` (0 for the first after a loss) it waits
     ``d = min(maximum, initial * factor ** n)`` shortened by a random part of up to
@@ -73,7 +73,8 @@ class Backoff:
             raise ValueError(f"Backoff.maximum ({self.maximum}) is below initial ({self.initial})")
 
     def bounds(self, attempt: int) -> tuple[float, float]:
-        """The shortest and longest wait before attempt ``attempt`` (0-based), seconds."""
+        """The shortest and longest wait before attempt ``attempt`` (0-based), seconds.
+        Raises :class:`ValueError` for a negative ``attempt``."""
         if attempt < 0:
             raise ValueError(f"attempt numbers start at 0, not {attempt}")
         try:
