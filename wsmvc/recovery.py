@@ -68,6 +68,7 @@ QUERY_KEY: Final = "wsmvc-recovery"
 QUERY_RECEIVED: Final = "wsmvc-received"
 RECOVERY_EVENT: Final = "_wsmvcRecovery"
 _KEY = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_COUNT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() takes "²" (int() refuses it)
 
 MakeWriter = Callable[[Callable[[], None]], Writer]
 
@@ -108,7 +109,7 @@ def requested(request: web.BaseRequest) -> tuple[str | None, int | None]:
     if asked is None:
         return None, None
     received = request.query.get(QUERY_RECEIVED, "")
-    if _KEY.fullmatch(asked) is None or not received.isdigit() or len(received) > 18:
+    if _KEY.fullmatch(asked) is None or _COUNT.fullmatch(received) is None:
         return "", None
     return asked, int(received)
 
