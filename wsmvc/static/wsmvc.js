@@ -733,6 +733,8 @@ const disconnect = Symbol('disconnect');
 // NSConn's internals that Conn calls.
 const rooms = Symbol('rooms');
 const payload = Symbol('payload');
+// Set on the NSConns and Rooms the app connected and joined itself: what a reconnect restores.
+const byApp = Symbol('byApp');
 
 /**
  * What to say of a request in errors: `ask "ping" in namespace "default"`.
@@ -851,6 +853,7 @@ export class Conn {
             throw new EventError('bad namespace');
         }
         const ns = new NSConn(this, namespace);
+        ns[byApp] = true;
         await this.#openNamespace(ns, payload, timeout);
         return ns;
     }
@@ -1271,6 +1274,7 @@ export class Conn {
         await this.#refusable(ns, new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoin, IsLocal: true }));
         await this[request](new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoin }), timeout);
         const joined = this.#addRoom(ns, room);
+        joined[byApp] = true;
         this.#fire(ns, new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoined, IsLocal: true }));
         return joined;
     }
@@ -1421,41 +1425,55 @@ export class Conn {
     }
 
     /**
-     * Restore the namespaces (in the order connected) and, after each, its rooms (in the
-     * order joined): one request at a time, each waiting for its answer. One the server
-     * refuses now is dropped (its forced events fired when the connection was lost) and
-     * listed in `failed`. Resolves with `{failed}`, or null if the socket was lost.
+     * Restore what the app connected and joined itself: its namespaces in the order
+     * connected and, after each, its rooms in the order joined; one request at a time,
+     * each waiting for its answer. What the server connected or joined on its own is the
+     * server's to redo on the new connection: forgotten (its forced events fired when the
+     * connection was lost). One refused now (an error answer, a local handler's refusal,
+     * no answer in askTimeout) is forgotten and listed in `failed`. Resolves with
+     * `{failed}`, or null when this socket was lost meanwhile.
      */
     async #restore(link) {
         const failed = [];
+        if (this.#native) {
+            return { failed };
+        }
         for (const ns of [...this.#namespaces.values()]) {
-            if (this.#native) {
-                break;
+            const error = ns[byApp] ? await this.#restoreStep(() => this.#openNamespace(ns, ns[payload], undefined, true)) : null;
+            if (error === 'lost') {
+                return null;
             }
-            const joined = [...ns[rooms].keys()];
-            try {
-                await this.#openNamespace(ns, ns[payload], undefined, true);
-            } catch (err) {
-                if (!(err instanceof EventError)) {
-                    return this.#restoreFailed(link, err);
+            if (!ns[byApp] || error !== null) {
+                this.#dropNamespace(ns, error ? 'refused after a reconnect' : 'the server connected it, and redoes it');
+                if (error) {
+                    failed.push({ namespace: ns.namespace, error });
                 }
-                this.#dropNamespace(ns, 'the server refused it after a reconnect');
-                failed.push({ namespace: ns.namespace, error: err });
                 continue;
             }
-            for (const room of joined) {
-                try {
-                    await this.#rejoin(ns, room);
-                } catch (err) {
-                    if (!(err instanceof EventError)) {
-                        return this.#restoreFailed(link, err);
-                    }
-                    ns[rooms].delete(room);
-                    failed.push({ namespace: ns.namespace, room, error: err });
+            for (const room of [...ns[rooms].values()]) {
+                const refused = room[byApp] ? await this.#restoreStep(() => this.#rejoin(ns, room.name)) : null;
+                if (refused === 'lost') {
+                    return null;
+                }
+                if (!room[byApp] || refused !== null) {
+                    ns[rooms].delete(room.name);
+                }
+                if (refused) {
+                    failed.push({ namespace: ns.namespace, room: room.name, error: refused });
                 }
             }
         }
         return link === this.#link ? { failed } : null;
+    }
+
+    /** Run one restore request: null when it succeeded, 'lost' with the socket, else its error. */
+    async #restoreStep(step) {
+        try {
+            await step();
+            return null;
+        } catch (err) {
+            return err instanceof ConnectionClosedError ? 'lost' : err;
+        }
     }
 
     /** Join `room` of `ns` again (the Room object stays the same). */
@@ -1463,17 +1481,6 @@ export class Conn {
         await this.#refusable(ns, new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoin, IsLocal: true }));
         await this[request](new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoin }), undefined, true);
         this.#fire(ns, new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoined, IsLocal: true }));
-    }
-
-    /** A restore that failed for another reason than a refusal: drop this socket, try again. */
-    #restoreFailed(link, err) {
-        if (link === this.#link) {
-            this.#options.onError(err);
-            this.#link = null;
-            link.listen({});
-            link.close(4000, 'restore failed');
-        }
-        return null;
     }
 
     /** Send what was queued while reconnecting, in order (what can no longer go is refused). */

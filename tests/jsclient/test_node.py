@@ -1,0 +1,154 @@
+"""wsmvc.js, the JavaScript client, in Node against a real wsmvc server.
+
+Each ``*.test.mjs`` here runs under ``node --test`` against ``app.py`` (one child process
+for the module, on a free port of 127.0.0.1), once with Node's own ``WebSocket`` (when this
+Node has one, with ``--experimental-websocket`` on Node 20) and once with the ``ws``
+package (the codec and the TypeScript declarations, which open no socket, once); a failure
+shows node's output. The server's log must hold no error.
+
+Needs Node.js 18+ and ``npm ci --prefix tests/jsclient`` (``ws``, and ``typescript`` for
+``tsc`` on ``types/usage.ts``); without
+them every test here is skipped with that hint (``tox -e interop`` does it all).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.interop.interop_support import AppProcess, problem_lines
+
+pytestmark = pytest.mark.interop
+
+HERE = Path(__file__).resolve().parent
+APP = HERE / "app.py"
+CLIENT_JS = HERE.parents[1] / "wsmvc" / "static" / "wsmvc.js"
+TEST_FILES = sorted(path.name for path in HERE.glob("*.test.mjs"))
+# Files that open no websocket run once, with whichever WebSocket ("any").
+NO_SOCKETS = {"codec.test.mjs", "types.test.mjs"}
+RUNS = [
+    (name, websocket)
+    for name in TEST_FILES
+    for websocket in (("any",) if name in NO_SOCKETS else ("builtin", "ws"))
+]
+READY_LINE = re.compile(r"^jsclient app ready on (http://\S+)")
+SETUP_HINT = "npm ci --prefix tests/jsclient (tox -e interop does it)"
+NODE_TIMEOUT = 120.0  # seconds for one test file; each of its waits is 5 s at most
+BUILTIN_FLAG = "--experimental-websocket"  # Node 20's; Node 22 has WebSocket by default
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    executable = shutil.which("node")
+    if executable is None:
+        pytest.skip(f"the wsmvc.js tests need Node.js 18+ on PATH, then {SETUP_HINT}")
+    if not (HERE / "node_modules" / "ws").is_dir():
+        pytest.skip(f"the wsmvc.js tests need tests/jsclient/node_modules: {SETUP_HINT}")
+    return executable
+
+
+def has_websocket(node: str, *flags: str) -> bool:
+    """Whether ``node`` with ``flags`` has a global ``WebSocket``."""
+    check = "process.exit(typeof WebSocket === 'function' ? 0 : 1)"
+    done = subprocess.run([node, *flags, "-e", check], capture_output=True, timeout=30, check=False)
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def builtin_flags(node: str) -> list[str] | None:
+    """The flags that give this Node its own WebSocket; ``None`` if it has none (Node 18)."""
+    if has_websocket(node):
+        return []
+    if has_websocket(node, BUILTIN_FLAG):
+        return [BUILTIN_FLAG]
+    return None
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    process = AppProcess("jsclient app", APP, tmp_path_factory.mktemp("jsclient"), ready=READY_LINE)
+    process.start()
+    try:
+        yield process
+    finally:
+        if process.running:
+            process.stop()  # checks a clean exit and a log without errors
+
+
+@pytest.fixture
+def server(app: AppProcess) -> Iterator[AppProcess]:
+    """The app; fails the test if the server logged an error while it ran."""
+    offset = app.log_size()
+    yield app
+    problems = problem_lines(app.log(offset))
+    assert not problems, "the server logged errors during the test:\n" + "\n".join(problems)
+
+
+def run_node(
+    node: str, flags: list[str], test_file: str, url: str, websocket: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WSMVC_TEST_URL": url, "WSMVC_TEST_WEBSOCKET": websocket}
+    try:
+        return subprocess.run(
+            [node, *flags, "--test", "--test-reporter=tap", test_file],
+            cwd=HERE,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=NODE_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"node --test {test_file} did not end within {NODE_TIMEOUT}s:\n{exc.stdout}")
+
+
+@pytest.mark.parametrize(("test_file", "websocket"), RUNS)
+def test_node(
+    node: str,
+    builtin_flags: list[str] | None,
+    server: AppProcess,
+    test_file: str,
+    websocket: str,
+) -> None:
+    """One file of Node tests passes, with Node's WebSocket or with the ws package."""
+    if websocket == "builtin" and builtin_flags is None:
+        pytest.skip("this Node has no WebSocket of its own (Node 18): the ws runs cover it")
+    flags = (builtin_flags or []) if websocket == "builtin" else []
+    done = run_node(node, flags, test_file, server.url, websocket)
+    output = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    if done.returncode != 0:
+        pytest.fail(f"node --test {test_file} ({websocket}) failed:\n{output}", pytrace=False)
+    passed = re.search(r"^# pass (\d+)$", done.stdout, re.MULTILINE)
+    assert passed is not None and int(passed.group(1)) > 0, f"no test passed:\n{output}"
+    assert re.search(r"^# fail 0$", done.stdout, re.MULTILINE), output
+
+
+def test_a_node_without_websocket_is_told_what_to_do(node: str) -> None:
+    """On a Node with no WebSocket of its own (Node 20 without the flag, Node 18), dial
+    says how to get one instead of failing obscurely."""
+    if has_websocket(node):
+        pytest.skip("this Node has a WebSocket by default (Node 22+)")
+    script = (
+        f"import {{ dial }} from {CLIENT_JS.as_uri()!r};\n"
+        "try { await dial('ws://127.0.0.1:9/ws', {}); console.log('dialed?'); }\n"
+        "catch (err) { console.log(`${err.name}: ${err.message}`); }\n"
+    )
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "TypeError: wsmvc: no WebSocket: pass the `WebSocket` option (e.g. from the ws "
+        "package), or run Node 20 with --experimental-websocket (Node 22+ has it built in)"
+    )
