@@ -344,8 +344,7 @@ class Recoverable:
         """Go on over ``attachment``'s websocket: its ``M``, then ``A<id>``, the recovery
         frame and the replay. ``False`` when it cannot be."""
         conn = self._conn
-        replay = self.recorder.since(attachment.received)
-        if replay is None:
+        if self.recorder.since(attachment.received) is None:
             attachment.refuse()
             self.end("the messages it missed are no longer all kept")
             return False
@@ -359,6 +358,11 @@ class Recoverable:
         if frame is None or frame.type is not WSMsgType.TEXT or frame.data[:1] != "M":
             self.lost = False
             self.lose("no handshake on the websocket it came back with")
+            return False
+        # Now, not before M: what was sent while waiting for it is kept, and goes too.
+        replay = self.recorder.since(attachment.received)
+        if replay is None:
+            self.end("the messages it missed are no longer all kept")
             return False
         self.lost = False
         if self._expiry is not None:
