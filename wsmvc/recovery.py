@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 import attrs
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from .closing import CloseReason
 from .framing import Payload
@@ -120,7 +120,17 @@ class Recorder:
     bounds) for a replay; without ``inner`` (the connection is lost) it only keeps them.
     """
 
-    __slots__ = ("_bytes", "_closed", "_lost_at", "_on_lost", "_ring", "bounds", "inner", "sent")
+    __slots__ = (
+        "_bytes",
+        "_closed",
+        "_lost_at",
+        "_on_lost",
+        "_ring",
+        "bounds",
+        "inner",
+        "pending",
+        "sent",
+    )
 
     def __init__(self, inner: Writer, bounds: Recovery) -> None:
         self.inner: Writer | None = inner
@@ -131,6 +141,9 @@ class Recorder:
         self._closed = False
         self._lost_at = 0  # `sent` when the connection was lost
         self._on_lost: Callable[[], None] | None = None
+        # The write path of a websocket being taken over (its client's M awaited): no data
+        # goes there before the replay, but a close does (the connection ends meanwhile).
+        self.pending: Writer | None = None
 
     @property
     def closed(self) -> bool:
@@ -173,8 +186,9 @@ class Recorder:
 
     async def close(self, code: int, reason: bytes, *, urgent: bool = False) -> None:
         self._closed = True
-        if self.inner is not None:
-            await self.inner.close(code, reason, urgent=urgent)
+        target = self.inner if self.inner is not None else self.pending
+        if target is not None:
+            await target.close(code, reason, urgent=urgent)
 
     def _keep(self, data: bytes, binary: bool) -> None:
         self.sent += 1
@@ -194,7 +208,7 @@ class Recorder:
     def lose(self, on_overflow: Callable[[], None]) -> None:
         """The connection is lost: keep what comes; ``on_overflow()`` once a frame sent
         from now on falls out of the bounds."""
-        self.inner = None
+        self.inner = self.pending = None
         self._lost_at = self.sent
         self._on_lost = on_overflow
 
@@ -209,6 +223,7 @@ class Recorder:
     def resume(self, inner: Writer) -> None:
         """Write through ``inner`` from now on."""
         self.inner = inner
+        self.pending = None
         self._on_lost = None
 
 
@@ -350,11 +365,11 @@ class Recoverable:
             return False
         inner = conn.attach(attachment.ws, attachment.request, attachment.make_writer)
         self._current = attachment
+        self.recorder.pending = inner  # a close while its M is awaited goes there
         attachment.taken.set_result(True)
-        try:
-            frame = await attachment.ws.receive(timeout=conn.handshake_timeout)
-        except asyncio.TimeoutError:
-            frame = None
+        frame = await self._handshake(attachment.ws, inner)
+        if self.over:  # closed meanwhile: its close frame went to that websocket
+            return False
         if frame is None or frame.type is not WSMsgType.TEXT or frame.data[:1] != "M":
             self.lost = False
             self.lose("no handshake on the websocket it came back with")
@@ -376,6 +391,36 @@ class Recoverable:
         self.recorder.resume(inner)
         log.info("%r: recovered, %d messages replayed", conn, len(replay))
         return True
+
+    async def _handshake(self, ws: web.WebSocketResponse, inner: Writer) -> WSMessage | None:
+        """The first frame from ``ws`` but pings and pongs, within the handshake timeout;
+        ``None`` past it, or once the connection is over (its close wakes this wait as it
+        wakes the serving task's reads)."""
+        conn = self._conn
+        reader = conn.reader
+        loop = asyncio.get_running_loop()
+        timeout = conn.handshake_timeout
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self.over:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return None
+            reader.reading = True
+            try:
+                frame = await ws.receive(left)
+            except asyncio.CancelledError:
+                if not reader.woken():
+                    raise
+                continue
+            except asyncio.TimeoutError:
+                return None
+            finally:
+                reader.reading = False
+            if frame.type is WSMsgType.PING:
+                inner.control(WSMsgType.PONG, frame.data)
+            elif frame.type is not WSMsgType.PONG:
+                return frame
+        return None
 
 
 class Attachment:
