@@ -3,12 +3,13 @@
 Each ``*.test.mjs`` here runs under ``node --test`` against ``app.py`` (one child process
 for the module, on a free port of 127.0.0.1), once with Node's own ``WebSocket`` (when this
 Node has one, with ``--experimental-websocket`` on Node 20) and once with the ``ws``
-package (the codec and the TypeScript declarations, which open no socket, once); a failure
-shows node's output. The server's log must hold no error.
+package; the codec and the TypeScript declarations, which open no socket, run once, and
+``docs.test.mjs`` runs the ``js`` blocks of ``docs/client-js.md`` against the guide's own
+server (``docs_app.py``). A failure shows node's output; a server's log must hold no error.
 
 Needs Node.js 18+ and ``npm ci --prefix tests/jsclient`` (``ws``, and ``typescript`` for
-``tsc`` on ``types/usage.ts``); without
-them every test here is skipped with that hint (``tox -e interop`` does it all).
+``tsc`` on ``types/usage.ts``); without them every test here is skipped with that hint
+(``tox -e interop`` does it all).
 """
 
 from __future__ import annotations
@@ -28,16 +29,19 @@ pytestmark = pytest.mark.interop
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "app.py"
+DOCS_APP = HERE / "docs_app.py"  # the server of docs/client-js.md, for docs.test.mjs
 CLIENT_JS = HERE.parents[1] / "wsmvc" / "static" / "wsmvc.js"
 TEST_FILES = sorted(path.name for path in HERE.glob("*.test.mjs"))
-# Files that open no websocket run once, with whichever WebSocket ("any").
-NO_SOCKETS = {"codec.test.mjs", "types.test.mjs"}
+# Files that open no websocket run once, with whichever WebSocket ("any"); the guide's
+# blocks use Node's own (as the guide's readers on Node 22 do).
+ONCE = {"codec.test.mjs": "any", "types.test.mjs": "any", "docs.test.mjs": "builtin"}
 RUNS = [
     (name, websocket)
     for name in TEST_FILES
-    for websocket in (("any",) if name in NO_SOCKETS else ("builtin", "ws"))
+    for websocket in ((ONCE[name],) if name in ONCE else ("builtin", "ws"))
 ]
 READY_LINE = re.compile(r"^jsclient app ready on (http://\S+)")
+DOCS_READY_LINE = re.compile(r"^docs app ready on (http://\S+)")
 SETUP_HINT = "npm ci --prefix tests/jsclient (tox -e interop does it)"
 NODE_TIMEOUT = 120.0  # seconds for one test file; each of its waits is 5 s at most
 BUILTIN_FLAG = "--experimental-websocket"  # Node 20's; Node 22 has WebSocket by default
@@ -70,9 +74,7 @@ def builtin_flags(node: str) -> list[str] | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    process = AppProcess("jsclient app", APP, tmp_path_factory.mktemp("jsclient"), ready=READY_LINE)
+def running(process: AppProcess) -> Iterator[AppProcess]:
     process.start()
     try:
         yield process
@@ -81,9 +83,23 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
             process.stop()  # checks a clean exit and a log without errors
 
 
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    log_dir = tmp_path_factory.mktemp("jsclient")
+    yield from running(AppProcess("jsclient app", APP, log_dir, ready=READY_LINE))
+
+
+@pytest.fixture(scope="module")
+def docs_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    log_dir = tmp_path_factory.mktemp("jsclient-docs")
+    yield from running(AppProcess("docs app", DOCS_APP, log_dir, ready=DOCS_READY_LINE))
+
+
 @pytest.fixture
-def server(app: AppProcess) -> Iterator[AppProcess]:
-    """The app; fails the test if the server logged an error while it ran."""
+def server(request: pytest.FixtureRequest, test_file: str) -> Iterator[AppProcess]:
+    """The app ``test_file`` talks to (the guide's for docs.test.mjs); fails the test if
+    it logged an error while the test ran."""
+    app: AppProcess = request.getfixturevalue("docs_app" if test_file == "docs.test.mjs" else "app")
     offset = app.log_size()
     yield app
     problems = problem_lines(app.log(offset))
