@@ -73,7 +73,7 @@ test('an ask with no answer rejects with AskTimeoutError after its timeout', asy
     assert.equal((await ns.ask('ask', 'still')).Body, 'pong:still');
 });
 
-test('the server asks the client: the handler\'s return value answers', async () => {
+test("the server asks the client: the handler's return value answers", async () => {
     assert.equal((await ns.ask('server_ask', 'q1')).Body, 'client said:answer to q1');
     const [question] = questions.splice(0);
     assert.equal(question.Body, 'q1');

@@ -54,14 +54,24 @@ test('frames that are not envelopes are ignored, or native where allowed', () =>
         assert.equal(decode(frame), null, frame);
     }
     const native = decode('plain text', true);
-    assert.deepEqual([native.Event, native.Body, native.IsNative, native.Namespace], [wsmvc.OnNativeMessage, 'plain text', true, '']);
+    assert.deepEqual(
+        [native.Event, native.Body, native.IsNative, native.Namespace],
+        [wsmvc.OnNativeMessage, 'plain text', true, ''],
+    );
     assert.equal(decode('x;y;z;w;v;u;t', true).Namespace, 'y', 'six separators make an envelope');
 });
 
 test('binary frames: the body is raw bytes after the sixth separator', () => {
     const frame = bytes(...Buffer.from(';default;;frombin;0;0;'), 0, 1, 0x3b, 0xfe);
     assert.deepEqual(fields(decode(frame)), {
-        wait: '', ns: 'default', room: '', event: 'frombin', err: null, noOp: false, body: [0, 1, 0x3b, 0xfe], binary: true,
+        wait: '',
+        ns: 'default',
+        room: '',
+        event: 'frombin',
+        err: null,
+        noOp: false,
+        body: [0, 1, 0x3b, 0xfe],
+        binary: true,
     });
     const error = decode(bytes(...Buffer.from('$22;default;;fail;1;0;boom ✓')));
     assert.equal(error.Err.message, 'boom ✓', 'a binary error text is decoded, not "[object ArrayBuffer]"');
@@ -72,9 +82,18 @@ test('binary frames: the body is raw bytes after the sixth separator', () => {
 test('encode writes the seven fields, escaping only names', () => {
     const cases = [
         [{ Namespace: 'default', Event: 'chat', Body: 'text' }, ';default;;chat;0;0;text'],
-        [{ wait: '$1', Namespace: 'default', Room: 'room1', Event: '_OnRoomJoin' }, '$1;default;room1;_OnRoomJoin;0;0;'],
-        [{ Namespace: 'my;ns', Room: 'r;1', Event: 'ev;1', Body: 'b;o;d;y' }, ';my@%!semicolon@%!ns;r@%!semicolon@%!1;ev@%!semicolon@%!1;0;0;b;o;d;y'],
-        [{ wait: '7', Namespace: 'd', Event: 'fail', Err: new Error('custom; error\nline2') }, '7;d;;fail;1;0;custom; error\nline2'],
+        [
+            { wait: '$1', Namespace: 'default', Room: 'room1', Event: '_OnRoomJoin' },
+            '$1;default;room1;_OnRoomJoin;0;0;',
+        ],
+        [
+            { Namespace: 'my;ns', Room: 'r;1', Event: 'ev;1', Body: 'b;o;d;y' },
+            ';my@%!semicolon@%!ns;r@%!semicolon@%!1;ev@%!semicolon@%!1;0;0;b;o;d;y',
+        ],
+        [
+            { wait: '7', Namespace: 'd', Event: 'fail', Err: new Error('custom; error\nline2') },
+            '7;d;;fail;1;0;custom; error\nline2',
+        ],
         [{ Namespace: 'd', Event: 'e', Err: new Error('') }, ';d;;e;1;0;error'], // never an empty error text
         [{ IsNative: true, Event: wsmvc.OnNativeMessage, Body: 'raw;text' }, 'raw;text'],
     ];
@@ -84,7 +103,9 @@ test('encode writes the seven fields, escaping only names', () => {
 });
 
 test('bytes, or SetBinary, make a binary frame of the same envelope', () => {
-    const frame = encode(new Message({ Namespace: 'default', Event: 'chat', Body: new Uint8Array([0, 0xff, 0x3b, 0x61]) }));
+    const frame = encode(
+        new Message({ Namespace: 'default', Event: 'chat', Body: new Uint8Array([0, 0xff, 0x3b, 0x61]) }),
+    );
     assert.ok(frame instanceof Uint8Array);
     assert.deepEqual([...frame], [...latin1(';default;;chat;0;0;'), 0, 0xff, 0x3b, 0x61]);
     const text = encode(new Message({ Namespace: 'd', Event: 'e', Body: 'é', SetBinary: true }));

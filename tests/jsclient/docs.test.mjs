@@ -26,7 +26,11 @@ function blocks() {
     const found = [];
     for (let i = 0; i < lines.length; i++) {
         if (lines[i].trim() !== '```js') continue;
-        const before = lines.slice(0, i).reverse().find((line) => line.trim() !== '') ?? '';
+        const before =
+            lines
+                .slice(0, i)
+                .reverse()
+                .find((line) => line.trim() !== '') ?? '';
         const end = lines.indexOf('```', i + 1);
         assert.ok(end > i, `docs/client-js.md:${i + 1}: the js block is never closed`);
         found.push({ line: i + 2, code: lines.slice(i + 1, end).join('\n'), marked: MARKER.test(before.trim()) });
@@ -75,6 +79,9 @@ for (const block of all.filter((b) => b.marked)) {
                 },
             );
         });
-        assert.deepEqual(stdout.split('\n').filter((line) => line !== ''), expectedOutput(block.code));
+        assert.deepEqual(
+            stdout.split('\n').filter((line) => line !== ''),
+            expectedOutput(block.code),
+        );
     });
 }

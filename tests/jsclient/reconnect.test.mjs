@@ -196,7 +196,11 @@ test('what the app sends while reconnecting waits, bounded, and goes in order on
 test('the server refusing the reconnect (its handshake says H) ends it: onClosed, asks rejected', async () => {
     const tag = newTag();
     const inbox = new Inbox();
-    const conn = await wsmvc.dial(endpoint(tag), { default: {} }, options({ reconnect: QUICK_RECONNECT, ...lifecycle(inbox) }));
+    const conn = await wsmvc.dial(
+        endpoint(tag),
+        { default: {} },
+        options({ reconnect: QUICK_RECONNECT, ...lifecycle(inbox) }),
+    );
     const ns = await conn.connect('default');
     await hold(tag, 'reject');
     try {
@@ -239,7 +243,11 @@ test('reconnect gives up after maxAttempts', async () => {
 test('close() while reconnecting stops it and rejects what waits', async () => {
     const tag = newTag();
     const inbox = new Inbox();
-    const conn = await wsmvc.dial(endpoint(tag), { default: {} }, options({ reconnect: QUICK_RECONNECT, ...lifecycle(inbox) }));
+    const conn = await wsmvc.dial(
+        endpoint(tag),
+        { default: {} },
+        options({ reconnect: QUICK_RECONNECT, ...lifecycle(inbox) }),
+    );
     const ns = await conn.connect('default');
     await hold(tag);
     try {
@@ -264,7 +272,8 @@ test('a room the server (or the page) refuses after a reconnect is dropped and r
         {
             default: {
                 ...inbox.handlers(wsmvc.OnRoomLeft),
-                [wsmvc.OnRoomJoin]: (ns, msg) => (refuse && msg.Room.startsWith('gone') ? new Error('not again') : undefined),
+                [wsmvc.OnRoomJoin]: (ns, msg) =>
+                    refuse && msg.Room.startsWith('gone') ? new Error('not again') : undefined,
             },
         },
         options({ reconnect: QUICK_RECONNECT, ...lifecycle(inbox) }),

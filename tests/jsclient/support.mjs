@@ -120,7 +120,9 @@ export function recordingWebSocket(log, Base = WebSocketImpl) {
         constructor(...args) {
             super(...args);
             log.sockets.push(this);
-            this.addEventListener('message', (event) => log.push(['in', text(event.data), typeof event.data !== 'string']));
+            this.addEventListener('message', (event) =>
+                log.push(['in', text(event.data), typeof event.data !== 'string']),
+            );
         }
 
         send(data) {

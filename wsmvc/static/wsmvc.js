@@ -512,7 +512,7 @@ function reconnectPolicy(option) {
     if (option === false || option === 0) {
         return null;
     }
-    const given = typeof option === 'number' ? { initialDelay: option } : option === true ? {} : option ?? {};
+    const given = typeof option === 'number' ? { initialDelay: option } : option === true ? {} : (option ?? {});
     const policy = { ...RECONNECT_DEFAULTS, ...given };
     const bad =
         !(policy.initialDelay >= 0) ||
@@ -688,7 +688,7 @@ function handshake(options, endpoint, { native, tries }) {
         const fail = (err) => {
             clearTimeout(timer);
             link.listen({});
-            link.close(err instanceof RejectError ? 1000 : 1002);
+            link.close();
             reject(err);
         };
         link.listen({
@@ -704,7 +704,13 @@ function handshake(options, endpoint, { native, tries }) {
             },
             close: (event) => {
                 const why = event.reason ? `: ${event.reason}` : '';
-                fail(new ConnectionClosedError(`could not connect to ${endpoint} (code ${event.code}${why})`, event.code, event.reason));
+                fail(
+                    new ConnectionClosedError(
+                        `could not connect to ${endpoint} (code ${event.code}${why})`,
+                        event.code,
+                        event.reason,
+                    ),
+                );
             },
         });
     });
@@ -1271,7 +1277,10 @@ export class Conn {
     }
 
     async [join](ns, room, timeout) {
-        await this.#refusable(ns, new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoin, IsLocal: true }));
+        await this.#refusable(
+            ns,
+            new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoin, IsLocal: true }),
+        );
         await this[request](new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoin }), timeout);
         const joined = this.#addRoom(ns, room);
         joined[byApp] = true;
@@ -1280,7 +1289,10 @@ export class Conn {
     }
 
     async [leave](ns, room, timeout) {
-        await this.#refusable(ns, new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomLeave, IsLocal: true }));
+        await this.#refusable(
+            ns,
+            new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomLeave, IsLocal: true }),
+        );
         await this[request](new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomLeave }), timeout);
         ns[rooms].delete(room);
         this.#fire(ns, new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomLeft, IsLocal: true }));
@@ -1397,12 +1409,12 @@ export class Conn {
         const previousId = this.id;
         this.reconnectTries = attempt;
         this.#adopt(opened.link, opened.id);
-        const outcome = await this.#resume(opened.link, { previousId, attempt });
-        if (outcome === null) {
+        const outcome = await this.#resume(opened.link);
+        if (outcome === null || this.#state !== 'reconnecting') {
             if (this.#state === 'reconnecting' && this.#link === null) {
                 this.#retry(attempt); // lost again while restoring
             }
-            return;
+            return; // or closed by the app meanwhile
         }
         this.#state = 'open';
         this.reconnects += 1;
@@ -1411,16 +1423,15 @@ export class Conn {
     }
 
     /**
-     * What to do once a new socket is acknowledged after a loss: THE place where the
+     * What to do once a new socket is acknowledged after a loss: THE one place where the
      * connection's state comes back. Today the server starts from nothing, so the client
-     * restores it (see {@link Conn#restore}). Server-side recovery (the server keeps a lost
-     * connection's id and rooms and replays what it missed) plugs in here: when the server
-     * says it kept the connection, nothing needs restoring.
-     * Resolves with `{failed}` once done, or null when this socket was lost meanwhile.
+     * restores it (see #restore). Server-side recovery (the server keeps a lost
+     * connection's id and rooms and replays what it missed) plugs in here: the dial asks
+     * for it, and when the server's first frame after `A<id>` says it kept the connection,
+     * nothing needs restoring. Resolves with `{failed}` once done, or null when this socket
+     * was lost meanwhile.
      */
-    async #resume(link, { previousId, attempt }) {
-        void previousId;
-        void attempt;
+    async #resume(link) {
         return this.#restore(link);
     }
 
@@ -1439,7 +1450,9 @@ export class Conn {
             return { failed };
         }
         for (const ns of [...this.#namespaces.values()]) {
-            const error = ns[byApp] ? await this.#restoreStep(() => this.#openNamespace(ns, ns[payload], undefined, true)) : null;
+            const error = ns[byApp]
+                ? await this.#restoreStep(() => this.#openNamespace(ns, ns[payload], undefined, true))
+                : null;
             if (error === 'lost') {
                 return null;
             }
@@ -1478,7 +1491,10 @@ export class Conn {
 
     /** Join `room` of `ns` again (the Room object stays the same). */
     async #rejoin(ns, room) {
-        await this.#refusable(ns, new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoin, IsLocal: true }));
+        await this.#refusable(
+            ns,
+            new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoin, IsLocal: true }),
+        );
         await this[request](new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoin }), undefined, true);
         this.#fire(ns, new Message({ Namespace: ns.namespace, Room: room, Event: OnRoomJoined, IsLocal: true }));
     }
