@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 from aiohttp import WSMessage, WSMsgType, web
 
-from .closing import CloseReason
+from .closing import CloseReason, Detached
 from .framing import Payload
 from .protocol import ACK_OK, Message, encode
 from .writer import Writer
@@ -71,6 +71,8 @@ _KEY = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _COUNT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() takes "²" (int() refuses it)
 
 MakeWriter = Callable[[Callable[[], None]], Writer]
+# What may come instead of M: the end of the websocket (a close frame, a broken frame, gone).
+_ENDS = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 
 @attrs.frozen
@@ -207,9 +209,11 @@ class Recorder:
 
     def lose(self, on_overflow: Callable[[], None]) -> None:
         """The connection is lost: keep what comes; ``on_overflow()`` once a frame sent
-        from now on falls out of the bounds."""
+        from now on falls out of the bounds (lost again before it resumed: from the first
+        loss on, whose frames the client still needs)."""
+        if self.inner is not None:
+            self._lost_at = self.sent
         self.inner = self.pending = None
-        self._lost_at = self.sent
         self._on_lost = on_overflow
 
     def since(self, received: int) -> list[tuple[bytes, bool]] | None:
@@ -357,10 +361,13 @@ class Recoverable:
 
     async def _take(self, attachment: Attachment) -> bool:
         """Go on over ``attachment``'s websocket: its ``M``, then ``A<id>``, the recovery
-        frame and the replay. ``False`` when it cannot be."""
+        frame and the replay. ``False`` when it cannot be: the connection ended (and that
+        websocket got its close frame), or the websocket is dropped and the connection
+        stays kept, its key serving again (no ``M`` came: nothing, a message, gone again).
+        """
         conn = self._conn
         if self.recorder.since(attachment.received) is None:
-            attachment.refuse()
+            attachment.refuse()  # served as a new connection
             self.end("the messages it missed are no longer all kept")
             return False
         inner = conn.attach(attachment.ws, attachment.request, attachment.make_writer)
@@ -368,11 +375,15 @@ class Recoverable:
         self.recorder.pending = inner  # a close while its M is awaited goes there
         attachment.taken.set_result(True)
         frame = await self._handshake(attachment.ws, inner)
-        if self.over:  # closed meanwhile: its close frame went to that websocket
+        if frame is not None and frame.type in _ENDS:
+            try:
+                conn.read_frame(frame)  # a close frame or a broken frame: closed for good
+            except Detached:
+                pass  # gone again
+        if self.over:
             return False
         if frame is None or frame.type is not WSMsgType.TEXT or frame.data[:1] != "M":
-            self.lost = False
-            self.lose("no handshake on the websocket it came back with")
+            self._dropped(attachment, "without its handshake" if frame is None else "no M")
             return False
         # Now, not before M: what was sent while waiting for it is kept, and goes too.
         replay = self.recorder.since(attachment.received)
@@ -422,6 +433,18 @@ class Recoverable:
                 return frame
         return None
 
+    def _dropped(self, attachment: Attachment, why: str) -> None:
+        """The websocket a client came back with failed before the replay: drop it; the
+        connection stays kept (for what is left of its window), its key serving again."""
+        log.info("%r: its client came back %s: still kept", self._conn, why)
+        self._current = None
+        self.recorder.pending = None
+        transport = attachment.request.transport
+        if transport is not None:
+            transport.abort()
+        attachment.done.set()
+        self._table.restore(self)
+
 
 class Attachment:
     """A websocket a client came back with (its request handler waits on it)."""
@@ -462,6 +485,11 @@ class Recoveries:
         key = new_key()
         self._by_key[key] = recoverable
         return key
+
+    def restore(self, recoverable: Recoverable) -> None:
+        """``recoverable``'s key opened nothing: it serves again (unless it is over)."""
+        if not recoverable.over and recoverable.key:
+            self._by_key[recoverable.key] = recoverable
 
     def remove(self, recoverable: Recoverable) -> None:
         if self._by_key.get(recoverable.key) is recoverable:
