@@ -359,6 +359,13 @@ class Recoverable:
         self._wakeup()
         return True
 
+    def withdraw(self, attachment: Attachment) -> None:
+        """``attachment``'s request handler is gone before the serving task took it (it was
+        cancelled): the key opened nothing, it serves again."""
+        if self._offered is attachment:
+            self._offered = None
+            self._table.restore(self)
+
     async def _take(self, attachment: Attachment) -> bool:
         """Go on over ``attachment``'s websocket: its ``M``, then ``A<id>``, the recovery
         frame and the replay. ``False`` when it cannot be: the connection ended (and that
@@ -369,6 +376,9 @@ class Recoverable:
         if self.recorder.since(attachment.received) is None:
             attachment.refuse()  # served as a new connection
             self.end("the messages it missed are no longer all kept")
+            return False
+        if attachment.taken.done():  # its request handler was cancelled meanwhile
+            self._table.restore(self)
             return False
         inner = conn.attach(attachment.ws, attachment.request, attachment.make_writer)
         self._current = attachment
@@ -497,6 +507,30 @@ class Recoveries:
 
     def get(self, key: str) -> Recoverable | None:
         return self._by_key.get(key)
+
+    async def come_back(
+        self,
+        key: str,
+        received: int,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        make_writer: MakeWriter,
+    ) -> Attachment | None:
+        """A client back with its recovery ``key``: the attachment its connection took
+        over (its request handler then waits for ``done``), or ``None``: serve it as a
+        new connection."""
+        recoverable = self._by_key.get(key)
+        if recoverable is None:
+            return None
+        back = Attachment(ws, request, make_writer, received)
+        if not recoverable.offer(back):
+            return None
+        try:
+            taken = await back.taken
+        except asyncio.CancelledError:
+            recoverable.withdraw(back)  # not taken: its key serves again
+            raise
+        return back if taken else None
 
     def recorder(self, make_writer: MakeWriter, made: list[Recorder]) -> MakeWriter:
         """``make_writer`` whose writers are :class:`Recorder` s (appended to ``made``)."""

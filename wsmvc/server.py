@@ -403,11 +403,10 @@ class Server(Sending):
     ) -> Attachment | None:
         """A client coming back with its recovery ``key``: the attachment its connection
         took over, or ``None`` (serve it as a new connection)."""
-        recoverable = self._recoveries.get(key) if self._recoveries is not None else None
-        if recoverable is None or received is None:
+        if self._recoveries is None or received is None:
             return None
-        back = Attachment(ws, request, self._make_writer(ws, request), received)
-        return back if recoverable.offer(back) and await back.taken else None
+        make_writer = self._make_writer(ws, request)
+        return await self._recoveries.come_back(key, received, ws, request, make_writer)
 
     def _new_conn(
         self, ws: web.WebSocketResponse, request: web.Request, conn_id: str, recover: bool
