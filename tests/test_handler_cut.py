@@ -318,3 +318,21 @@ async def test_aiohttp_shutdown_with_a_stuck_handler_logs_no_unhandled_exception
     ]
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     await asyncio.wait_for(client.wait_closed(), T)
+
+
+async def test_shutdown_returns_once_the_serving_tasks_ended(serve: Serve) -> None:
+    """A client that never answers the close frame: ``server.close()`` returns only once
+    the connection's task ended (its close handshake given up, the transport dropped), so
+    aiohttp's own shutdown that follows finds no handler running (and has nothing to race
+    or to cancel)."""
+    server = Server({"default": {}}, close_timeout=GRACE)
+    url = await serve(server)
+    raw = await RawWS.open(url)  # reads nothing from now on: the close frame goes unanswered
+    await raw.send("M")
+    assert (await raw.recv_text()).startswith("A")
+    [conn] = server.connections
+    task = conn.reader.task
+    assert task is not None
+    await asyncio.wait_for(server.close(), T)
+    assert task.done()
+    raw.sock.close()

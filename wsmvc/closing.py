@@ -387,8 +387,11 @@ async def shut_down(
     at most ``wait`` seconds for their disconnect events; ``upgrades``, if given, is set
     once no upgrade is under way (those close themselves, and are waited for too). ``me``:
     the connection whose handler shuts down, if any: closed, but never waited for (its
-    events run after that handler)."""
+    events run after that handler). Then waits, within the same ``wait``, until their
+    serving tasks ended."""
     reason = CloseReason.SHUTDOWN
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
     if me is not None:
         me.request_close(WSCloseCode.GOING_AWAY, reason.text, cause=reason)
 
@@ -412,6 +415,15 @@ async def shut_down(
     late = closes()  # upgrades that finished meanwhile (they close themselves)
     if late:
         await asyncio.wait(late, timeout=wait)
+    # Then the serving tasks themselves (the close handshake, the helper reader), within
+    # the same bound: aiohttp's own shutdown then finds no handler running. It waits for
+    # one with a timeout that races the handler's end (aiohttp then logs "Unhandled
+    # exception ... InvalidStateError", and may cancel it).
+    current = asyncio.current_task()
+    tasks = {c.reader.task for c in list(live) if c is not me}
+    running = [t for t in tasks if t is not None and t is not current and not t.done()]
+    if running:
+        await asyncio.wait(running, timeout=max(0.1, deadline - loop.time()))
 
 
 # Whose disconnect events a handler of a connection waits for in close().
