@@ -26,7 +26,8 @@ Namespace ``other``: ``ask`` answers ``other:`` + body. Namespace ``forbidden``:
 refused with ``forbidden namespace``. A connection whose upgrade carries ``X-Reject``
 (a header, or its ``X-Websocket-Header-X-Reject`` query form) is refused with its value.
 
-``/native`` is a native-only server: every frame comes back with ``echo:`` before it.
+``/native`` is a native-only server: every frame comes back with ``echo:`` before it;
+``/mixed`` does the same in namespace ``""``, beside namespace ``default`` (``ask``).
 
 HTTP for the tests: ``GET /members?namespace=&room=`` (the ids in a room, JSON),
 ``GET /namespaces?id=`` (the namespaces of a connection id), ``GET /upgrade?id=`` (its
@@ -191,6 +192,8 @@ def native_echo(ns: NSConn, msg: Message) -> None:
 
 
 native = Server({"": {"_OnNativeMessage": native_echo}})
+# Mixed mode: native messages in namespace "" beside a namespace of envelopes.
+mixed = Server({"": {"_OnNativeMessage": native_echo}, "default": {"ask": ask}})
 
 
 @web.middleware
@@ -245,6 +248,7 @@ def make_app() -> web.Application:
     app = web.Application(middlewares=[hold_gate])
     server.mount(app, "/ws")
     native.mount(app, "/native")
+    mixed.mount(app, "/mixed")
     app.router.add_get("/members", members)
     app.router.add_get("/namespaces", namespaces)
     app.router.add_get("/upgrade", upgrade)

@@ -86,3 +86,23 @@ test('a native-only server: frames without envelope both ways, no handshake', as
         await raw.close();
     }
 });
+
+test('mixed mode: native frames in namespace "", envelopes elsewhere', async () => {
+    const inbox = new Inbox();
+    const conn = await wsmvc.dial(
+        `${WS_BASE}/mixed`,
+        { '': inbox.handlers(wsmvc.OnNativeMessage), default: {} },
+        options(),
+    );
+    try {
+        assert.notEqual(conn.id, '', 'a handshake, unlike native-only');
+        const raw = await conn.connect('');
+        const ns = await conn.connect('default');
+        assert.equal(raw.emit(wsmvc.OnNativeMessage, 'plain'), true);
+        const msg = await inbox.next(wsmvc.OnNativeMessage);
+        assert.deepEqual([msg.IsNative, msg.Namespace, msg.Body], [true, '', 'echo:plain']);
+        assert.equal((await ns.ask('ask', 'x')).Body, 'pong:x');
+    } finally {
+        await conn.close();
+    }
+});

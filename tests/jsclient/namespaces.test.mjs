@@ -97,3 +97,25 @@ test('the server disconnects the namespace: the client cannot refuse, its asks f
     const again = await conn.connect('default');
     assert.notEqual(again, ns, 'a new connect makes a new NSConn');
 });
+
+test('_OnAnyEvent gets the events that have no handler of their own, system ones too', async () => {
+    const any = new Inbox();
+    const own = await wsmvc.dial(
+        endpoint(),
+        { default: { echo: (ns, msg) => any.put('own', msg), [wsmvc.OnAnyEvent]: (ns, msg) => any.put('any', msg) } },
+        options(),
+    );
+    try {
+        const ns = await own.connect('default');
+        ns.emit('echo', 'mine');
+        assert.equal((await any.next('own')).Body, 'mine');
+        // System events without a handler of their own come too (as in neffos).
+        const connecting = [await any.next('any'), await any.next('any')].map((m) => m.Event);
+        assert.deepEqual(connecting, [wsmvc.OnNamespaceConnect, wsmvc.OnNamespaceConnected]);
+        ns.emit('push_binary');
+        const other = await any.next('any');
+        assert.deepEqual([other.Event, [...other.bytes]], ['bin', [0, 1, 0x3b, 0xfe]]);
+    } finally {
+        await own.close();
+    }
+});

@@ -318,3 +318,27 @@ test("what the server connected or joined on its own is not restored: it is the 
     assert.deepEqual(await members('default', mine.name), [conn.id]);
     await conn.close();
 });
+
+test('queueLimit 0: while reconnecting, emit and ask are refused at once', async () => {
+    const tag = newTag();
+    const inbox = new Inbox();
+    const conn = await wsmvc.dial(
+        endpoint(tag),
+        { default: {} },
+        options({ reconnect: QUICK_RECONNECT, queueLimit: 0, ...lifecycle(inbox) }),
+    );
+    const ns = await conn.connect('default');
+    await hold(tag);
+    try {
+        await kick(conn);
+        await inbox.next('lost');
+        assert.equal(ns.emit('note', 'lost'), false);
+        await assert.rejects(ns.ask('ask', 'x'), { name: 'ConnectionClosedError' });
+    } finally {
+        await release(tag);
+    }
+    await inbox.next('restored');
+    assert.equal((await ns.ask('ask', 'x')).Body, 'pong:x');
+    assert.deepEqual(await api(`/notes?client=${tag}`), []);
+    await conn.close();
+});
