@@ -10,6 +10,7 @@ disconnect event for a recovered loss; the events once the window is over).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from urllib.parse import urlencode
 
@@ -109,12 +110,13 @@ def recovering_server(events: Events, **recovery: float) -> Server:
         return b"echo:" + msg.body
 
     table = {"default": {"_OnRoomLeft": left, "echo": echo}}
+    ids = itertools.count()  # distinct: a new connection is told by its new id
     return Server(
         table,
         recovery=Recovery(**recovery),  # type: ignore[arg-type]
         on_disconnect=on_disconnect,
         heartbeat=None,
-        id_generator=lambda request: f"c{len(events.lines)}-{id(request) % 1000}",
+        id_generator=lambda request: f"c{next(ids)}",
     )
 
 
