@@ -26,8 +26,8 @@ from .handles import ReconnectingNamespace, ReconnectingRoom
 from .injection import ClientAddress, DependencyError, Headers, connection_scope
 from .nsconn import NSConn, Room
 from .protocol import Message
-from .recovery import Recovery
 from .reconnect import ReconnectingClient
+from .recovery import Recovery
 from .server import Server, with_query_headers
 from .taps import Tapped
 from .upgrade import offered_protocols
