@@ -48,11 +48,11 @@ class Recovering:
         )
         raw = await RawWS.open(f"{url}?{urlencode(query)}")
         await raw.send("M")
-        ack = await raw.recv_text()
-        assert ack.startswith("A"), ack
         frame = await raw.recv_text()
         prefix = f";;;{RECOVERY};0;0;"
         assert frame.startswith(prefix), frame
+        ack = await raw.recv_text()
+        assert ack.startswith("A"), ack
         words = frame[len(prefix) :].split(" ")
         self = cls(raw, ack[1:], words[0], int(words[1]) if len(words) > 1 else None)
         self.read = base
@@ -273,8 +273,8 @@ async def test_a_malformed_or_unknown_key_opens_a_new_connection(serve: Serve, q
     url = await serve(server)
     raw = await RawWS.open(f"{url}?{query}&wsmvc-received=0")
     await raw.send("M")
-    assert (await raw.recv_text()).startswith("A")
     assert (await raw.recv_text()).startswith(f";;;{RECOVERY};0;0;")
+    assert (await raw.recv_text()).startswith("A")
     raw.sock.close()
 
 
@@ -365,8 +365,8 @@ async def test_recovery_with_compression_replays_what_was_compressed(serve: Serv
     query = urlencode({"wsmvc-recovery": client.key, "wsmvc-received": client.read})
     raw = await RawWS.open(f"{url}?{query}", deflate=True)
     await raw.send("M")
-    assert await raw.recv_text() == f"A{client.id}"
     assert (await raw.recv_text()).startswith(f";;;{RECOVERY};0;0;")
+    assert await raw.recv_text() == f"A{client.id}"
     op, data = await raw.recv()
     assert (op, data, raw.compressed) == (0x1, b";default;r;big;0;0;" + b"z" * 4000, True)
     raw.sock.close()

@@ -422,9 +422,12 @@ class Conn(NamespaceChanges):
         if self._native_only:  # no handshake, no A<id> (spec 9.1)
             self.session.acknowledged()
         else:
+            recovery = self.recovery
+            if recovery is not None:
+                recovery.acknowledging()  # the recovery frame, right before A<id>
             self.writer.write(*self.session.accept(self.id))
-            if self.recovery is not None:
-                self.recovery.acknowledged()  # the recovery frame, right after A<id>
+            if recovery is not None:
+                recovery.acknowledged()
         if self._registry is not None:
             self._registry.conn_added(self)
 

@@ -6,19 +6,20 @@ meanwhile, in order, exactly once. No disconnect event fires for a recovered los
 Only wsmvc clients ask for it; a neffos client (neffos.js, Go) never sees any of it. The
 wire contract, beside the neffos handshake:
 
-* The upgrade URL's query says ``wsmvc-recovery=1`` on a first connection. After ``A<id>``
-  the server sends, at once, the *recovery frame*: the message of event
-  ``_wsmvcRecovery`` (namespace ``""``) whose body is a key, a secret of 32 URL-safe
-  characters. A client that sees no recovery frame as the first frame after ``A<id>``
-  talks to a server without recovery.
-* Both sides count the data frames (text and binary) they send and read after the recovery
-  frame, over the whole life of the connection (across recoveries).
+* The upgrade URL's query says ``wsmvc-recovery=1`` on a first connection. The server
+  answers ``M`` with the *recovery frame*, then ``A<id>``: the recovery frame is the
+  message of event ``_wsmvcRecovery`` (namespace ``""``) whose body is a key, a secret of
+  32 URL-safe characters. A client whose first frame is ``A<id>`` talks to a server
+  without recovery (nothing to wait for).
+* Both sides count the data frames (text and binary) they send and read after ``A<id>``,
+  over the whole life of the connection (across recoveries).
 * To come back, the client dials with ``wsmvc-recovery=<key>&wsmvc-received=<n>``, ``n``
   the data frames it read. If the server still has the connection, and every frame after
-  the ``n``-th, it answers ``A<same id>``, then a recovery frame ``<new key> <m>``, ``m``
-  the data frames it read from the client (the client sends its own after the ``m``-th
-  again), then the frames after the ``n``-th, then what comes next. Otherwise it is a new
-  connection: ``A<id>`` and a recovery frame with a key alone. Each key serves once.
+  the ``n``-th, it answers a recovery frame ``<new key> <m>``, ``m`` the data frames it
+  read from the client (the client sends its own after the ``m``-th again), then
+  ``A<same id>``, then the frames after the ``n``-th, then what comes next. Otherwise it
+  is a new connection: a recovery frame with a key alone, then ``A<id>``. Each key serves
+  once.
 
 A connection counts as lost (and kept) when it ends without a close frame (the network,
 a killed client) or its heartbeat gets no pong; a close frame from the client, a close by
@@ -137,7 +138,7 @@ class Recorder:
     def __init__(self, inner: Writer, bounds: Recovery) -> None:
         self.inner: Writer | None = inner
         self.bounds = bounds
-        self.sent = -1  # frames numbered so far; -1: not yet (before the recovery frame)
+        self.sent = -1  # frames numbered so far; -1: not yet (before A<id>)
         self._ring: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._bytes = 0
         self._closed = False
@@ -159,7 +160,7 @@ class Recorder:
             self.inner.closed = value
 
     def start(self) -> None:
-        """Number the frames from now on (the recovery frame went out)."""
+        """Number the frames from now on (``A<id>`` went out)."""
         self.sent = 0
 
     def write(self, data: bytes, binary: bool) -> bool:
@@ -254,7 +255,7 @@ class Recoverable:
         self._conn = conn
         self.recorder = recorder
         self._table = table
-        self.key = ""  # set once the recovery frame went out
+        self.key = ""  # set once the recovery frame goes out
         self.lost = False
         self.over = False
         self._expiry: asyncio.TimerHandle | None = None
@@ -267,12 +268,17 @@ class Recoverable:
         """Seconds a lost connection is kept."""
         return self.recorder.bounds.window
 
-    def acknowledged(self) -> None:
-        """``A<id>`` went out: the recovery frame follows, then frames are numbered."""
+    def acknowledging(self) -> None:
+        """``A<id>`` goes out next: the recovery frame first (so a client knows before its
+        ``A<id>`` whether it is recoverable, and a client that sees ``A<id>`` first knows
+        it is not)."""
         self.key = self._table.enrol(self)
         inner = self.recorder.inner
         if inner is not None:
             inner.write(recovery_frame(self.key), False)
+
+    def acknowledged(self) -> None:
+        """``A<id>`` went out: frames are numbered from now on."""
         self.recorder.start()
         self._conn.received = 0
 
@@ -367,7 +373,7 @@ class Recoverable:
             self._table.restore(self)
 
     async def _take(self, attachment: Attachment) -> bool:
-        """Go on over ``attachment``'s websocket: its ``M``, then ``A<id>``, the recovery
+        """Go on over ``attachment``'s websocket: its ``M``, then the recovery frame, ``A<id>``
         frame and the replay. ``False`` when it cannot be: the connection ended (and that
         websocket got its close frame), or the websocket is dropped and the connection
         stays kept, its key serving again (no ``M`` came: nothing, a message, gone again).
@@ -405,8 +411,8 @@ class Recoverable:
             self._expiry.cancel()
             self._expiry = None
         self.key = self._table.enrol(self)
-        inner.write((ACK_OK + conn.id).encode(errors="replace"), False)
         inner.write(recovery_frame(self.key, conn.received), False)
+        inner.write((ACK_OK + conn.id).encode(errors="replace"), False)
         for data, binary in replay:
             inner.write(data, binary)
         self.recorder.resume(inner)
