@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { BASE } from './support.mjs';
+import { BASE, usesBuiltin } from './support.mjs';
 
 const GUIDE = new URL('../../docs/client-js.md', import.meta.url);
 const CLIENT = new URL('../../wsmvc/static/wsmvc.js', import.meta.url).href;
@@ -45,7 +45,9 @@ function runnable({ line, code }) {
     const body = code
         .replace(/(["'])(?:\/chat|\.)\/wsmvc\.js\1/g, JSON.stringify(CLIENT))
         .replaceAll('localhost:8080', host);
-    const prelude = `globalThis.location = new URL(${JSON.stringify(`${BASE}/`)});`;
+    // Node 18 has no WebSocket: the blocks get the ws package's as theirs.
+    const ws = usesBuiltin ? '' : `import { WebSocket as WS } from 'ws'; globalThis.WebSocket = WS; `;
+    const prelude = `${ws}globalThis.location = new URL(${JSON.stringify(`${BASE}/`)});`;
     return prelude + '\n'.repeat(line - 1) + body;
 }
 

@@ -14,6 +14,7 @@ Needs Node.js 18+ and ``npm ci --prefix tests/jsclient`` (``ws``, and ``typescri
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -32,14 +33,9 @@ APP = HERE / "app.py"
 DOCS_APP = HERE / "docs_app.py"  # the server of docs/client-js.md, for docs.test.mjs
 CLIENT_JS = HERE.parents[1] / "wsmvc" / "static" / "wsmvc.js"
 TEST_FILES = sorted(path.name for path in HERE.glob("*.test.mjs"))
-# Files that open no websocket run once, with whichever WebSocket ("any"); the guide's
-# blocks use Node's own (as the guide's readers on Node 22 do).
-ONCE = {"codec.test.mjs": "any", "types.test.mjs": "any", "docs.test.mjs": "builtin"}
-RUNS = [
-    (name, websocket)
-    for name in TEST_FILES
-    for websocket in ((ONCE[name],) if name in ONCE else ("builtin", "ws"))
-]
+# Run once, with Node's own WebSocket if it has one, else ws ("any"): the files that open
+# no websocket, and the guide's blocks (as its readers run them).
+ONCE = {"codec.test.mjs", "types.test.mjs", "docs.test.mjs"}
 READY_LINE = re.compile(r"^jsclient app ready on (http://\S+)")
 DOCS_READY_LINE = re.compile(r"^docs app ready on (http://\S+)")
 SETUP_HINT = "npm ci --prefix tests/jsclient (tox -e interop does it)"
@@ -64,14 +60,32 @@ def has_websocket(node: str, *flags: str) -> bool:
     return done.returncode == 0
 
 
-@pytest.fixture(scope="module")
-def builtin_flags(node: str) -> list[str] | None:
-    """The flags that give this Node its own WebSocket; ``None`` if it has none (Node 18)."""
+@functools.cache
+def builtin_flags_of(node: str) -> list[str] | None:
+    """The flags that give ``node`` its own WebSocket; ``None`` if it has none (Node 18)."""
     if has_websocket(node):
         return []
     if has_websocket(node, BUILTIN_FLAG):
         return [BUILTIN_FLAG]
     return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """test_node's runs: each file with Node's own WebSocket ("builtin", unless this Node
+    has none: then nothing to test, rather than a skip) and with ws; ONCE files once."""
+    if metafunc.function is not test_node:
+        return
+    node = shutil.which("node")
+    builtin = node is None or builtin_flags_of(node) is not None
+    both = ("builtin", "ws") if builtin else ("ws",)
+    runs = [(name, ws) for name in TEST_FILES for ws in (("any",) if name in ONCE else both)]
+    metafunc.parametrize(("test_file", "websocket"), runs)
+
+
+@pytest.fixture(scope="module")
+def builtin_flags(node: str) -> list[str] | None:
+    """The flags that give this Node its own WebSocket; ``None`` if it has none."""
+    return builtin_flags_of(node)
 
 
 def running(process: AppProcess) -> Iterator[AppProcess]:
@@ -125,7 +139,6 @@ def run_node(
         pytest.fail(f"node --test {test_file} did not end within {NODE_TIMEOUT}s:\n{exc.stdout}")
 
 
-@pytest.mark.parametrize(("test_file", "websocket"), RUNS)
 def test_node(
     node: str,
     builtin_flags: list[str] | None,
@@ -134,9 +147,7 @@ def test_node(
     websocket: str,
 ) -> None:
     """One file of Node tests passes, with Node's WebSocket or with the ws package."""
-    if websocket == "builtin" and builtin_flags is None:
-        pytest.skip("this Node has no WebSocket of its own (Node 18): the ws runs cover it")
-    flags = (builtin_flags or []) if websocket == "builtin" else []
+    flags = (builtin_flags or []) if websocket != "ws" else []
     done = run_node(node, flags, test_file, server.url, websocket)
     output = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     if done.returncode != 0:
@@ -147,17 +158,16 @@ def test_node(
 
 
 def test_a_node_without_websocket_is_told_what_to_do(node: str) -> None:
-    """On a Node with no WebSocket of its own (Node 20 without the flag, Node 18), dial
-    says how to get one instead of failing obscurely."""
-    if has_websocket(node):
-        pytest.skip("this Node has a WebSocket by default (Node 22+)")
+    """On a Node with no WebSocket of its own (Node 20 without the flag, Node 18; here the
+    global is deleted, for any Node), dial says how to get one instead of failing obscurely."""
     script = (
         f"import {{ dial }} from {CLIENT_JS.as_uri()!r};\n"
+        "delete globalThis.WebSocket;\n"
         "try { await dial('ws://127.0.0.1:9/ws', {}); console.log('dialed?'); }\n"
         "catch (err) { console.log(`${err.name}: ${err.message}`); }\n"
     )
     done = subprocess.run(
-        [node, "--input-type=module", "-e", script],
+        [node, *(builtin_flags_of(node) or []), "--input-type=module", "-e", script],
         capture_output=True,
         text=True,
         timeout=30,
