@@ -85,6 +85,7 @@ test('wrong options are a TypeError naming the option', async () => {
     await assert.rejects(async () => wsmvc.dial(endpoint(), {}, options({ askTimeout: -1 })), /askTimeout/);
     await assert.rejects(async () => wsmvc.dial(endpoint(), {}, options({ reconnect: { jitter: 2 } })), /reconnect/);
     await assert.rejects(async () => wsmvc.dial(endpoint(), {}, options({ onLost: 'no' })), /onLost/);
+    await assert.rejects(async () => wsmvc.dial(endpoint(), {}, options({ queueLimit: 1.5 })), /queueLimit/);
     await assert.rejects(async () => wsmvc.dial(endpoint(), { default: { chat: 1 } }, options()), /"chat"/);
 });
 

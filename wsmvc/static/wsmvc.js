@@ -481,6 +481,12 @@ function normalizeOptions(options = {}) {
         }
         return value;
     };
+    const count = (name, value) => {
+        if (!(Number.isInteger(value) && value >= 0)) {
+            throw new TypeError(`wsmvc: ${name} must be a whole number, 0 or more, not ${value}`);
+        }
+        return value;
+    };
     const callback = (name) => {
         const fn = options[name];
         if (fn !== undefined && typeof fn !== 'function') {
@@ -494,7 +500,7 @@ function normalizeOptions(options = {}) {
         protocols: options.protocols === undefined ? [] : [].concat(options.protocols),
         askTimeout: positive('askTimeout', options.askTimeout ?? DEFAULTS.askTimeout),
         dialTimeout: positive('dialTimeout', options.dialTimeout ?? DEFAULTS.dialTimeout),
-        queueLimit: options.queueLimit ?? DEFAULTS.queueLimit,
+        queueLimit: count('queueLimit', options.queueLimit ?? DEFAULTS.queueLimit),
         reconnect: reconnectPolicy(options.reconnect),
         onLost: callback('onLost'),
         onRestored: callback('onRestored'),
