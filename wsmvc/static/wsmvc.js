@@ -60,6 +60,7 @@ const SYSTEM_EVENTS = new Set([
     OnRoomLeft,
 ]);
 const OPEN = 1; // WebSocket.OPEN
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const DEFAULTS = Object.freeze({
     askTimeout: 30_000,
@@ -1028,9 +1029,11 @@ export class Conn {
         const waiting = deferred();
         msg.wait = nextToken();
         const what = describeRequest(msg);
-        const timer = Number.isFinite(timeout)
-            ? setTimeout(() => this.#settle(msg.wait, null, new AskTimeoutError(what, timeout)), timeout)
-            : null;
+        // Past 2^31 - 1 ms a timer would fire at once: such a timeout is no timeout.
+        const timer =
+            timeout <= MAX_TIMER_MS
+                ? setTimeout(() => this.#settle(msg.wait, null, new AskTimeoutError(what, timeout)), timeout)
+                : null;
         this.#pending.set(msg.wait, { ...waiting, timer, msg });
         if (!(now ? this.#send(msg) : this[transmit](msg))) {
             this.#settle(msg.wait, null, this.#refusal(msg));
