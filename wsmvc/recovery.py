@@ -46,6 +46,7 @@ from aiohttp import WSMessage, WSMsgType, web
 from .closing import CloseReason, Detached
 from .framing import Payload
 from .protocol import ACK_OK, Message, encode
+from .reading import Reader
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -297,7 +298,7 @@ class Recoverable:
         transport = request.transport if request is not None else None
         if transport is not None:
             transport.abort()
-        conn.reader.halt()
+        self._stop_reading()
         if self._current is not None:
             self._current.done.set()  # its request handler returns
             self._current = None
@@ -458,8 +459,32 @@ class Recoverable:
         transport = attachment.request.transport
         if transport is not None:
             transport.abort()
+        self._stop_reading()
         attachment.done.set()
         self._table.restore(self)
+
+    def _stop_reading(self) -> None:
+        """The connection's websocket is gone: what reads it stops, and nothing reads it
+        again (an ask made while the connection is kept starts no helper reader on it;
+        aiohttp fails the fifth read of a closed websocket, which would break the kept
+        connection). The serving task reads on once, to see it gone, then waits here."""
+        conn = self._conn
+        reader = conn.reader
+        reader.halt()
+        gone = _Gone(conn._ws, conn.session, conn)
+        gone.task = reader.task
+        conn.reader = gone
+
+
+class _Gone(Reader):
+    """The reader of a kept connection whose websocket is gone: no helper reads it (the
+    answers to asks made meanwhile come on the next websocket, which the serving task
+    reads once it took it over)."""
+
+    __slots__ = ()
+
+    def ensure_helper(self) -> None:
+        pass
 
 
 class Attachment:
