@@ -1436,7 +1436,7 @@ export class Conn {
      * connection's state comes back. Today the server starts from nothing, so the client
      * restores it (see #restore). Server-side recovery (the server keeps a lost
      * connection's id and rooms and replays what it missed) plugs in here: the dial asks
-     * for it, and when the server's first frame after `A<id>` says it kept the connection,
+     * for it (`handshake`), and when the server's handshake says it kept the connection,
      * nothing needs restoring. Resolves with `{failed}` once done, or null when this socket
      * was lost meanwhile.
      */
