@@ -424,6 +424,19 @@ async def test_a_close_frame_instead_of_the_handshake_ends_the_connection(app: A
     again.raw.sock.close()
 
 
+async def test_a_broken_frame_instead_of_the_handshake_ends_the_connection(app: App) -> None:
+    """Text that is not UTF-8 in place of ``M``: a protocol error, which ends a connection
+    for good (1007 on that websocket), never a kept one's state replayed to it."""
+    await app.start(app.make(handshake_timeout=60))
+    client, conn = await app.lost("r")
+    raw = await app.upgrade_back(client.key, client.read)
+    await app.taking(conn, client.key)
+    await raw.send(b"M\xff\xfe", 0x1)
+    await app.ledger.until(f"on_disconnect {client.id}")
+    assert await raw.close_code() == 1007
+    raw.sock.close()
+
+
 # -- keys and counts ------------------------------------------------------------------------
 
 
@@ -897,3 +910,53 @@ async def test_asks_of_a_kept_connection_read_nothing_from_its_dead_websocket(ap
     await back.raw.send(f"{token};default;;q;0;0;yes")
     assert (await asyncio.wait_for(asking, T)).body == b"yes"
     back.raw.sock.close()
+
+
+async def test_a_return_while_a_handler_awaits_an_ask_of_its_own_client(app: App) -> None:
+    """A known limit (docs/recovery.md): a handler awaiting an ask of its own client when
+    the connection is lost holds the serving task, which alone can take the client's
+    return: the ask times out (its answer could only come on the new websocket), then the
+    client gets its connection back, the question and the handler's error replayed, in
+    order; nothing breaks."""
+    from wsmvc import AskTimeout
+
+    outcome: list[str] = []
+
+    async def confirm(ns: NSConn, msg: Message) -> bytes:
+        try:
+            await ns.ask("sure?", b"", timeout=0.5)
+        except AskTimeout:
+            outcome.append("timed out")
+            return b"unconfirmed"
+        outcome.append("answered")
+        return b"confirmed"
+
+    server = app.make()
+    server.on("default", "confirm")(confirm)
+    await app.start(server)
+    client = await app.client("r")
+    await client.raw.send("$k;default;;confirm;0;0;")
+    question = await client.next()
+    assert question.endswith(";default;;sure?;0;0;")
+    client.vanish()  # the helper reading for the ask sees it gone
+    await app.kept(client.id)
+    back = await Recovering.dial(app.url, client.key, client.read - 1, base=client.read - 1)
+    assert back.id == client.id and outcome == ["timed out"]
+    assert [await back.next() for _ in range(2)] == [
+        question,
+        "$k;default;;confirm;0;0;unconfirmed",
+    ]
+    back.raw.sock.close()
+
+
+async def test_with_aiohttp_handler_cancellation_a_loss_is_not_recoverable(app: App) -> None:
+    """aiohttp's ``handler_cancellation=True`` cancels a request's handler when its TCP
+    connection is lost, and that handler is the connection's serving task: the connection
+    ends at once (docs/recovery.md says so), cleanly, and its key opens a new one."""
+    await app.start(app.make(), handler_cancellation=True)
+    client = await app.client("r")
+    client.vanish()
+    await app.ledger.until(f"on_disconnect {client.id}")
+    again = await Recovering.dial(app.url, client.key, client.read)
+    assert again.server_read is None
+    again.raw.sock.close()
