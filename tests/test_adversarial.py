@@ -315,6 +315,9 @@ async def test_a_kick_agreed_during_a_handler_then_a_close_fires_the_events(
         {"default": {**recorder(events), "slow": slow}},
         on_connect=capture(conns),
         on_disconnect=lambda c: events("on_disconnect"),
+        # The raw client never answers the close frame: server.close() waits for the
+        # close handshake until it is given up (close_timeout + 1 s), within T.
+        close_timeout=1.0,
     )
     url = await serve(server)
     raw = await raw_ready(url, "r")
