@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -960,3 +961,124 @@ async def test_with_aiohttp_handler_cancellation_a_loss_is_not_recoverable(app: 
     again = await Recovering.dial(app.url, client.key, client.read)
     assert again.server_read is None
     again.raw.sock.close()
+
+
+# -- many at once ------------------------------------------------------------------------------
+
+
+async def test_many_clients_losing_and_returning_during_a_stream_each_get_it_all(
+    app: App,
+) -> None:
+    """20 clients in one room while 600 numbered messages stream to it; each vanishes and
+    comes back (or fails a return first, or comes back before the server saw it go) at
+    its own moments. Each reads every number once, in order, across its recoveries; no
+    disconnect event runs; what the server keeps stays within its bounds."""
+    import random
+
+    await app.start(app.make(max_messages=700, handshake_timeout=0.5))
+    server = app.server
+    assert server is not None
+    total = 600
+    rng = random.Random(1234)
+    clients = [await app.client("r") for _ in range(20)]
+    streamed = asyncio.Event()
+    returns: collections.Counter[str] = collections.Counter()
+
+    async def stream() -> None:
+        for n in range(1, total + 1):
+            await server.broadcast(numbered(n))
+            if n % 20 == 0:
+                await asyncio.sleep(0.001)
+        streamed.set()
+
+    async def life(client: Recovering, seed: int) -> list[int]:
+        rng = random.Random(seed)
+        got: list[int] = []
+        while len(got) < total:
+            frame = await client.next()
+            got.append(int(frame.rsplit(";", 1)[1]))
+            if rng.random() < 0.01:
+                how = rng.choice(["vanish", "early", "fail-first"])
+                if how != "early":
+                    client.vanish()
+                    await app.kept(client.id)
+                if how == "fail-first":
+                    conn = app.conn(client.id)
+                    raw = await app.upgrade_back(client.key, client.read)
+                    await app.taking(conn, client.key)
+                    raw.abort()
+                    await until(
+                        functools.partial(app.recoverable_keys().__contains__, client.key),
+                        "dropped",
+                    )
+                old = client
+                client = await Recovering.dial(app.url, old.key, old.read, base=old.read)
+                assert client.id == old.id and client.server_read == 2
+                if how == "early":
+                    old.raw.sock.close()
+                returns[how] += 1
+        client.raw.sock.close()
+        return got
+
+    streaming = asyncio.ensure_future(stream())
+    results = await asyncio.wait_for(
+        asyncio.gather(*(life(c, rng.randrange(1 << 30)) for c in clients)), 30
+    )
+    await streaming
+    for got in results:
+        assert got == list(range(1, total + 1))
+    assert min(returns.values()) >= 10 and len(returns) == 3, returns
+    assert app.ledger.lines == []
+    for conn in app.conns:
+        assert conn.recovery is not None and len(conn.recovery.recorder._ring) <= 700
+
+
+async def test_what_clients_send_across_losses_is_handled_once_in_order(app: App) -> None:
+    """10 clients each send 200 requests without waiting, losing the connection at random
+    (gone, or coming back while the old one still looks alive, whose unread bytes the
+    server then drops); each sends again what the server's count says it did not read.
+    Every request is answered once, in order: the server's count is exact."""
+    import random
+
+    await app.start(app.make(max_messages=1000))
+    rng = random.Random(99)
+    total = 200
+    returns = [0]
+
+    async def life(seed: int) -> list[str]:
+        rng = random.Random(seed)
+        client = await app.client()
+        log: list[str] = []  # every frame sent after A, as the server numbers them
+        log.extend(["$c;default;;_OnNamespaceConnect;0;0;"])
+        answers: list[str] = []
+        sending = 0
+        while len(answers) < total:
+            if sending < total and rng.random() < 0.7:
+                frame = f"$e{sending};default;;echo;0;0;{sending}"
+                log.append(frame)
+                await client.raw.send(frame)
+                sending += 1
+                continue
+            if sending > len(answers):
+                answers.append((await client.next()).rsplit(";", 1)[1])
+            if rng.random() < 0.03:
+                old = client
+                if rng.random() < 0.5:
+                    old.vanish()
+                    await app.kept(old.id)
+                client = await Recovering.dial(app.url, old.key, old.read, base=old.read)
+                assert client.id == old.id and client.server_read is not None
+                old.raw.sock.close()
+                returns[0] += 1
+                for frame in log[client.server_read :]:
+                    await client.raw.send(frame)
+        client.raw.sock.close()
+        return answers
+
+    results = await asyncio.wait_for(
+        asyncio.gather(*(life(rng.randrange(1 << 30)) for _ in range(10))), 30
+    )
+    for answers in results:
+        assert answers == [f"echo:{n}" for n in range(total)]
+    assert returns[0] >= 20, returns
+    assert app.ledger.lines == []
