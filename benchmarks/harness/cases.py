@@ -39,6 +39,7 @@ class ServerSpec:
     processes: int = 1  # server processes; the load generator spreads its clients over them
     broker: str | None = None  # "redis" or "nats": started per run, URL given as --broker
     pythonpath: Path | None = None  # first on the servers' PYTHONPATH: another copy of wsmvc
+    query: str = ""  # the websocket URL's query (what the clients ask for)
 
     @property
     def path(self) -> Path:
@@ -47,12 +48,17 @@ class ServerSpec:
     def url(self, port: int) -> str:
         if self.proto == "socketio":
             return f"http://127.0.0.1:{port}"
-        return f"ws://127.0.0.1:{port}/ws"
+        return f"ws://127.0.0.1:{port}/ws" + (f"?{self.query}" if self.query else "")
 
 
 RAW = ServerSpec("raw-aiohttp", "raw_aiohttp_server.py", "neffos")
 RAW_DEFLATE = ServerSpec("raw-aiohttp-deflate", "raw_aiohttp_server.py", "neffos", ("--compress",))
 WSMVC = ServerSpec("wsmvc", "wsmvc_server.py", "neffos")
+# The same server with connection state recovery on, and clients that ask for it: the cost
+# of numbering and keeping every message (docs/recovery.md).
+WSMVC_RECOVERY = ServerSpec(
+    "wsmvc-recovery", "wsmvc_server.py", "neffos", ("--recovery",), query="wsmvc-recovery=1"
+)
 SOCKETIO = ServerSpec("python-socketio", "socketio_server.py", "socketio")
 # di-connect: the same controller without and with dependencies.
 NO_DEPS = ServerSpec("wsmvc-nodeps", "wsmvc_di_server.py", "neffos")
@@ -68,8 +74,8 @@ NATS = ServerSpec(
 
 # The setups each scenario compares; the first one is the baseline of its ratios.
 SCENARIO_SERVERS: dict[str, tuple[ServerSpec, ...]] = {
-    "echo": (RAW, WSMVC, SOCKETIO),
-    "broadcast": (RAW, WSMVC, SOCKETIO),
+    "echo": (RAW, WSMVC, WSMVC_RECOVERY, SOCKETIO),
+    "broadcast": (RAW, WSMVC, WSMVC_RECOVERY, SOCKETIO),
     "connect": (RAW, WSMVC, SOCKETIO),
     "di-connect": (NO_DEPS, WITH_DEPS),
     "exchange-broadcast": (IN_PROCESS, REDIS, NATS),

@@ -66,8 +66,10 @@ class NeffosClient {
         if (!this.closing) unexpectedClose(`code ${code} ${reason}`);
       });
       ws.on('open', () => ws.send('M'));
-      ws.once('message', (data) => {
+      const handshake = (data) => {
         const text = data.toString('latin1');
+        if (text.startsWith(';;;_wsmvcRecovery;')) return; // recovery asked for: its key
+        ws.off('message', handshake);
         if (text[0] !== 'A') {
           reject(new Error(`handshake refused: ${JSON.stringify(text)}`));
           return;
@@ -82,7 +84,8 @@ class NeffosClient {
           if (accepted) resolve(this);
           else reject(new Error(`namespace connect refused: ${this.lastRefusal}`));
         });
-      });
+      };
+      ws.on('message', handshake);
     });
   }
 

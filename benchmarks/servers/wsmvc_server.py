@@ -1,17 +1,22 @@
 """Benchmark server: wsmvc on aiohttp, neffos protocol at ``/ws``.
 
 Namespace ``default``: event ``ask`` answers with the body; event ``fanout`` broadcasts
-``chat`` with the body to every other connection of the namespace.
+``chat`` with the body to every other connection of the namespace. ``--recovery``: with
+``Server(recovery=Recovery())`` (the setup ``wsmvc-recovery``, whose clients ask for it).
 """
 
 from __future__ import annotations
 
-from _common import parse_port, run
+import sys
+
+from _common import port_parser, run
 from aiohttp import web
 
-from wsmvc import Message, NSConn, Server
+from wsmvc import Message, NSConn, Recovery, Server
 
-server = Server(allowed_origins="*")  # the defaults users get (deflate when offered)
+# The defaults users get (deflate when offered); the recovery setup adds only recovery.
+RECOVERY = "--recovery" in sys.argv
+server = Server(allowed_origins="*", recovery=Recovery() if RECOVERY else None)
 
 
 @server.on("default", "ask")
@@ -31,4 +36,7 @@ def make_app() -> web.Application:
 
 
 if __name__ == "__main__":
-    run(make_app(), parse_port(__doc__.splitlines()[0]), "wsmvc")
+    parser = port_parser(__doc__.splitlines()[0])
+    parser.add_argument("--recovery", action="store_true", help="Server(recovery=Recovery())")
+    args = parser.parse_args()
+    run(make_app(), args.port, "wsmvc-recovery" if args.recovery else "wsmvc")
