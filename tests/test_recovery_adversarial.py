@@ -1082,3 +1082,22 @@ async def test_what_clients_send_across_losses_is_handled_once_in_order(app: App
         assert answers == [f"echo:{n}" for n in range(total)]
     assert returns[0] >= 20, returns
     assert app.ledger.lines == []
+
+
+async def test_binary_and_native_frames_are_replayed_as_they_were(app: App) -> None:
+    """A binary message (a body that is not UTF-8) and a native frame sent while away come
+    back as binary frames, byte for byte, counted like the others."""
+    server = app.make()
+    await app.start(server)
+    client, conn = await app.lost("r")
+    raw_body = bytes(range(256))
+    await server.broadcast(Message(namespace="default", room="r", event="b", body=raw_body))
+    assert conn.send_native(b"\x00native\xff")
+    back = await Recovering.dial(app.url, client.key, client.read, base=client.read)
+    first = await back.raw.recv()
+    second = await back.raw.recv()
+    assert first[0] == 0x2 and first[1].endswith(raw_body)
+    assert second == (0x2, b"\x00native\xff")
+    await server.broadcast(numbered(1))
+    assert await back.next() == frames([1])[0]
+    back.raw.sock.close()

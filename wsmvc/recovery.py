@@ -374,9 +374,9 @@ class Recoverable:
             self._table.restore(self)
 
     async def _take(self, attachment: Attachment) -> bool:
-        """Go on over ``attachment``'s websocket: its ``M``, then the recovery frame, ``A<id>``
-        frame and the replay. ``False`` when it cannot be: the connection ended (and that
-        websocket got its close frame), or the websocket is dropped and the connection
+        """Go on over ``attachment``'s websocket: its ``M``, then the recovery frame,
+        ``A<id>`` and the replay. ``False`` when it cannot be: the connection ended (and
+        that websocket got its close frame), or the websocket is dropped and the connection
         stays kept, its key serving again (no ``M`` came: nothing, a message, gone again).
         """
         conn = self._conn
@@ -400,7 +400,9 @@ class Recoverable:
         if self.over:
             return False
         if frame is None or frame.type is not WSMsgType.TEXT or frame.data[:1] != "M":
-            self._dropped(attachment, "without its handshake" if frame is None else "no M")
+            gone = frame is not None and frame.type in _ENDS
+            why = "and is gone again" if gone else "and sent no M"
+            self._dropped(attachment, why)
             return False
         # Now, not before M: what was sent while waiting for it is kept, and goes too.
         replay = self.recorder.since(attachment.received)
