@@ -12,22 +12,25 @@ import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.interop.interop_support import REPO_ROOT, AppProcess
 
 try:
-    from playwright.sync_api import Locator, Page, expect
+    from playwright.sync_api import Locator, Page, WebSocket, expect
 except ImportError:  # the fixtures skip the suite with SETUP_HINT
     pass
 
 CHAT_APP = REPO_ROOT / "examples" / "chat" / "app.py"
 ARTIFACTS = REPO_ROOT / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
+# The npm copy of neffos.js (an ES module), for the test that runs the chat page on it.
 NEFFOS_JS = (
     REPO_ROOT / "tests" / "interop" / "node_modules" / "neffos.js" / "dist" / "neffos.min.js"
 )
-# What index.html loads; the tests answer it with the npm copy of the same file.
-NEFFOS_CDN_URL = "https://cdn.jsdelivr.net/npm/neffos.js@0.1.34/dist/neffos.min.js"
+# The client the chat page imports: the chat server's own wsmvc.js (Server.mount).
+CLIENT_PATH = "/chat/wsmvc.js"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 SETUP_HINT = "apt-get install chromium; pip install playwright — .ci/run and tox -e browser do it"
 NEFFOS_HINT = "npm ci --prefix tests/interop (tox -e browser does it)"
@@ -45,8 +48,19 @@ CHROMIUM_ARGS = [
 
 READY_LINE = re.compile(r"^chat ready on (http://\S+)")
 
-# The open_page fixture: open_page() (or open_page(another_app)) opens a fresh tab.
+# The open_page fixture: open_page(app) opens a fresh tab (see conftest.py).
 OpenPage = Callable[..., "ChatPage"]
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` names this machine (127.0.0.1, localhost, ::1)."""
+    return urlsplit(url).hostname in LOOPBACK_HOSTS
+
+
+def origin(url: str) -> str:
+    """``http://host:port`` of ``url``."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 class ChatApp(AppProcess):
@@ -90,8 +104,15 @@ class ChatPage:
 
     def __init__(self, page: Page) -> None:
         self.page = page
+        self.requests: list[str] = []  # the URL of every request the tab made
+        self.sockets: list[str] = []  # the URL of every websocket the tab opened
+        page.on("request", lambda request: self.requests.append(request.url))
         self.received: list[str] = []  # the text of every websocket frame the tab received
-        page.on("websocket", lambda ws: ws.on("framereceived", self._record))
+        page.on("websocket", self._opened)
+
+    def _opened(self, ws: WebSocket) -> None:
+        self.sockets.append(ws.url)
+        ws.on("framereceived", self._record)
 
     def _record(self, payload: str | bytes) -> None:
         self.received.append(payload if isinstance(payload, str) else payload.decode("latin-1"))
@@ -104,7 +125,7 @@ class ChatPage:
 
     def enter(self, name: str) -> None:
         self.page.get_by_label("Your name").fill(name)
-        self.page.get_by_role("button", name="Enter the chat").click()
+        self.enter_button.click()  # Playwright waits until it is enabled (chat.js loaded)
 
     def login(self, name: str) -> None:
         """Enter with ``name`` and wait until the lobby is shown, joined."""
@@ -145,6 +166,14 @@ class ChatPage:
     @property
     def status(self) -> Locator:
         return self.page.locator("#status")
+
+    @property
+    def login_error(self) -> Locator:
+        return self.page.locator("#login-error")
+
+    @property
+    def enter_button(self) -> Locator:
+        return self.page.get_by_role("button", name="Enter the chat")
 
     @property
     def title(self) -> Locator:

@@ -1,10 +1,10 @@
 """Fixtures of the browser suite (``pytest -m browser tests/browser``, or ``tox -e browser``).
 
 Real parts only: the chat example (``examples/chat/app.py``) as a child process on a free
-port, Debian's Chromium driven headless by Playwright for Python (sync API), and the
-npm copy of neffos.js 0.1.34 answering the CDN URL the page loads (``page.route``; the
-page itself is served as users get it). Without Chromium, Playwright or the npm copy,
-every test here is skipped with the command that installs them.
+port, and Debian's Chromium driven headless by Playwright for Python (sync API). The page
+is served as users get it, its client (wsmvc.js) by the chat server itself. Without
+Chromium or Playwright every test here is skipped with the command that installs them
+(the one test on neffos.js also needs the npm copy of neffos.js).
 
 * ``browser`` - one Chromium for the session (Playwright gives it a fresh profile).
 * ``start_chat_app(redis_url=None)`` - starts the chat app for this test; at the end
@@ -12,8 +12,10 @@ every test here is skipped with the command that installs them.
 * ``chat_app`` - one chat app, started so.
 * ``open_page`` - ``open_page(app)`` opens the chat page of ``app`` in a fresh browser
   context (its own storage, like another person's browser) and returns a
-  :class:`ChatPage`; at the end no page may have thrown, nor asked for anything but the
-  app and the neffos.js URL.
+  :class:`ChatPage`; ``open_page(app, before=fn)`` calls ``fn(page)`` before the page
+  loads (to add routes, or a fake clock). Every request for anything but ``app`` fails
+  (as it would without internet access, and from a page that must need nothing else), and
+  at the end no page may have thrown nor asked for anything but its app.
 * ``redis_url`` - a redis-server of the test's own (skipped without ``redis-server``).
 """
 
@@ -28,30 +30,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from chat_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    NEFFOS_CDN_URL,
-    NEFFOS_HINT,
-    NEFFOS_JS,
-    SETUP_HINT,
-    ChatApp,
-    ChatPage,
-    OpenPage,
-)
+from chat_support import CHROMIUM, CHROMIUM_ARGS, SETUP_HINT, ChatApp, ChatPage, OpenPage, origin
 
 from tests.interop.interop_support import START_TIMEOUT, STOP_TIMEOUT, LineReader, free_port
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Route
+    from playwright.sync_api import Browser, BrowserContext, Page, Route
 
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None:
         pytest.skip(f"browser tests need {CHROMIUM} and Playwright for Python: {SETUP_HINT}")
-    if not NEFFOS_JS.exists():
-        pytest.skip(f"browser tests serve neffos.js from {NEFFOS_JS}: {NEFFOS_HINT}")
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=10_000)
@@ -96,31 +86,20 @@ def open_page(browser: Browser) -> Iterator[OpenPage]:
     thrown: list[str] = []
     strays: list[str] = []
 
-    def serve_neffos(route: Route) -> None:
-        # A module script from another origin needs CORS, as jsDelivr sends it.
-        route.fulfill(
-            path=NEFFOS_JS,
-            content_type="text/javascript; charset=utf-8",
-            headers={"Access-Control-Allow-Origin": "*"},
-        )
-
     def refuse(route: Route) -> None:
         strays.append(route.request.url)
-        route.abort()
+        route.abort("internetdisconnected")
 
-    def open_(app: ChatApp) -> ChatPage:
+    def open_(app: ChatApp, *, before: Callable[[Page], None] | None = None) -> ChatPage:
         context = browser.new_context(viewport={"width": 1100, "height": 720})
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: thrown.append(f"{exc.name}: {exc.message}"))
-        page.route(
-            lambda url: (
-                not url.startswith(("http://127.0.0.1:", "data:")) and url != NEFFOS_CDN_URL
-            ),
-            refuse,
-        )
-        page.route(NEFFOS_CDN_URL, serve_neffos)
+        app_origin = origin(app.url) + "/"
+        page.route(lambda url: not url.startswith((app_origin, "data:")), refuse)
         chat = ChatPage(page)
+        if before is not None:
+            before(page)
         page.goto(app.url)
         return chat
 
@@ -128,7 +107,7 @@ def open_page(browser: Browser) -> Iterator[OpenPage]:
     for context in contexts:
         context.close()
     assert not thrown, "the page threw:\n" + "\n".join(thrown)
-    assert not strays, "the page asked for more than the app and neffos.js:\n" + "\n".join(strays)
+    assert not strays, "the page asked for more than its app:\n" + "\n".join(strays)
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ and Python waits on the page's promises.
 
 No page may throw, report an error through the client, or ask for anything but the app.
 
-Last, the chat example's page (written for neffos.js) runs on wsmvc.js unchanged but for
-where ``neffos`` comes from: the neffos.js URL it loads is answered with a module that
-imports ``/chat/wsmvc.js`` from the chat server and sets ``window.neffos`` to it.
+The chat example's page, a whole application on wsmvc.js, has its own tests
+(``test_chat.py``).
 """
 
 from __future__ import annotations
@@ -23,17 +22,11 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from chat_support import NEFFOS_CDN_URL, ChatApp, ChatPage
 
 from tests.interop.interop_support import REPO_ROOT, AppProcess, problem_lines
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page, Route
-
-try:
-    from playwright.sync_api import expect
-except ImportError:  # the browser fixture skips the suite
-    pass
+    from playwright.sync_api import Browser, Page
 
 pytestmark = pytest.mark.browser
 
@@ -332,63 +325,3 @@ def test_the_client_file_is_the_one_in_the_package(open_page: OpenPage, server: 
     page = open_page()
     served = page.evaluate("async () => (await fetch('/ws/wsmvc.js')).text()")
     assert served == (REPO_ROOT / "wsmvc" / "static" / "wsmvc.js").read_text()
-
-
-@pytest.fixture
-def open_chat_on_wsmvc_js(browser: Browser, chat_app: ChatApp) -> Iterator[Callable[[], ChatPage]]:
-    """Opens the chat example's page with wsmvc.js in the place of neffos.js."""
-    contexts = []
-    thrown: list[str] = []
-    shim = (
-        f"import * as wsmvc from {json.dumps(chat_app.url.rstrip('/') + '/chat/wsmvc.js')};\n"
-        "window.neffos = wsmvc;\n"
-    )
-
-    def serve_shim(route: Route) -> None:
-        route.fulfill(
-            body=shim,
-            content_type="text/javascript; charset=utf-8",
-            headers={"Access-Control-Allow-Origin": "*"},
-        )
-
-    def open_() -> ChatPage:
-        context = browser.new_context()
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: thrown.append(f"{exc.name}: {exc.message}"))
-        page.route(NEFFOS_CDN_URL, serve_shim)
-        chat = ChatPage(page)
-        page.goto(chat_app.url)
-        return chat
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert not thrown, "the page threw:\n" + "\n".join(thrown)
-
-
-def test_the_chat_page_written_for_neffos_js_runs_on_wsmvc_js(
-    open_chat_on_wsmvc_js: Callable[[], ChatPage], chat_app: ChatApp
-) -> None:
-    alice, bob = open_chat_on_wsmvc_js(), open_chat_on_wsmvc_js()
-    for page, name in ((alice, "alice"), (bob, "bob")):
-        page.login(name)
-    assert alice.page.evaluate("() => typeof window.neffos.Conn") == "function"
-    alice.join("python")
-    bob.join("python")
-    alice.say("hello from wsmvc.js")
-    expect(bob.line("alice", "hello from wsmvc.js")).to_be_visible()
-    expect(bob.online).to_have_text("2 online")
-
-    # A restart: both pages say so, come back by themselves, with their rooms.
-    port = chat_app.port
-    assert chat_app.stop() == 0
-    for page in (alice, bob):
-        expect(page.status).to_have_text("reconnecting…")
-    chat_app.start(port)
-    for page in (alice, bob):
-        expect(page.status).to_have_text("online", timeout=20_000)
-        expect(page.room_count("python")).to_have_text("2")
-        expect(page.room_count("lobby")).to_have_text("2")
-    bob.say("after the restart")
-    expect(alice.line("bob", "after the restart")).to_be_visible()

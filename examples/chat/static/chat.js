@@ -1,26 +1,28 @@
-// The chat page. neffos.js (loaded from the CDN by index.html; it sets window.neffos)
-// talks to the wsmvc controller at /chat; this file keeps a little state and draws it.
+// The chat page. It talks to the wsmvc controller of app.py (endpoint /chat, namespace
+// "chat") with wsmvc.js, the client that the chat server itself serves next to its
+// endpoint: Server.mount(app, "/chat") also answers GET /chat/wsmvc.js. So there is no
+// CDN, no npm, no build step, and the page works without internet access; the client is
+// always the one of the server's wsmvc version. This file keeps a little state and draws it.
 //
-// neffos.js calls the handlers in `events` with (nsConn, message). They must return
-// nothing: neffos.js takes a returned value for an error.
+// wsmvc.js calls the handlers in `events` with (nsConn, message).
 //
-// Reconnecting: with the `reconnect` dial option, neffos.js waits for the server to come
-// back, dials again, connects the namespace and joins the rooms it was in, all by itself.
-// It does so on a new connection object, and it does not tell the page any other way
-// than through the events below: the page takes the new NSConn from _OnNamespaceConnected,
-// marks its rooms joined again in _OnRoomJoined, and the server's OnPresence messages
-// bring the online counts up to date.
+// Reconnecting is on by default: when the connection is lost (a restart, a network change)
+// the client says so through the events below (forced _OnRoomLeft, _OnNamespaceDisconnect),
+// tries again with backoff, and once back it connects the namespace and joins the rooms
+// again, one at a time, firing _OnNamespaceConnected and _OnRoomJoined as on the first
+// connect. The page just follows those events; the server's OnPresence messages bring the
+// online counts up to date. What the user sends meanwhile waits, and goes once back.
 //
-// One more thing the page must do: neffos.js (0.1.34) rejoins all the rooms at once, and
-// it names each request after performance.now(), which browsers round to 0.1 ms. Two
-// requests made in the same tenth of a millisecond get the same name, and one of them
-// never completes: that room would stay "reconnecting…" on the page although the server
-// has joined it. oneJoinAtATime makes the joins of a connection wait for each other.
+// Written for wsmvc.js, the page keeps to what it shares with neffos.js (the handler table,
+// the system events, joinRoom, room.emit, leave), so neffos.js, the protocol's own browser
+// client, runs it too once given the two things it lacks: room.ask, and reconnecting by
+// default (tests/browser/test_chat.py runs it so).
+
+import { dial } from "/chat/wsmvc.js";
 
 const NAMESPACE = "chat";
-const ENDPOINT = "/chat"; // neffos.js makes it ws://<this host>/chat (wss:// over https)
+const ENDPOINT = "/chat"; // relative: ws://<this host>/chat (wss:// under https)
 const FIRST_ROOM = "lobby";
-const RECONNECT_EVERY_MS = 1000;
 const TYPING_SHOWN_MS = 4000;
 const TYPING_SENT_EVERY_MS = 2000;
 const MAX_LINES = 200; // kept per room
@@ -37,7 +39,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   name: "",
-  ns: null, // the namespace connection; neffos.js makes a new one on every reconnect
+  ns: null, // the namespace connection (NSConn), from _OnNamespaceConnected
   rooms: new Map(), // room name -> room state (newRoom), in the order joined
   active: "", // the room shown on the right
   typingSentAt: 0,
@@ -59,7 +61,8 @@ function newRoom(name) {
 
 const events = {
   _OnNamespaceConnected(ns) {
-    oneJoinAtATime(ns); // before neffos.js rejoins the rooms with it
+    // On the first connect, and again each time the connection is back. wsmvc.js gives
+    // the same NSConn each time (neffos.js a new one: taking it here serves both).
     state.ns = ns;
     if (ns.conn.wasReconnected()) {
       // A restarted server counts revisions from 1 again.
@@ -68,9 +71,9 @@ const events = {
     setStatus("online");
   },
 
-  _OnNamespaceDisconnect(ns) {
-    if (ns !== state.ns) return;
-    state.ns = null;
+  _OnNamespaceDisconnect() {
+    // The connection was lost (the chat never disconnects the namespace otherwise): the
+    // client is trying to get it back. If it ever gives up, onClosed (in enter) says so.
     setStatus("reconnecting");
   },
 
@@ -82,7 +85,7 @@ const events = {
   },
 
   _OnRoomLeft(ns, msg) {
-    // Forced: the connection is gone. neffos.js joins the room again once it is back.
+    // Forced: the connection is gone. The client joins the room again once it is back.
     // (A leave the user asked for is handled in leaveRoom.)
     const room = state.rooms.get(msg.Room);
     if (!room || !msg.IsForced) return;
@@ -116,19 +119,14 @@ const events = {
     if (room.rev > 0) announceChanges(room, room.names, presence.names);
     room.rev = presence.rev;
     room.names = presence.names;
+    // Whoever is no longer in the room (left it, closed the tab, lost the connection)
+    // is no longer typing there either, whatever their last notice said.
+    for (const who of [...room.typing.keys()]) {
+      if (!presence.names.includes(who)) stopTyping(room, who);
+    }
     render();
   },
 };
-
-function oneJoinAtATime(ns) {
-  const joinRoom = ns.joinRoom.bind(ns);
-  let previous = Promise.resolve();
-  ns.joinRoom = (name) => {
-    const joined = previous.then(() => joinRoom(name));
-    previous = joined.catch(() => {});
-    return joined;
-  };
-}
 
 function announceChanges(room, before, after) {
   for (const name of after) {
@@ -149,19 +147,19 @@ async function enter(name) {
   setStatus("connecting");
   let conn;
   try {
-    conn = await neffos.dial(
-      ENDPOINT,
-      { [NAMESPACE]: events },
-      { headers: { "X-Name": name }, reconnect: RECONNECT_EVERY_MS },
-    );
-  } catch (err) {
-    setStatus("offline");
-    throw err;
-  }
-  try {
+    conn = await dial(ENDPOINT, { [NAMESPACE]: events }, {
+      // The name is the connection id (app.py's id_generator reads this header). A browser
+      // cannot set websocket headers: the client sends ?X-Websocket-Header-X-Name=...,
+      // which the server reads as the header.
+      headers: { "X-Name": name },
+      // Over for good: closed by the page, or the client gave up reconnecting.
+      onClosed: () => setStatus("offline"),
+    });
     await conn.connect(NAMESPACE); // the server checks the name here
   } catch (err) {
-    conn.close(); // closed by us: neffos.js will not redial it
+    // A refused name: without the namespace the connection is of no use. (A failed dial
+    // has no connection to close.)
+    conn?.close();
     setStatus("offline");
     throw err;
   }
@@ -176,7 +174,6 @@ async function enter(name) {
 }
 
 async function joinRoom(name) {
-  if (!state.ns) throw new Error("not connected, wait a moment");
   let room = state.rooms.get(name);
   if (!room) {
     room = newRoom(name);
@@ -192,10 +189,9 @@ async function joinRoom(name) {
 }
 
 async function leaveRoom(name) {
-  const joined = state.ns && state.ns.room(name);
+  const joined = state.ns.room(name);
   if (!joined) throw new Error("not connected, wait a moment");
-  const err = await joined.leave(); // resolves with the error instead of rejecting
-  if (err) throw err;
+  await joined.leave(); // rejects with the server's refusal, if it refuses
   const room = state.rooms.get(name);
   clearTyping(room);
   state.rooms.delete(name);
@@ -204,19 +200,15 @@ async function leaveRoom(name) {
 }
 
 async function say(text) {
-  const room = state.rooms.get(state.active);
-  if (!state.ns || !room || !room.joined) throw new Error("not connected, wait a moment");
-  // NSConn.ask has no room argument: ask with a message that carries the room.
-  const msg = new neffos.Message();
-  msg.Namespace = NAMESPACE;
-  msg.Room = room.name;
-  msg.Event = "OnSay";
-  msg.Body = text;
-  await state.ns.conn.ask(msg); // rejects with the server's error text
+  const room = state.ns.room(state.active);
+  if (!room) throw new Error("not connected, wait a moment");
+  // Resolves with the server's "sent" (the line itself comes as OnChat, to every member),
+  // or rejects with the server's error text. While reconnecting it waits to be sent.
+  await room.ask("OnSay", text);
 }
 
 function typed() {
-  const room = state.ns && state.ns.room(state.active);
+  const room = state.ns.room(state.active);
   const now = Date.now();
   if (!room || !$("message").value.trim() || now - state.typingSentAt < TYPING_SENT_EVERY_MS) {
     return;
@@ -358,9 +350,7 @@ function hue(name) {
 }
 
 function errorText(err) {
-  if (err instanceof Error) return err.message;
-  if (err instanceof Event) return "cannot reach the server";
-  return String(err);
+  return err instanceof Error ? err.message : String(err);
 }
 
 // -- wiring ---------------------------------------------------------------------------
@@ -379,18 +369,16 @@ function onSubmit(formId, errorId, action) {
 }
 
 function start() {
-  if (!window.neffos) {
-    $("login-error").textContent = "neffos.js did not load: is cdn.jsdelivr.net reachable?";
-    return;
-  }
-  $("name").value = localStorage.getItem(NAME_KEY) || "";
+  // The name of the last visit, unless the user typed one while this file was loading.
+  $("name").value ||= localStorage.getItem(NAME_KEY) || "";
 
-  onSubmit("login-form", "login-error", async (form) => {
-    form.querySelector("button").disabled = true;
+  const enterButton = $("login-form").querySelector("button");
+  onSubmit("login-form", "login-error", async () => {
+    enterButton.disabled = true;
     try {
       await enter($("name").value.trim());
     } finally {
-      form.querySelector("button").disabled = false;
+      enterButton.disabled = false;
     }
   });
   onSubmit("join-form", "join-error", async () => {
@@ -416,6 +404,10 @@ function start() {
       $("send-error").textContent = errorText(err);
     }
   });
+
+  // index.html disables the button until now: without this file's handlers, pressing it
+  // would submit the form the browser's way, reloading the page and losing the name.
+  enterButton.disabled = false;
 }
 
 start();
