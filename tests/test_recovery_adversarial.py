@@ -913,40 +913,178 @@ async def test_asks_of_a_kept_connection_read_nothing_from_its_dead_websocket(ap
     back.raw.sock.close()
 
 
-async def test_a_return_while_a_handler_awaits_an_ask_of_its_own_client(app: App) -> None:
-    """A known limit (docs/recovery.md): a handler awaiting an ask of its own client when
-    the connection is lost holds the serving task, which alone can take the client's
-    return: the ask times out (its answer could only come on the new websocket), then the
-    client gets its connection back, the question and the handler's error replayed, in
-    order; nothing breaks."""
+def confirming(app: App, outcome: list[str]) -> Server:
+    """A server whose handler `confirm` asks its own client `sure?` and answers with
+    what it heard."""
     from wsmvc import AskTimeout
-
-    outcome: list[str] = []
 
     async def confirm(ns: NSConn, msg: Message) -> bytes:
         try:
-            await ns.ask("sure?", b"", timeout=0.5)
+            answer = await ns.ask("sure?", b"", timeout=T)
         except AskTimeout:
             outcome.append("timed out")
             return b"unconfirmed"
-        outcome.append("answered")
+        outcome.append(answer.body.decode())
         return b"confirmed"
 
     server = app.make()
+    server.on("default", "confirm")(confirm)
+    return server
+
+
+@pytest.mark.parametrize("how", ["vanish", "early", "fail-first"])
+async def test_a_return_while_a_handler_awaits_an_ask_of_its_own_client(app: App, how: str) -> None:
+    """A handler awaits an ask of its own client when the connection is lost; the client
+    comes back (after the server saw it go; before; after a first return that failed):
+    the return is taken while the handler still runs, the question is replayed, its
+    answer reaches the handler, whose own answer follows; then the connection goes on."""
+    outcome: list[str] = []
+    await app.start(confirming(app, outcome))
+    client = await app.client("r")
+    await client.raw.send("$k;default;;confirm;0;0;")
+    question = await client.next()
+    token = question.split(";", 1)[0]
+    assert question == f"{token};default;;sure?;0;0;"
+    conn = app.conn(client.id)
+    if how != "early":
+        client.vanish()  # the helper reading for the ask sees it gone
+        await app.kept(client.id)
+    if how == "fail-first":
+        raw = await app.upgrade_back(client.key, client.read - 1)
+        await app.taking(conn, client.key)
+        raw.abort()
+        await until(functools.partial(app.recoverable_keys().__contains__, client.key), "drop")
+    back = await Recovering.dial(app.url, client.key, client.read - 1, base=client.read - 1)
+    assert back.id == client.id and back.server_read == 3 and outcome == []
+    assert await back.next() == question
+    await back.raw.send(f"{token};default;;sure?;0;0;yes")
+    assert await back.next() == "$k;default;;confirm;0;0;confirmed"
+    assert outcome == ["yes"]
+    assert await back.ask("$e;default;;echo;0;0;x") == "$e;default;;echo;0;0;echo:x"
+    await app.server.broadcast(numbered(1))  # type: ignore[union-attr]
+    assert await back.next() == frames([1])[0]
+    assert app.ledger.lines == []
+    if how == "early":
+        client.raw.sock.close()
+    back.vanish()  # and once more, now that the serving task is free
+    await app.kept(client.id)
+    again = await Recovering.dial(app.url, back.key, back.read, base=back.read)
+    assert again.id == client.id and again.server_read == 5
+    again.raw.sock.close()
+
+
+async def test_a_handler_that_returns_while_its_client_is_being_taken_back(app: App) -> None:
+    """The return is being taken aside (its ``M`` awaited) when the handler gives up its
+    ask and returns: the serving task waits for that return, then goes on over it; a
+    second loss and return work as any."""
+    outcome: list[str] = []
+
+    async def confirm(ns: NSConn, msg: Message) -> bytes:
+        from wsmvc import AskTimeout
+
+        try:
+            await ns.ask("sure?", b"", timeout=0.3)
+        except AskTimeout:
+            outcome.append("timed out")
+            return b"unconfirmed"
+        return b"confirmed"
+
+    server = app.make(handshake_timeout=60)
     server.on("default", "confirm")(confirm)
     await app.start(server)
     client = await app.client("r")
     await client.raw.send("$k;default;;confirm;0;0;")
     question = await client.next()
-    assert question.endswith(";default;;sure?;0;0;")
-    client.vanish()  # the helper reading for the ask sees it gone
-    await app.kept(client.id)
-    back = await Recovering.dial(app.url, client.key, client.read - 1, base=client.read - 1)
-    assert back.id == client.id and outcome == ["timed out"]
+    client.vanish()
+    conn = await app.kept(client.id)
+    raw = await app.upgrade_back(client.key, client.read - 1)
+    await app.taking(conn, client.key)
+    await until(lambda: outcome == ["timed out"], "the ask timed out")
+    await until(lambda: conn.recovery is not None and conn.recovery._wake is not None, "waits")
+    back = await finish_back(raw, client.read - 1)
+    assert back.id == client.id and back.server_read == 3
     assert [await back.next() for _ in range(2)] == [
         question,
         "$k;default;;confirm;0;0;unconfirmed",
     ]
+    assert await back.ask("$e;default;;echo;0;0;x") == "$e;default;;echo;0;0;echo:x"
+    await back.raw.send("$k2;default;;confirm;0;0;")  # its asks are read as before
+    question = await back.next()
+    await back.raw.send(question.replace(";0;0;", ";0;0;yes"))
+    assert await back.next() == "$k2;default;;confirm;0;0;confirmed"
+    back.vanish()
+    await app.kept(client.id)
+    await app.server.broadcast(numbered(1))  # type: ignore[union-attr]
+    again = await Recovering.dial(app.url, back.key, back.read, base=back.read)
+    assert again.id == client.id and again.server_read == 6
+    assert await again.next() == frames([1])[0]
+    again.raw.sock.close()
+
+
+async def test_a_handler_asking_its_client_after_it_came_back(app: App) -> None:
+    """The client vanishes, unseen, while a handler runs (nothing reads), and comes back;
+    then the handler asks it something: its return is taken then (the ask reads the old
+    websocket to its end first), and the answer reaches the handler."""
+    outcome: list[str] = []
+
+    async def late(ns: NSConn, msg: Message) -> bytes:
+        await app.gate.wait()
+        answer = await ns.ask("sure?", b"", timeout=T)
+        outcome.append(answer.body.decode())
+        return b"done"
+
+    server = app.make()
+    server.on("default", "late")(late)
+    await app.start(server)
+    client = await app.client("r")
+    await client.raw.send("$t;default;;late;0;0;")
+    client.vanish()
+    conn = app.conn(client.id)
+    dialing = asyncio.ensure_future(
+        Recovering.dial(app.url, client.key, client.read, base=client.read)
+    )
+    await until(lambda: conn.recovery is not None and conn.recovery._offered is not None, "offer")
+    app.gate.set()
+    back = await asyncio.wait_for(dialing, T)
+    assert back.id == client.id and back.server_read == 3
+    question = await back.next()
+    token = question.split(";", 1)[0]
+    assert question == f"{token};default;;sure?;0;0;"
+    await back.raw.send(f"{token};default;;sure?;0;0;yes")
+    assert await back.next() == "$t;default;;late;0;0;done"
+    assert outcome == ["yes"]
+    assert await back.ask("$e;default;;echo;0;0;x") == "$e;default;;echo;0;0;echo:x"
+    back.raw.sock.close()
+
+
+async def test_a_handler_disconnecting_its_own_namespace_while_its_client_is_away(
+    app: App,
+) -> None:
+    """The same with ``ns.disconnect()`` of the handler's own namespace: the client comes
+    back, agrees, and the namespace's events run once, after the handler."""
+    done = asyncio.Event()
+
+    async def leave(ns: NSConn, msg: Message) -> None:
+        await app.gate.wait()
+        await ns.disconnect(timeout=T)
+        done.set()
+
+    server = app.make()
+    server.on("default", "leave")(leave)
+    await app.start(server)
+    client = await app.client("r")
+    await client.raw.send("$l;default;;leave;0;0;")
+    client.vanish()
+    app.gate.set()  # the disconnect's ask is written (kept), its helper sees the loss
+    await app.kept(client.id)
+    back = await Recovering.dial(app.url, client.key, client.read, base=client.read)
+    request = await back.next()
+    token = request.split(";", 1)[0]
+    assert request == f"{token};default;;_OnNamespaceDisconnect;0;0;"
+    await back.raw.send(f"{token};;;;;;")
+    await asyncio.wait_for(done.wait(), T)
+    await app.ledger.until(f"ns-disconnect default {client.id}")
+    assert app.ledger.of(client.id) == [f"left r {client.id}", f"ns-disconnect default {client.id}"]
     back.raw.sock.close()
 
 

@@ -231,6 +231,9 @@ class Closing:
     def ended(self, frame: WSMessage, code: int | None) -> None:
         """The websocket ended: the peer's close frame, the connection broke, or aiohttp
         failed it (an invalid or oversized frame); ``code`` is aiohttp's ``close_code``."""
+        recovery = self._conn.recovery
+        if recovery is not None and recovery.stale():
+            raise Detached  # the websocket its client came back from: the serving task moves on
         kind = frame.type
         detail = ""
         if kind is WSMsgType.CLOSE:
@@ -248,7 +251,8 @@ class Closing:
             code, cause = WSCloseCode.ABNORMAL_CLOSURE, CloseReason.CONNECTION_LOST
             detail = str(frame.data) if kind is WSMsgType.ERROR else ""
         self.request(code, "", False, cause, detail)
-        if self._conn.recovery is not None and self._conn.recovery.lost:
+        if recovery is not None and recovery.lost:
+            recovery.read_to_end()
             raise Detached
 
     def attach(self, transport: asyncio.Transport | None) -> None:

@@ -124,10 +124,13 @@ class Recoverable:
     connection closed for good, too much to keep)."""
 
     __slots__ = (
+        "_aside",
         "_conn",
         "_current",
+        "_drained",
         "_expiry",
         "_offered",
+        "_stale",
         "_table",
         "_wake",
         "key",
@@ -147,6 +150,10 @@ class Recoverable:
         self._offered: Attachment | None = None  # a websocket the client came back with
         self._wake: asyncio.Future[None] | None = None  # the serving task waits for one
         self._current: Attachment | None = None  # the websocket the connection is on
+        # A return taken while the serving task runs a handler (see _may_take_aside):
+        self._drained = False  # the websocket that is gone was read to its end
+        self._aside: asyncio.Task[None] | None = None  # the task taking it
+        self._stale = False  # the serving task's next read is of the websocket that is gone
 
     @property
     def window(self) -> float:
@@ -182,7 +189,9 @@ class Recoverable:
         transport = request.transport if request is not None else None
         if transport is not None:
             transport.abort()
-        self._stop_reading()
+        # What reads it reads on, to its end (its frames still count): the serving task
+        # (woken), or a helper reading for a handler's ask; then nothing reads it again.
+        conn.reader.wake()
         if self._current is not None:
             self._current.done.set()  # its request handler returns
             self._current = None
@@ -225,6 +234,9 @@ class Recoverable:
         """In the serving task, once its websocket is gone: wait for the client's next one
         (``True``: the connection goes on over it) or the end (``False``)."""
         while not self.over:
+            if not self.lost:  # taken while its handler ran (_take_aside)
+                self._conn.reader.taken()  # what its helper queued meanwhile is handled now
+                return True
             offered, self._offered = self._offered, None
             if offered is None:
                 self._wake = asyncio.get_running_loop().create_future()
@@ -248,6 +260,49 @@ class Recoverable:
             self._offered.refuse()
         self._offered = attachment
         self._wakeup()
+        self._may_take_aside()
+        return True
+
+    def read_to_end(self) -> None:
+        """The websocket that is gone was read to its end (every frame of it counted)."""
+        if self._current is not None:
+            return  # a return is being taken: this was the serving task's last read of it
+        self._drained = True
+        self._stop_reading()
+        if asyncio.current_task() is not self._conn.reader.task:
+            self._may_take_aside()  # its helper read it: the serving task runs a handler
+
+    def _may_take_aside(self) -> None:
+        """A returning websocket is offered while the serving task runs a handler, which
+        may well wait for that very client (an ask, a namespace or room change of it):
+        once the websocket that is gone was read to its end (so the count of frames read
+        is final), another task takes the return over as the serving task would; the
+        handler's asks get their answers on it (a helper reads), and the serving task goes
+        on over it once the handler returned (:meth:`stale`)."""
+        if self._offered is None or self._wake is not None or self._aside is not None:
+            return
+        if self.over or not self.lost or not self._drained:
+            return
+        attachment, self._offered = self._offered, None
+        self._aside = asyncio.get_running_loop().create_task(self._take_aside(attachment))
+
+    async def _take_aside(self, attachment: Attachment) -> None:
+        try:
+            if await self._take(attachment):
+                if self._wake is not None:
+                    self._wakeup()  # the handler returned meanwhile: resumed() goes on
+                else:
+                    self._stale = True
+                self._conn.reader.ensure_helper()  # the handler's asks get their answers
+        finally:
+            self._aside = None
+
+    def stale(self) -> bool:
+        """Whether the serving task reads, one last time, the websocket its client came
+        back from while it ran a handler (consumed): it then goes on over the new one."""
+        if not self._stale or asyncio.current_task() is not self._conn.reader.task:
+            return False
+        self._stale = False
         return True
 
     def withdraw(self, attachment: Attachment) -> None:
@@ -297,6 +352,7 @@ class Recoverable:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+        self._drained = False
         self.key = self._table.enrol(self)
         inner.write(recovery_frame(self.key, conn.received), False)
         inner.write((ACK_OK + conn.id).encode(errors="replace"), False)
@@ -315,26 +371,31 @@ class Recoverable:
         loop = asyncio.get_running_loop()
         timeout = conn.handshake_timeout
         deadline = None if timeout is None else loop.time() + timeout
-        while not self.over:
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                return None
-            reader.reading = True
-            try:
-                frame = await ws.receive(left)
-            except asyncio.CancelledError:
-                if not reader.woken():
-                    raise
-                continue
-            except asyncio.TimeoutError:
-                return None
-            finally:
-                reader.reading = False
-            if frame.type is WSMsgType.PING:
-                inner.control(WSMsgType.PONG, frame.data)
-            elif frame.type is not WSMsgType.PONG:
-                return frame
-        return None
+        # The task waiting here is the one a close wakes (_take_aside's, or the serving one).
+        serving, reader.task = reader.task, asyncio.current_task()
+        try:
+            while not self.over:
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return None
+                reader.reading = True
+                try:
+                    frame = await ws.receive(left)
+                except asyncio.CancelledError:
+                    if not reader.woken():
+                        raise
+                    continue
+                except asyncio.TimeoutError:
+                    return None
+                finally:
+                    reader.reading = False
+                if frame.type is WSMsgType.PING:
+                    inner.control(WSMsgType.PONG, frame.data)
+                elif frame.type is not WSMsgType.PONG:
+                    return frame
+            return None
+        finally:
+            reader.task = serving
 
     def _dropped(self, attachment: Attachment, why: str) -> None:
         """The websocket a client came back with failed before the replay: drop it; the
@@ -345,20 +406,19 @@ class Recoverable:
         transport = attachment.request.transport
         if transport is not None:
             transport.abort()
+        self._conn.reader.halt()
         self._stop_reading()
         attachment.done.set()
         self._table.restore(self)
 
     def _stop_reading(self) -> None:
-        """The connection's websocket is gone: what reads it stops, and nothing reads it
-        again (an ask made while the connection is kept starts no helper reader on it;
-        aiohttp fails the fifth read of a closed websocket, which would break the kept
-        connection). The serving task reads on once, to see it gone, then waits here."""
+        """Nothing reads the connection's websocket any more (it ended, or it is dropped):
+        an ask made while the connection is kept starts no helper reader on it (aiohttp
+        fails the fifth read of a closed websocket, which would break the kept connection).
+        The serving task, if it did not see it end, reads it once more (its own reader)."""
         conn = self._conn
-        reader = conn.reader
-        reader.halt()
         gone = _Gone(conn._ws, conn.session, conn)
-        gone.task = reader.task
+        gone.task = conn.reader.task
         conn.reader = gone
 
 
