@@ -232,6 +232,8 @@ def test_pages_reconnect_by_themselves_after_a_server_restart(
         expect(page.status).to_have_text("reconnecting…")
         expect(page.room_item("lobby")).to_have_class(AWAY)
     expect(alice.online).to_have_text("reconnecting…")
+    alice.send("sent while the server was away")  # waits in the client, in the box too
+    expect(alice.message_box).to_have_value("sent while the server was away")
 
     chat_app.start(port)
     for page in (alice, bob, carol):
@@ -245,7 +247,10 @@ def test_pages_reconnect_by_themselves_after_a_server_restart(
         expect(page.online).to_have_text("2 online")
     expect(carol.rooms).to_have_count(1)
 
-    # Same rooms, same conversation on the page, and talking works again.
+    # Same rooms, same conversation on the page, and talking works again. What alice sent
+    # while away went once her rooms were back (bob's page may not have been back yet).
+    expect(alice.line("alice", "sent while the server was away")).to_be_visible()
+    expect(alice.message_box).to_have_value("")
     expect(bob.line("alice", "before the restart")).to_be_visible()
     alice.say("after the restart")
     expect(bob.line("alice", "after the restart")).to_be_visible()
