@@ -1,11 +1,13 @@
-"""The chat app: rooms, live online counts and typing notices, with neffos.js in the browser.
+"""The chat app: rooms, live online counts and typing notices, with wsmvc.js in the browser.
 
     python examples/chat/app.py --host 127.0.0.1 --port 8080 [--redis redis://127.0.0.1:6379/0]
 
-Open http://127.0.0.1:8080, pick a name and chat. The page (``static/``) loads neffos.js
-from a CDN and talks to the controller below at ``/chat``, namespace ``chat``:
+Open http://127.0.0.1:8080, pick a name and chat. The page (``static/``) imports wsmvc.js,
+the JavaScript client this server serves at ``/chat/wsmvc.js`` (``Server.mount``), so it
+needs nothing from the internet, and talks to the controller below at ``/chat``, namespace
+``chat``:
 
-* the page joins and leaves rooms with neffos.js' ``joinRoom`` and ``room.leave()``;
+* the page joins and leaves rooms with ``nsConn.joinRoom`` and ``room.leave()``;
 * it asks ``OnSay`` in a room: the answer is ``sent``, or the error text it shows;
 * it emits ``OnTyping`` in a room while its user types.
 
@@ -17,7 +19,7 @@ Who is online comes from ``server.presence``, wsmvc's cluster-wide presence: eve
 hears every join and leave (``presence.on_change``), its own and the other servers', and
 sends the room's snapshot to its own members of that room (``server.deliver``).
 
-The name comes from the ``X-Name`` header (neffos.js' ``headers`` dial option; browsers
+The name comes from the ``X-Name`` header (the client's ``headers`` dial option; browsers
 send it as ``?X-Websocket-Header-X-Name=...``) and is the connection id. ``--redis URL``
 (or ``WSMVC_REDIS``) shares messages and presence with other instances through Redis.
 """
@@ -108,8 +110,9 @@ class ChatController:
 
     @event
     def on_namespace_connect(self, msg: Message) -> None:
-        # Checked here rather than in Server(on_connect=...): neffos.js 0.1.34 with its
-        # `reconnect` option redials a refused handshake forever, a refused namespace not.
+        # Checked here rather than in Server(on_connect=...), where wsmvc.js' dial would
+        # reject with the reason: the page runs on neffos.js too, and neffos.js 0.1.34 with
+        # its `reconnect` option redials a refused handshake forever (a refused namespace not).
         name = self.conn.id
         if not name or len(name) > MAX_NAME or not name.isprintable():
             raise EventError(f"pick a name of 1 to {MAX_NAME} characters")
