@@ -296,8 +296,10 @@ async def test_shutdown_during_an_async_connect_hook_connects_nothing(
         await handshake(ws)
         await ws.send_str("$c;default;;_OnNamespaceConnect;0;0;")
         await log.reached("connect hook")
-        await asyncio.wait_for(server.close(), T)
+        # Read as a client does meanwhile: close() returns once the close handshake ended.
+        closing = asyncio.ensure_future(server.close())
         msg = await expect_close(ws)
+        await asyncio.wait_for(closing, T)
         assert msg.type is WSMsgType.CLOSE and msg.data == 1001, show(msg)
     assert log.lines == ["connect hook", "connect hook returns", "on_disconnect"]
     assert server.namespace_members("default") == []
@@ -642,8 +644,10 @@ async def test_shutdown_while_a_handler_awaits_an_ask_runs_events_after_it(
         await ready(ws)
         await ws.send_str(";default;;ask_me;0;0;")
         await recv_text(ws)  # the server's question, never answered
-        await asyncio.wait_for(server.close(), T)
+        # Read as a client does meanwhile: close() returns once the close handshake ended.
+        closing = asyncio.ensure_future(server.close())
         msg = await expect_close(ws)
+        await asyncio.wait_for(closing, T)
         assert msg.type is WSMsgType.CLOSE and msg.data == 1001, show(msg)
     start = log.lines.index("handler starts")
     assert log.lines[start:] == AFTER_THE_HANDLER
@@ -960,8 +964,10 @@ async def test_shutdown_closes_a_connection_waiting_for_its_M(
     server = make_server()
     url = await serve(server)
     async with session.ws_connect(url) as ws:  # upgraded, never sends M
-        await asyncio.wait_for(server.close(), T)
+        # Read as a client does meanwhile: close() returns once the close handshake ended.
+        closing = asyncio.ensure_future(server.close())
         msg = await expect_close(ws)
+        await asyncio.wait_for(closing, T)
         assert msg.type is WSMsgType.CLOSE and msg.data == 1001, show(msg)
 
 

@@ -478,8 +478,10 @@ class Server(Sending):
         """Stop accepting and close every connection with 1001, firing disconnect events.
 
         Connections still in their upgrade (``id_generator``) close with 1001 as soon as
-        it returns. Waits at most ``close_timeout`` + 2 seconds, and never for the
-        connection whose handler calls it (its events run after that handler).
+        it returns. Returns once every connection's events ran and its close handshake
+        ended (a peer that never answers the close frame: given up after
+        ``close_timeout`` + 1 s), waiting at most ``close_timeout`` + 2 seconds, and never
+        for the connection whose handler calls it (its events run after that handler).
         """
         self._closing = True
         if self._heartbeat is not None:
