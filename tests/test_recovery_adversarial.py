@@ -613,6 +613,19 @@ async def test_a_return_while_a_handler_runs_gets_its_answer_after_the_replay(
     back.raw.sock.close()
 
 
+async def test_the_window_ending_while_a_return_waits_for_a_busy_handler(app: App) -> None:
+    """The client came back while a handler (not waiting for it) runs, and the window ends
+    first: that return is served as a new connection at once; the old connection's events
+    run after its handler (cut at ``close_timeout``), once."""
+    await app.start(app.make(window=0.3, close_timeout=0.3))
+    client, _conn = await busy(app)
+    again = await asyncio.wait_for(Recovering.dial(app.url, client.key, client.read), T)
+    assert again.server_read is None and again.id != client.id
+    await app.ledger.until(f"on_disconnect {client.id}")
+    assert app.ledger.count(f"on_disconnect {client.id}") == 1
+    again.raw.sock.close()
+
+
 async def test_a_handler_that_closes_while_its_client_comes_back(app: App) -> None:
     """The handler running when the client comes back closes the connection: the
     connection ends (its events, once) and the returning client gets a new one."""
