@@ -1,5 +1,7 @@
 """wsmvc: real-time websocket controllers for aiohttp, speaking the neffos protocol."""
 
+__version__ = "0.1.0"  # the one place it is written: setup.cfg reads it (attr:)
+
 from .backoff import Backoff
 from .bodies import BodyError
 from .client import ClientConn, dial
@@ -67,6 +69,7 @@ __all__ = [
     "Tapped",
     "WriteClosed",
     "WsmvcError",
+    "__version__",
     "catch",
     "connection_scope",
     "controller",
