@@ -21,12 +21,21 @@ Namespace ``default``:
   ``to_others`` sends ``chat`` to every other connection of the namespace;
 * ``push_binary`` emits ``bin`` with the bytes :data:`PUSHED_BYTES` (a binary frame);
 * ``server_disconnect`` disconnects the sender from the namespace (server-initiated);
+  ``server_connect`` connects it to the namespace named in the body, ``server_join`` joins
+  it to the room named in the body (both answer what they did);
 * ``kick`` closes the sender's connection with code :data:`KICK_CODE`;
-* joining room ``vip`` is refused with ``vip only``.
+* ``écho;✓`` (a name with a ';', escaped on the wire, and UTF-8) answers ``pong:`` + body;
+* joining room ``vip`` is refused with ``vip only``; ``doom`` makes every later join of
+  the room named in the body fail with ``room <name> is closed`` (a restore refused; the
+  scenarios that use it have a server of their own).
 
-Namespace ``forbidden``: every connect refused with ``forbidden namespace``. Any other
-namespace: the protocol's ``bad namespace``. An upgrade whose URL has ``?reject=<reason>``
-is refused in the handshake (``on_connect`` raises ``Reject(reason)``).
+Namespace ``other``: ``ask`` answers ``other:`` + body; ``server_disconnect`` as in
+``default``. Namespace ``ns;✓`` (a ';' in a namespace name): ``ask`` answers ``ns:`` +
+body. Namespace ``forbidden``: every
+connect refused with ``forbidden namespace``. Any other namespace: the protocol's ``bad
+namespace``. An upgrade whose URL has ``?reject=<reason>`` is refused in the handshake
+(``on_connect`` raises ``Reject(reason)``); one with ``?refuse_reconnect=<reason>`` is
+refused so when it says it reconnects (``X-Websocket-Reconnect``, a reconnecting client's).
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ ASK_ERROR = "ask failed; the reason\non two lines"
 NOBODY_TIMEOUT = 0.5  # seconds the server waits for the answer to "nobody"
 PUSHED_BYTES = b"\x00\x01;\xfe\xff"
 KICK_CODE = 4001
+DOOMED: set[str] = set()  # rooms whose joins are refused from now on (doom)
 
 
 def echo(ns: NSConn, msg: Message) -> None:
@@ -106,13 +116,37 @@ async def server_disconnect(ns: NSConn, msg: Message) -> None:
     await ns.disconnect(timeout=5)
 
 
+async def server_connect(ns: NSConn, msg: Message) -> Reply:
+    await ns.conn.connect(msg.text, timeout=5)
+    return Reply(b"connected:" + msg.body)
+
+
+async def server_join(ns: NSConn, msg: Message) -> Reply:
+    await ns.join_room(msg.text, timeout=5)
+    return Reply(b"joined:" + msg.body)
+
+
 async def kick(ns: NSConn, msg: Message) -> None:
     await ns.conn.close(KICK_CODE, "kicked")
+
+
+def other_ask(ns: NSConn, msg: Message) -> Reply:
+    return Reply(b"other:" + msg.body)
+
+
+def doom(ns: NSConn, msg: Message) -> None:
+    DOOMED.add(msg.text)
+
+
+def semicolon_ask(ns: NSConn, msg: Message) -> Reply:
+    return Reply(b"ns:" + msg.body)
 
 
 def on_room_join(ns: NSConn, msg: Message) -> None:
     if msg.room == "vip":
         raise EventError("vip only")
+    if msg.room in DOOMED:
+        raise EventError(f"room {msg.room} is closed")
 
 
 def refuse_forbidden(ns: NSConn, msg: Message) -> None:
@@ -121,8 +155,12 @@ def refuse_forbidden(ns: NSConn, msg: Message) -> None:
 
 def on_connect(conn: Conn) -> None:
     assert conn.request is not None
-    reason = conn.request.query.get("reject")
+    query = conn.request.query
+    reason = query.get("reject")
     if reason:
+        raise Reject(reason)
+    reason = query.get("refuse_reconnect")
+    if reason and conn.was_reconnected:
         raise Reject(reason)
 
 
@@ -141,9 +179,15 @@ server = Server(
             "to_others": to_others,
             "push_binary": push_binary,
             "server_disconnect": server_disconnect,
+            "server_connect": server_connect,
+            "server_join": server_join,
             "kick": kick,
+            "doom": doom,
+            "écho;✓": ask,
             "_OnRoomJoin": on_room_join,
         },
+        "other": {"ask": other_ask, "server_disconnect": server_disconnect},
+        "ns;✓": {"ask": semicolon_ask},
         "forbidden": {"_OnNamespaceConnect": refuse_forbidden},
     },
     on_connect=on_connect,

@@ -6,7 +6,8 @@
   any, else the step's ``expect``);
 * :func:`mismatches`: how an observation is compared with an expectation;
 * :func:`run_scenario`: runs one driver, does what its ``harness`` lines ask (stop or
-  start the server), and compares each step's observation as it comes.
+  start the server), compares each step's observation as it comes, and at the end the
+  run's stray errors (none, unless the scenario's ``stray`` says otherwise for a client).
 
 Nothing sleeps: every wait is a read of the driver's output (or its exit) with a deadline.
 """
@@ -21,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,12 @@ class Harness:
     def __init__(self, app: AppProcess) -> None:
         self.app = app
 
-    def perform(self, action: str) -> None:
+    def perform(self, step: Mapping[str, Any]) -> dict[str, Any]:
+        """Do ``step``'s action; the outcome the driver reports as the step's observation:
+        ``{"ok": None}``, or ``{"fail": "slow", ...}`` when the server took longer than the
+        step's ``within_ms`` to stop (a stop that waits out a timeout)."""
+        action = step["action"]
+        began = time.monotonic()
         if action == "stop_server":
             self.app.stop()  # checks a clean exit and a log without errors
         elif action == "start_server":
@@ -176,6 +182,12 @@ class Harness:
             self.app.restart()
         else:
             raise AssertionError(f"unknown harness action {action!r}")
+        took = time.monotonic() - began
+        bound = step.get("within_ms")
+        if bound is not None and took * 1000 > bound:
+            text = f"{action} took {took:.2f} s, over its {bound / 1000} s"
+            return {"fail": "slow", "text": text}
+        return {"ok": None}
 
 
 class ScenarioFailed(Exception):
@@ -246,13 +258,13 @@ def run_scenario(
                 continue
             record = json.loads(line)
             if record.get("end"):
+                check_stray(run, record.get("stray"), stderr)
                 break
             index = record["step"]
             step = steps[index]
             if "harness" in record:
-                run.transcript.append(f"   {index:2} {describe(step)}: (the test does it)")
-                harness.perform(record["harness"])
-                proc.stdin.write(b"done\n")
+                outcome = harness.perform(step)
+                proc.stdin.write(json.dumps(outcome).encode() + b"\n")
                 proc.stdin.flush()
                 continue
             assert index == seen, f"step {index} reported, {seen} expected"
@@ -287,6 +299,20 @@ def run_scenario(
         proc.wait(EXIT_TIMEOUT)
         proc.stdout.close()
         proc.stdin.close()
+
+
+def check_stray(run: Run, stray: Any, stderr: Callable[[], str]) -> None:
+    """The errors that reached no caller during the run (a driver's end line) are those the
+    scenario expects for this client: none, unless its ``stray`` says otherwise."""
+    step = {"expect": [], **run.scenario.get("stray", {})}
+    expected, why = expectation(step, run.client)
+    problems = mismatches(expected, stray, ".stray")
+    mark = "ok" if not problems else "XX"
+    note = f"  [differs: {why}]" if why else ""
+    run.transcript.append(f"{mark} end stray errors: {json.dumps(stray, ensure_ascii=False)}{note}")
+    if problems:
+        what = "stray errors (reaching no caller) " + "; ".join(problems)
+        raise run.fail(what, stderr())
 
 
 def conformance_app(log_dir: Path) -> AppProcess:

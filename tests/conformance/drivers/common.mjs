@@ -3,7 +3,9 @@
 // prints one JSON line per step, `{"step": <index>, "observed": {...}}`, then `{"end": true}`.
 //
 // A step that needs the test harness (`{"do": "harness"}`: stop or start the server) prints
-// `{"step": <index>, "harness": <action>}` and waits for a line on stdin (the harness done).
+// `{"step": <index>, "harness": <action>}` and waits for a line on stdin: the harness's
+// outcome, as an observation (`{"ok": null}`, or `{"fail": "slow", ...}` past the step's
+// `within_ms`), which it reports as the step's.
 //
 // An observation is `{"ok": <value>}`, `{"fail": <kind>, "text": <error text>}` (kind:
 // "event" for an error answer or refusal, "timeout" for the client's own ask timeout,
@@ -11,6 +13,10 @@
 // `{"pending": true}` for an action the client did not settle within the driver's
 // deadline, `{"timeout": ...}` for an awaited event that did not come, and `{"crash": ...}`
 // for a driver bug. The driver never judges: tests/conformance/test_conformance.py compares.
+//
+// The end line also lists the stray errors of the run (`{"end": true, "stray": [...]}`):
+// promise rejections nobody handled, exceptions nobody caught, and what an adapter reports
+// (wsmvc.js' onError). In an app each is a crash or a lost error.
 //
 // Nothing sleeps: every wait is on a promise or an event, with a deadline.
 
@@ -42,6 +48,7 @@ export function within(promise, ms, what) {
     const deadline = new Promise((_, reject) => {
         timer = setTimeout(() => reject(new Deadline(`${what}: nothing within ${ms} ms`)), ms);
     });
+    Promise.resolve(promise).catch(() => {}); // one that settles past its deadline is nobody's
     return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
 
@@ -131,17 +138,27 @@ export function answerOf(spec) {
     return { error: spec.error };
 }
 
+const stray = [];
+
+/** Note an error that reached no caller (reported at the end of the run). */
+export function strayError(what, err) {
+    stray.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+}
+
+process.on('unhandledRejection', (reason) => strayError('unhandled rejection', reason));
+process.on('uncaughtException', (err) => strayError('uncaught exception', err));
+
 let stdinLines = null;
 
-/** Ask the test harness to do `action` and wait until it says it is done. */
+/** Ask the test harness to do `action`; its outcome (a line on stdin) is the observation. */
 async function harness(index, action) {
     stdinLines ??= createInterface({ input: process.stdin })[Symbol.asyncIterator]();
     report({ step: index, harness: action });
-    const { done } = await within(stdinLines.next(), HARNESS_MS, `harness ${action}`);
+    const { value, done } = await within(stdinLines.next(), HARNESS_MS, `harness ${action}`);
     if (done) {
         throw new Error(`stdin closed while waiting for the harness to ${action}`);
     }
-    return { ok: null };
+    return JSON.parse(value);
 }
 
 /**
@@ -156,6 +173,7 @@ export async function run(adapter) {
         process.exit(64);
     }
     const conns = new Map();
+    const started = new Map(); // ask_begin id -> the ask's promise
     const client = (step) => {
         const found = conns.get(step.conn);
         if (found === undefined) {
@@ -210,6 +228,15 @@ export async function run(adapter) {
                 () => client(step).ask(step.ns ?? 'default', step.event, bodyOf(step.body), step.timeout_ms),
                 (step.timeout_ms ?? WAIT_MS) + 1000,
             ),
+        ask_begin: async (step) => {
+            const asking = Promise.resolve().then(() =>
+                client(step).ask(step.ns ?? 'default', step.event, bodyOf(step.body), step.timeout_ms),
+            );
+            asking.catch(() => {}); // settled at its ask_end
+            started.set(step.id, asking);
+            return { ok: null };
+        },
+        ask_end: (step) => settle(() => started.get(step.id), step.wait_ms ?? WAIT_MS + 1000),
         ask_all: (step) =>
             settle(() =>
                 Promise.all(step.bodies.map((body) => client(step).ask(step.ns ?? 'default', step.event, body))),
@@ -225,7 +252,7 @@ export async function run(adapter) {
         pending_events: async (step) => ({ ok: client(step).inbox.pending(step.event) }),
         state: async (step) => ({ ok: client(step).state() }),
         closed: (step) => settle(() => client(step).closed()),
-        restored: (step) => settle(() => client(step).restored(), RESTORE_MS),
+        restored: (step) => settle(() => client(step).restored(), step.wait_ms ?? RESTORE_MS),
         close: (step) => settle(() => client(step).close()),
         ids_distinct: async (step) => {
             const ids = step.conns.map((name) => conns.get(name).id());
@@ -243,7 +270,7 @@ export async function run(adapter) {
         report({ step: index, observed });
     }
     await Promise.allSettled([...conns.values()].map((conn) => within(conn.close(), WAIT_MS, 'close')));
-    report({ end: true });
+    report({ end: true, stray });
     process.exit(0);
 }
 

@@ -9,8 +9,9 @@
 // with; on a reconnect (dial option `reconnect`, in ms) neffos.js dials a *new* Conn,
 // reconnects the namespaces and rejoins the rooms on it, and the app meets the new NSConn
 // in its `_OnNamespaceConnected` handler: the adapter takes it from there. neffos.js has no
-// "restored" notification: the `restored` step waits until the new Conn has every
-// namespace and room the scenario connected and joined.
+// "restored" notification: the `restored` step waits until a new Conn has every namespace
+// and room that neffos.js itself restores, those connected when the connection was lost
+// (whoever connected them), as its onclose takes them.
 
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
@@ -32,7 +33,7 @@ class NeffosClient {
         this.inbox = new Inbox();
         this.conn = null; // the current Conn (a new one after each reconnect)
         this.handles = new Map(); // namespace -> the NSConn the app holds
-        this.wanted = new Map(); // namespace -> Set of rooms: what the scenario connected and joined
+        this.lostState = new Map(); // Conn -> Map(namespace -> [rooms]) when it was lost
         this.restoredFrom = null; // the Conn of the dial or of the last restore
         this.watchers = []; // conditions re-checked after every handler call
         this.closes = new Map(); // Conn -> its websocket's close {code, reason}, once closed
@@ -78,6 +79,10 @@ class NeffosClient {
 
     // Records the call and returns nothing (neffos.js takes a returned value as an answer).
     #record(nsConn, msg) {
+        if (msg.IsForced && !this.lostState.has(nsConn.conn)) {
+            // The first forced event of a closing Conn comes before it forgets anything.
+            this.lostState.set(nsConn.conn, this.#namespacesOf(nsConn.conn));
+        }
         this.inbox.push(viewMessage(msg));
         if (msg.Event === neffos.OnNamespaceConnected) {
             if (nsConn.conn !== this.conn) {
@@ -109,22 +114,15 @@ class NeffosClient {
     }
 
     async connect(namespace) {
-        const nsConn = await this.conn.connect(namespace);
-        this.handles.set(namespace, nsConn);
-        this.wanted.set(namespace, new Set());
+        this.handles.set(namespace, await this.conn.connect(namespace));
     }
 
     async disconnect(namespace) {
-        const result = resolvedError(await this.#ns(namespace).disconnect());
-        if (result === null) {
-            this.wanted.delete(namespace);
-        }
-        return result;
+        return resolvedError(await this.#ns(namespace).disconnect());
     }
 
     async join(namespace, room) {
         await this.#ns(namespace).joinRoom(room);
-        this.wanted.get(namespace)?.add(room);
     }
 
     async leave(namespace, room) {
@@ -132,17 +130,11 @@ class NeffosClient {
         if (joined === undefined) {
             return { resolved_error: 'bad room' };
         }
-        const result = resolvedError(await joined.leave());
-        if (result === null) {
-            this.wanted.get(namespace)?.delete(room);
-        }
-        return result;
+        return resolvedError(await joined.leave());
     }
 
     async leaveAll(namespace) {
-        const result = await this.#ns(namespace).leaveAll();
-        this.wanted.get(namespace)?.clear();
-        return resolvedError(result);
+        return resolvedError(await this.#ns(namespace).leaveAll());
     }
 
     emit(namespace, room, event, body) {
@@ -180,6 +172,10 @@ class NeffosClient {
         return msg;
     }
 
+    #namespacesOf(conn) {
+        return new Map([...conn.connectedNamespaces].map(([name, nsConn]) => [name, [...nsConn.rooms.keys()]]));
+    }
+
     state() {
         const namespaces = [...this.conn.connectedNamespaces.keys()].sort();
         const rooms = [];
@@ -196,7 +192,7 @@ class NeffosClient {
         const check = () => {
             const close = this.closes.get(conn);
             if (close !== undefined) {
-                done.resolve({ code: close.code });
+                done.resolve({ code: close.code, error: null }); // neffos.js never says why it stopped
             }
             return close !== undefined;
         };
@@ -206,18 +202,19 @@ class NeffosClient {
         return done.promise;
     }
 
-    /** Resolves once a new Conn has every namespace and room wanted. */
+    /** Resolves once a new Conn has every namespace and room the lost one had. */
     restored() {
         const from = this.restoredFrom;
         const done = deferred();
         const check = () => {
             const conn = this.conn;
-            if (conn === from || conn.isClosed()) {
+            const lost = this.lostState.get(from);
+            if (conn === from || conn.isClosed() || lost === undefined) {
                 return false;
             }
-            for (const [namespace, rooms] of this.wanted) {
+            for (const [namespace, rooms] of lost) {
                 const nsConn = conn.namespace(namespace);
-                if (nsConn === undefined || [...rooms].some((room) => !nsConn.rooms.has(room))) {
+                if (nsConn === undefined || rooms.some((room) => !nsConn.rooms.has(room))) {
                     return false;
                 }
             }

@@ -5,7 +5,11 @@
 It does what ``common.mjs`` does for the Node drivers, with the same steps and the same
 observations (one JSON line per step, ``{"step": i, "observed": {...}}``, then
 ``{"end": true}``; a ``harness`` step prints ``{"step": i, "harness": action}`` and waits
-for a line on stdin). A dial step without ``reconnect`` dials the plain client
+for a line on stdin, the harness's outcome, which it reports as the step's observation; the
+end line lists the run's stray errors, ``{"end": true, "stray":
+[...]}``: what reached asyncio's exception handler, and the ERROR records of wsmvc's
+loggers, which in an application are lost errors). A dial step without ``reconnect`` dials
+the plain client
 (:class:`~wsmvc.ClientConn`), one with ``reconnect`` the reconnecting one
 (``dial(..., reconnect=Backoff(...))``, a :class:`~wsmvc.ReconnectingClient`), whose
 handles (:class:`~wsmvc.ReconnectingNamespace`, :class:`~wsmvc.ReconnectingRoom`) the
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -39,6 +44,7 @@ from wsmvc import (
     Reply,
 )
 from wsmvc.handlers import Handler
+from wsmvc.nsconn import DEFAULT, Timeout
 
 DATA = json.loads((Path(__file__).resolve().parents[1] / "scenarios.json").read_text("utf-8"))
 WAIT = 5.0  # seconds: one awaited event, one request (a request's own timeout aside)
@@ -73,6 +79,21 @@ def view(msg: Message) -> Observation:
         "forced": msg.forced,
         "local": msg.local,
     }
+
+
+class StrayErrors(logging.Handler):
+    """Collects the errors of a run that reached no caller (reported at its end)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(f"logged by {record.name}: {record.getMessage()}")
+
+    def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        self.texts.append(f"{context['message']}: {error!r}" if error else context["message"])
 
 
 class Inbox:
@@ -226,16 +247,17 @@ class PlainClient:
         self, namespace: str, event: str, body: str | bytes, timeout: float | None
     ) -> Observation:
         ns = self._ns(namespace)
+        limit = _timeout(timeout)
         if ns is not None and not isinstance(body, bytes):
-            return view(await ns.ask(event, body, timeout=timeout))
-        return view(await self.conn.ask(request(namespace, event, body), timeout=timeout))
+            return view(await ns.ask(event, body, timeout=limit))
+        return view(await self.conn.ask(request(namespace, event, body), timeout=limit))
 
     def state(self) -> Observation:
         return state_of(self.conn, self.conn.closed)
 
     async def closed(self) -> Observation:
         await self.conn.wait_closed()
-        return {"code": self.conn.close_code}
+        return {"code": self.conn.close_code, "error": None}
 
     async def restored(self) -> Observation:
         await asyncio.Event().wait()  # never: the driver's deadline reports it pending
@@ -254,6 +276,7 @@ class ReconnectingAdapter:
         self.client: ReconnectingClient | None = None
         self.handles: dict[str, ReconnectingNamespace] = {}
         self.restorations: asyncio.Queue[None] = asyncio.Queue()
+        self.failed: list[str] = []  # what on_restore_failed reported since the last restore
         self.last_id = ""
 
     @property
@@ -319,25 +342,37 @@ class ReconnectingAdapter:
         self, namespace: str, event: str, body: str | bytes, timeout: float | None
     ) -> Observation:
         handle = self._ns(namespace)
+        limit = _timeout(timeout)
         if handle is not None and not isinstance(body, bytes):
-            return view(await handle.ask(event, body, timeout=timeout))
+            return view(await handle.ask(event, body, timeout=limit))
         conn = handle.nsconn.conn if handle is not None and handle.nsconn else self._client.conn
         if conn is None:
             raise ConnectionClosed("no live connection: reconnecting")
-        return view(await conn.ask(request(namespace, event, body), timeout=timeout))
+        return view(await conn.ask(request(namespace, event, body), timeout=limit))
 
     def state(self) -> Observation:
         return state_of(self._client.conn, self._client.closed)
 
     async def closed(self) -> Observation:
-        await self._client.wait_closed()
-        return {"code": self._client.close_code}
+        """Once the client stopped for good: the last connection's close code, and why it
+        gave up reconnecting (``None``: it did not)."""
+        client = self._client
+        await client.wait_closed()
+        error = client.error
+        text = error.reason if isinstance(error, Reject) else (str(error) if error else None)
+        return {"code": client.close_code, "error": text}
 
     async def restored(self) -> Observation:
         await self.restorations.get()
         client = self._client
         new_id, self.last_id = client.id != self.last_id, client.id
-        return {"reconnected": client.reconnects > 0, "new_id": new_id, **self.state()}
+        failed, self.failed = sorted(self.failed), []
+        return {
+            "reconnected": client.reconnects > 0,
+            "new_id": new_id,
+            "failed": failed,
+            **self.state(),
+        }
 
     async def close(self) -> None:
         await self._client.close()
@@ -354,6 +389,9 @@ async def dial(url: str, step: Mapping[str, Any]) -> Client:
         handlers,
         reconnect=QUICK_RECONNECT,
         on_restored=lambda client: adapter.restorations.put_nowait(None),
+        on_restore_failed=lambda client, namespace, room, error: adapter.failed.append(
+            namespace if room is None else f"{namespace}/{room}"
+        ),
     )
     adapter.last_id = adapter.client.id
     return adapter
@@ -378,6 +416,8 @@ class Driver:
     def __init__(self, url: str) -> None:
         self.url = url
         self.conns: dict[str, Client] = {}
+        self.started: dict[str, asyncio.Future[Observation]] = {}  # ask_begin id -> the ask
+        self.stray = StrayErrors()
 
     def client(self, step: Mapping[str, Any]) -> Client:
         return self.conns[step["conn"]]
@@ -409,10 +449,14 @@ class Driver:
             line = await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline), HARNESS_WAIT)
             if not line:
                 raise RuntimeError("stdin closed while waiting for the harness")
-            return {"ok": None}
+            outcome: Observation = json.loads(line)
+            return outcome
         if do == "ids_distinct":
             ids = [self.conns[name].id() for name in step["conns"]]
             return {"ok": len(set(ids)) == len(ids)}
+        if do == "ask_end":
+            asking = self.started[step["id"]]
+            return await self.settle(lambda: asking, step.get("wait_ms", WAIT * 1000 + 1000) / 1000)
         client = self.client(step)
         if do == "connect":
             return await self.settle(lambda: client.connect(step["ns"]))
@@ -437,6 +481,13 @@ class Driver:
                 lambda: client.ask(ns, step["event"], body, timeout),
                 (timeout if timeout is not None else WAIT) + 1.0,
             )
+        if do == "ask_begin":
+            body = body_of(step["body"])
+            timeout_ms = step.get("timeout_ms")
+            self.started[step["id"]] = asyncio.ensure_future(
+                client.ask(ns, step["event"], body, timeout_ms / 1000 if timeout_ms else None)
+            )
+            return {"ok": None}
         if do == "ask_all":
             return await self.settle(
                 lambda: asyncio.gather(
@@ -457,7 +508,9 @@ class Driver:
         if do == "closed":
             return await self.settle(client.closed)
         if do == "restored":
-            return await self.settle(client.restored, RESTORE_WAIT)
+            return await self.settle(
+                client.restored, step.get("wait_ms", RESTORE_WAIT * 1000) / 1000
+            )
         if do == "close":
             return await self.settle(client.close)
         raise ValueError(f"unknown step {do!r}")
@@ -471,6 +524,8 @@ class Driver:
         return {"id": client.id(), "reconnected": client.was_reconnected()}
 
     async def run(self, scenario: Mapping[str, Any]) -> None:
+        logging.getLogger("wsmvc").addHandler(self.stray)
+        asyncio.get_running_loop().set_exception_handler(self.stray.loop_exception)
         for index, step in enumerate(scenario["steps"]):
             try:
                 observed = await self.perform(index, step)
@@ -482,7 +537,12 @@ class Driver:
                 await asyncio.wait_for(client.close(), WAIT)
             except Exception as exc:
                 print(f"closing failed: {exc!r}", file=sys.stderr)
-        report({"end": True})
+        report({"end": True, "stray": self.stray.texts})
+
+
+def _timeout(seconds: float | None) -> Timeout:
+    """A step's ask timeout for the client: none given is the client's default."""
+    return DEFAULT if seconds is None else seconds
 
 
 async def _now(value: Any) -> Any:

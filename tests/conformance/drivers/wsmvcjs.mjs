@@ -13,7 +13,7 @@
 import { createRequire } from 'node:module';
 
 import * as wsmvc from '../../../wsmvc/static/wsmvc.js';
-import { DATA, Inbox, answerOf, deferred, run, viewMessage } from './common.mjs';
+import { DATA, Inbox, answerOf, deferred, run, strayError, viewMessage } from './common.mjs';
 
 const QUICK_RECONNECT = { initialDelay: 20, maxDelay: 200, factor: 2, jitter: 0.5 };
 
@@ -40,6 +40,7 @@ class WsmvcClient {
         this.restorations = []; // onRestored infos not yet taken by a `restored` step
         this.restoredWaiters = [];
         this.closing = deferred(); // onClosed: the connection is over for good
+        this.lastCode = null; // the close code of the last socket lost (onLost)
     }
 
     static async dial(spec) {
@@ -51,8 +52,9 @@ class WsmvcClient {
                 client.restorations.push(info);
                 client.restoredWaiters.splice(0).forEach((wake) => wake());
             },
+            onLost: (conn, info) => (client.lastCode = info.code),
             onClosed: (conn, info) => client.closing.resolve(info),
-            onError: (err) => process.stderr.write(`wsmvc.js onError: ${err?.stack ?? err}\n`),
+            onError: (err) => strayError('onError', err),
         });
         client.lastId = client.conn.id;
         return client;
@@ -148,10 +150,13 @@ class WsmvcClient {
         return { closed: this.conn.closed, namespaces, rooms: rooms.sort() };
     }
 
-    /** Resolves once the connection is over for good (onClosed). */
+    /**
+     * Resolves once the connection is over for good (onClosed): the close code (of the
+     * last socket lost, when it gave up reconnecting), and why it gave up.
+     */
     async closed() {
         const info = await this.closing.promise;
-        return { code: info.code };
+        return { code: info.code ?? this.lastCode, error: info.error?.message ?? null };
     }
 
     /** Resolves with the next onRestored. */
@@ -162,12 +167,10 @@ class WsmvcClient {
         const info = this.restorations.shift();
         const newId = this.conn.id !== this.lastId;
         this.lastId = this.conn.id;
-        return {
-            reconnected: this.conn.wasReconnected(),
-            new_id: newId,
-            failed: info.failed.length,
-            ...this.state(),
-        };
+        const failed = info.failed.map(({ namespace, room }) =>
+            room === undefined ? namespace : `${namespace}/${room}`,
+        );
+        return { reconnected: this.conn.wasReconnected(), new_id: newId, failed: failed.sort(), ...this.state() };
     }
 
     async close() {
