@@ -212,21 +212,22 @@ async def test_without_an_exchange_no_exchange_metrics(setup: Setup) -> None:
     assert "wsmvc_exchange" not in text
 
 
-def test_the_default_registry_and_instrumenting_twice() -> None:
-    from prometheus_client import REGISTRY, generate_latest
+def test_the_default_registry_and_instrumenting_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import prometheus_client
 
+    # The process's default registry, standing in for prometheus_client.REGISTRY (which
+    # a docs example may have registered into already).
+    default = CollectorRegistry()
+    monkeypatch.setattr(prometheus_client, "REGISTRY", default)
     metrics = PrometheusMetrics()
-    try:
-        assert metrics.registry is REGISTRY
-        assert b"wsmvc_connections_open 0.0" in generate_latest(REGISTRY)
-        server = Server({"default": {"echo": echo}})
+    assert metrics.registry is default
+    assert b"wsmvc_connections_open 0.0" in prometheus_client.generate_latest(default)
+    server = Server({"default": {"echo": echo}})
+    metrics.instrument(server)
+    with pytest.raises(ValueError, match="already instrumented"):
         metrics.instrument(server)
-        with pytest.raises(ValueError, match="already instrumented"):
-            metrics.instrument(server)
-        with pytest.raises(ValueError, match="Duplicated timeseries"):
-            PrometheusMetrics()  # one collector of these names per registry
-    finally:
-        REGISTRY.unregister(metrics)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        PrometheusMetrics()  # one collector of these names per registry
 
 
 def test_a_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

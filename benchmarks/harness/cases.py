@@ -59,6 +59,8 @@ WSMVC = ServerSpec("wsmvc", "wsmvc_server.py", "neffos")
 WSMVC_RECOVERY = ServerSpec(
     "wsmvc-recovery", "wsmvc_server.py", "neffos", ("--recovery",), query="wsmvc-recovery=1"
 )
+# The same server with Prometheus metrics (wsmvc.metrics): a tap on every message.
+WSMVC_METRICS = ServerSpec("wsmvc-metrics", "wsmvc_server.py", "neffos", ("--metrics",))
 SOCKETIO = ServerSpec("python-socketio", "socketio_server.py", "socketio")
 # di-connect: the same controller without and with dependencies.
 NO_DEPS = ServerSpec("wsmvc-nodeps", "wsmvc_di_server.py", "neffos")
@@ -74,8 +76,8 @@ NATS = ServerSpec(
 
 # The setups each scenario compares; the first one is the baseline of its ratios.
 SCENARIO_SERVERS: dict[str, tuple[ServerSpec, ...]] = {
-    "echo": (RAW, WSMVC, WSMVC_RECOVERY, SOCKETIO),
-    "broadcast": (RAW, WSMVC, WSMVC_RECOVERY, SOCKETIO),
+    "echo": (RAW, WSMVC, WSMVC_RECOVERY, WSMVC_METRICS, SOCKETIO),
+    "broadcast": (RAW, WSMVC, WSMVC_RECOVERY, WSMVC_METRICS, SOCKETIO),
     "connect": (RAW, WSMVC, SOCKETIO),
     "di-connect": (NO_DEPS, WITH_DEPS),
     "exchange-broadcast": (IN_PROCESS, REDIS, NATS),

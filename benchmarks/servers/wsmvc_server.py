@@ -3,6 +3,8 @@
 Namespace ``default``: event ``ask`` answers with the body; event ``fanout`` broadcasts
 ``chat`` with the body to every other connection of the namespace. ``--recovery``: with
 ``Server(recovery=Recovery())`` (the setup ``wsmvc-recovery``, whose clients ask for it).
+``--metrics``: ``PrometheusMetrics().instrument(server)`` and ``/metrics`` served (the setup
+``wsmvc-metrics``: the taps on, every message counted).
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from wsmvc import Message, NSConn, Recovery, Server
 
 # The defaults users get (deflate when offered); the recovery setup adds only recovery.
 RECOVERY = "--recovery" in sys.argv
+METRICS = "--metrics" in sys.argv
 server = Server(allowed_origins="*", recovery=Recovery() if RECOVERY else None)
+if METRICS:
+    from wsmvc.metrics import PrometheusMetrics
+
+    metrics = PrometheusMetrics(events=["chat"])  # "chat": broadcast, with no handler here
 
 
 @server.on("default", "ask")
@@ -31,6 +38,9 @@ async def fanout(ns: NSConn, msg: Message) -> None:
 
 def make_app() -> web.Application:
     app = web.Application()
+    if METRICS:
+        metrics.instrument(server)  # after the handlers: their names are the labels
+        app.router.add_get("/metrics", metrics.handler)
     server.mount(app, "/ws")
     return app
 
@@ -38,5 +48,7 @@ def make_app() -> web.Application:
 if __name__ == "__main__":
     parser = port_parser(__doc__.splitlines()[0])
     parser.add_argument("--recovery", action="store_true", help="Server(recovery=Recovery())")
+    parser.add_argument("--metrics", action="store_true", help="PrometheusMetrics, /metrics")
     args = parser.parse_args()
-    run(make_app(), args.port, "wsmvc-recovery" if args.recovery else "wsmvc")
+    name = "wsmvc-recovery" if args.recovery else "wsmvc-metrics" if args.metrics else "wsmvc"
+    run(make_app(), args.port, name)
