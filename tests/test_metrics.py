@@ -174,10 +174,16 @@ async def test_unknown_names_stay_under_one_label(setup: Setup) -> None:
     ns = await client.connect("default")
     for i in range(10_000):
         ns.emit(f"made-up-{i}", b"x")
+    ns.emit("x" * 1000, b"")  # a long name is never remembered
     assert (await ns.ask("echo", "sync", timeout=T)).body == b"sync"
+    # The names are not kept either: the label cache (cleared at each scrape) holds the
+    # declared names seen and a few short undeclared ones.
+    ((_, labels),) = setup.metrics._servers
+    assert len(labels._cache["default"]) <= 64 + 2
+    assert "x" * 1000 not in labels._cache["default"]
     text, samples = await setup.scrape()
     unknown = {"namespace": "default", "event": OTHER, "outcome": "unhandled"}
-    assert value(samples, "wsmvc_messages_received_total", **unknown) == 10_000
+    assert value(samples, "wsmvc_messages_received_total", **unknown) == 10_001
     events = names(samples, "wsmvc_messages_received_total", "event")
     assert events == {"_OnNamespaceConnect", "echo", OTHER}
     assert "made-up" not in text

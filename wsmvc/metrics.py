@@ -75,7 +75,8 @@ microseconds, some await a database or the client (an ask): 100 µs to 10 s, the
 
 _OUTCOMES = ("handled", "failed", "unhandled", "refused")
 _CACHED_NAMESPACES = 1024  # concrete namespace names whose labels are remembered
-_CACHED_EVENTS = 256  # event names remembered per namespace (declared or not)
+_CACHED_EVENTS = 64  # undeclared event names remembered per namespace, at most
+_CACHED_NAME = 64  # characters of a name that may be remembered
 
 
 class _Default(enum.Enum):
@@ -126,16 +127,18 @@ class _Labels:
     """Maps one server's namespace and event names to label values, and remembers it
     (a bounded cache, cleared at every scrape so handlers added later are seen)."""
 
-    __slots__ = ("_cache", "_events", "_metrics", "_table")
+    __slots__ = ("_cache", "_events", "_metrics", "_patterns", "_table")
 
     def __init__(self, metrics: PrometheusMetrics, table: HandlerTable) -> None:
         self._metrics = metrics
         self._table = table
         self._events = metrics.events
         self._cache: dict[str, dict[str, _Stats]] = {}
+        self._patterns: dict[str, NamespacePattern] = {}  # compiled, by template
 
     def clear(self) -> None:
         self._cache = {}
+        self._patterns = {}
 
     def stats(self, namespace: str, event: str) -> _Stats:
         """The record of ``event`` in ``namespace`` (the fast path: two lookups)."""
@@ -158,20 +161,26 @@ class _Labels:
         known = event in declared or event in SYSTEM_EVENTS or event in self._events
         ev_label = event if known and ns_label != OTHER else OTHER
         stats = self._metrics._record(ns_label, ev_label)
-        if ns_label != OTHER:
+        # Remembered: declared names, and a few short undeclared ones (an event the server
+        # broadcasts without a handler): never what could make a client's names pile up.
+        if ns_label == namespace or (ns_label != OTHER and len(namespace) <= _CACHED_NAME):
             cache = self._cache
             events = cache.get(namespace)
             if events is None:
                 if len(cache) >= _CACHED_NAMESPACES:
                     cache.clear()
                 events = cache[namespace] = {}
-            if len(events) < _CACHED_EVENTS or known:
+            if known or (len(events) < _CACHED_EVENTS and len(event) <= _CACHED_NAME):
                 events[event] = stats
         return stats
 
     def _pattern_of(self, namespace: str) -> str:
+        compiled = self._patterns
         for template in self._table.patterns:
-            if NamespacePattern(template).match(namespace) is not None:
+            pattern = compiled.get(template)
+            if pattern is None:
+                pattern = compiled[template] = NamespacePattern(template)
+            if pattern.match(namespace) is not None:
                 return template
         return OTHER
 
