@@ -431,11 +431,13 @@ async def test_a_refusal_without_its_callback_is_logged(
 # -- while the connection is down ---------------------------------------------------------
 
 
-async def test_asks_in_flight_fail_at_the_loss_and_nothing_is_sent_while_down(
+async def test_without_recovery_asks_in_flight_fail_and_what_is_sent_while_down_waits(
     serve: Serve,
 ) -> None:
-    """An ask waiting when the connection is lost fails with ConnectionClosed at once;
-    until the connection is restored, emits and asks are refused, never queued."""
+    """A server without recovery: an ask waiting when the connection is lost fails with
+    ConnectionClosed at once; until the connection is restored, emits and asks wait and go
+    after the restore, in order (docs/client-python.md, "While the connection is down");
+    connect and join_room are refused."""
     asked = asyncio.Event()
     release = asyncio.Event()
     got: list[bytes] = []
@@ -445,7 +447,13 @@ async def test_asks_in_flight_fail_at_the_loss_and_nothing_is_sent_while_down(
         await release.wait()
         return b"late"
 
-    server = Server({"chat": {"slow": slow, "note": lambda ns, msg: got.append(msg.body)}})
+    def echo(ns: NSConn, msg: Message) -> bytes:
+        got.append(msg.body)
+        return b"echo:" + msg.body
+
+    server = Server(
+        {"chat": {"slow": slow, "note": lambda ns, msg: got.append(msg.body), "echo": echo}}
+    )
     url = await serve(server)
     gate = asyncio.Event()  # holds the reconnect task in on_lost
 
@@ -460,21 +468,23 @@ async def test_asks_in_flight_fail_at_the_loss_and_nothing_is_sent_while_down(
         kill_tcp(server)
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(pending, T)
-        assert not client.connected
-        with pytest.raises(ConnectionClosed, match="reconnecting"):
-            chat.emit("note", "while down")
-        with pytest.raises(ConnectionClosed):
-            await chat.ask("note", timeout=T)
+        assert not client.connected and client.reconnecting
+        chat.emit("note", "while down")
+        queued = asyncio.ensure_future(chat.ask("echo", "asked while down", timeout=T))
+        await asyncio.sleep(0)  # it waits in the queue
+        chat.emit("note", "after the ask")
         with pytest.raises(ConnectionClosed):
             await client.connect("chat")
         with pytest.raises(ConnectionClosed):
             await chat.join_room("r")
         gate.set()
         await asyncio.wait_for(client.wait_connected(), T)
+        assert (await asyncio.wait_for(queued, T)).body == b"echo:asked while down"
         chat.emit("note", "after")
         release.set()
         assert (await chat.ask("slow", timeout=T)).body == b"late"
-        assert got == [b"after"]  # what was refused while down never went
+        assert got == [b"while down", b"asked while down", b"after the ask", b"after"]
+        assert not client.recovered  # the server offers no recovery
     finally:
         release.set()
         gate.set()

@@ -10,21 +10,25 @@ dials again after a loss and restores what the application connected and joined
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, overload
 
 import aiohttp
 import attrs
+import yarl
 from aiohttp import WSCloseCode, WSMsgType
 from aiohttp.client_ws import ClientWebSocketResponse
 
+from .client_recovery import ClientRecovery, Returned, query, read_recovery_frame
 from .closing import CloseReason
 from .conn import Conn
 from .errors import ConnectionClosed, ProtocolError, Reject
 from .handlers import HandlerTable, Namespaces
 from .nsconn import Registry
 from .protocol import ACK_OK, ACK_REFUSED, ACK_REQUEST
-from .writer import QueuedWriter
+from .recorder import Recorder
+from .recovery import Recovery
+from .writer import QueuedWriter, Writer
 
 if TYPE_CHECKING:
     from .backoff import Backoff
@@ -38,6 +42,13 @@ if TYPE_CHECKING:
     )
 
 __all__ = ["ClientConn", "Dialing", "dial"]
+
+DEFAULT_RECOVERY = Recovery()
+"""A reconnecting client's recovery bounds unless told otherwise: the server's defaults."""
+DEFAULT_QUEUE_LIMIT = 256
+"""Messages a reconnecting client keeps while it reconnects, unless told otherwise."""
+
+OnKept = Callable[[Conn], None]
 
 
 class ClientConn(Conn):
@@ -82,6 +93,9 @@ class Dialing:
     max_queue: int = 64
     max_queue_bytes: int = 1 << 20
     heartbeat: float | None = None
+    recovery: Recovery | None = None
+    """Ask for recovery, and keep this much of the connection's frames (a reconnecting
+    client's; ``None``: never ask)."""
 
     async def open(
         self,
@@ -89,6 +103,7 @@ class Dialing:
         *,
         registry: Registry | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        on_lost: OnKept | None = None,
     ) -> ClientConn:
         """Upgrade through ``http``, complete the neffos handshake and start serving the
         connection; returns it acknowledged (its ``_session`` is ``None``: the caller owns
@@ -96,14 +111,53 @@ class Dialing:
 
         ``registry`` is told of every change of namespace and room membership (a
         reconnecting client follows what its application keeps that way);
-        ``extra_headers`` are sent beside :attr:`headers`. Raises what :func:`dial`
-        raises; whatever fails, the websocket is closed.
+        ``extra_headers`` are sent beside :attr:`headers`. With :attr:`recovery` the
+        upgrade asks for recovery, and a connection the server offers it for is kept when
+        lost (``on_lost(conn)`` runs then; :mod:`wsmvc.client_recovery`). Raises what
+        :func:`dial` raises; whatever fails, the websocket is closed.
         """
+        opened = await self._dial(http, None, 0, registry, extra_headers, on_lost)
+        assert isinstance(opened, ClientConn)  # only a return can be recovered
+        return opened
+
+    async def come_back(
+        self,
+        http: aiohttp.ClientSession,
+        key: str,
+        received: int,
+        *,
+        registry: Registry | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        on_lost: OnKept | None = None,
+    ) -> ClientConn | Returned:
+        """Dial again for the kept connection of recovery ``key`` (``received``: the data
+        frames it read): :class:`~wsmvc.client_recovery.Returned` when the server
+        recovered it, else a new connection, as :meth:`open` returns it. Raises what
+        :meth:`open` raises."""
+        return await self._dial(http, key, received, registry, extra_headers, on_lost)
+
+    def make_writer(self, ws: ClientWebSocketResponse) -> Callable[[Callable[[], None]], Writer]:
+        """``make(on_overflow)``: the write path of a connection on ``ws``."""
+        return lambda on_overflow: QueuedWriter(ws, self.send_buffer_limit, on_overflow)
+
+    async def _dial(
+        self,
+        http: aiohttp.ClientSession,
+        key: str | None,
+        received: int,
+        registry: Registry | None,
+        extra_headers: Mapping[str, str] | None,
+        on_lost: OnKept | None,
+    ) -> ClientConn | Returned:
         headers: dict[str, str] | None = None
         if self.headers or extra_headers:
             headers = {**(self.headers or {}), **(extra_headers or {})}
+        native = self.handlers.native_only
+        url: str | yarl.URL = self.url
+        if self.recovery is not None and not native:
+            url = yarl.URL(self.url).update_query(query(key, received))
         ws: ClientWebSocketResponse = await http.ws_connect(  # type: ignore[assignment]
-            self.url,
+            url,
             autoclose=False,  # the server's close is answered in order, by the connection
             headers=headers,
             compress=15 if self.compress else 0,
@@ -113,15 +167,21 @@ class Dialing:
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.timeout),
         )
         try:
-            conn = self._conn_for(ws, registry)
-            if self.handlers.native_only:  # no handshake (spec 9.1): open, in namespace ""
+            if native:  # no handshake (spec 9.1): open, in namespace ""
+                conn = self._conn_for(ws, registry, None, on_lost)
                 conn.session.acknowledged()
                 ns = conn.session.connect_started("")
                 assert ns is not None  # a new session has no namespace
                 conn.session.connect_finished(ns, True)
             else:
-                conn.id = await self._handshake(ws)
+                conn_id, recovery = await self._handshake(ws, came_back=key is not None)
+                if recovery is not None and recovery[1] is not None:
+                    return Returned(ws, conn_id, recovery[0], recovery[1])
+                conn = self._conn_for(ws, registry, recovery[0] if recovery else None, on_lost)
+                conn.id = conn_id
                 conn.session.acknowledged()
+                if isinstance(conn.recovery, ClientRecovery):
+                    conn.recovery.recorder.start()  # frames are numbered from A<id> on
         except BaseException:
             if not ws.closed:
                 await asyncio.shield(ws.close())
@@ -129,10 +189,28 @@ class Dialing:
         asyncio.get_running_loop().create_task(conn.serve())  # Conn keeps it once it runs
         return conn
 
-    def _conn_for(self, ws: ClientWebSocketResponse, registry: Registry | None) -> ClientConn:
+    def _conn_for(
+        self,
+        ws: ClientWebSocketResponse,
+        registry: Registry | None,
+        key: str | None,
+        on_lost: OnKept | None,
+    ) -> ClientConn:
+        """A connection on ``ws``; recoverable (its writes recorded) with a ``key``."""
+        recorders: list[Recorder] = []
+        plain = self.make_writer(ws)
+        bounds = self.recovery
+
+        def make(on_overflow: Callable[[], None]) -> Writer:
+            if key is None or bounds is None:
+                return plain(on_overflow)
+            recorder = Recorder(plain(on_overflow), bounds)
+            recorders.append(recorder)
+            return recorder
+
         conn = ClientConn(
             ws,
-            lambda on_overflow: QueuedWriter(ws, self.send_buffer_limit, on_overflow),
+            make,
             self.handlers,
             registry=registry,
             is_client=True,
@@ -142,20 +220,34 @@ class Dialing:
             max_queue_bytes=self.max_queue_bytes,
         )
         conn._session = None
+        if key is not None and bounds is not None and recorders:
+            conn.recovery = ClientRecovery(conn, recorders[0], bounds, key, on_lost)
         return conn
 
-    async def _handshake(self, ws: ClientWebSocketResponse) -> str:
-        """Send ``M``; the id of the server's ``A<id>``."""
+    async def _handshake(
+        self, ws: ClientWebSocketResponse, *, came_back: bool
+    ) -> tuple[str, tuple[str, int | None] | None]:
+        """Send ``M``; the id of the server's ``A<id>``, and what its recovery frame said
+        before it (``(key, None)``: a new connection; ``(key, m)``: recovered, the server
+        read ``m`` data frames of this side's; ``None``: no recovery frame)."""
         await ws.send_str(ACK_REQUEST)
-        first = await ws.receive(timeout=self.timeout)
-        if first.type is not WSMsgType.TEXT:
-            raise ConnectionClosed(f"handshake failed: got {first.type.name}")
-        data: str = first.data
-        if data.startswith(ACK_REFUSED):
-            raise Reject(data[1:])
-        if not data.startswith(ACK_OK):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        recovery: tuple[str, int | None] | None = None
+        while True:
+            first = await ws.receive(timeout=max(0.0, deadline - loop.time()))
+            if first.type is not WSMsgType.TEXT:
+                raise ConnectionClosed(f"handshake failed: got {first.type.name}")
+            data: str = first.data
+            if data.startswith(ACK_REFUSED):
+                raise Reject(data[1:])
+            if data.startswith(ACK_OK):
+                return data[1:], recovery
+            if recovery is None and self.recovery is not None:
+                recovery = read_recovery_frame(data)
+                if recovery is not None and (came_back or recovery[1] is None):
+                    continue
             raise ProtocolError(f"handshake failed: unexpected first frame {data[:40]!r}")
-        return data[1:]
 
 
 @overload
@@ -193,6 +285,8 @@ async def dial(
     max_queue_bytes: int = 1 << 20,
     heartbeat: float | None = None,
     reconnect: Backoff,
+    recovery: Recovery | None = DEFAULT_RECOVERY,
+    queue_limit: int = DEFAULT_QUEUE_LIMIT,
     on_lost: OnLost | None = None,
     on_retry: OnRetry | None = None,
     on_restored: OnRestored | None = None,
@@ -216,6 +310,8 @@ async def dial(
     max_queue_bytes: int = 1 << 20,
     heartbeat: float | None = None,
     reconnect: Backoff | None = None,
+    recovery: Recovery | None = DEFAULT_RECOVERY,
+    queue_limit: int = DEFAULT_QUEUE_LIMIT,
     on_lost: OnLost | None = None,
     on_retry: OnRetry | None = None,
     on_restored: OnRestored | None = None,
@@ -240,11 +336,16 @@ async def dial(
     Without ``reconnect`` the connection is a :class:`ClientConn`, which never
     reconnects. With ``reconnect=Backoff(...)`` (:class:`~wsmvc.Backoff`) it is a
     :class:`~wsmvc.ReconnectingClient`: after a loss it dials again with that backoff
-    and restores the namespaces and rooms the application connected and joined through
-    it, calling ``on_lost``, ``on_retry``, ``on_restored``, ``on_restore_failed`` and
-    ``on_gave_up`` (sync or async; see :mod:`wsmvc.reconnect`). The first dial is not
-    retried: it raises as above. The ``on_*`` callbacks without ``reconnect`` raise
-    :class:`TypeError`.
+    and gets the same connection back from a server with recovery (``recovery``, a
+    :class:`~wsmvc.Recovery`: how long it waits for that and how much of its own frames
+    it keeps meanwhile; ``None``: never ask, docs/recovery.md), or restores on a new
+    connection the namespaces and rooms the application connected and joined through
+    it; while it reconnects, emits and asks wait (at most ``queue_limit`` messages;
+    ``0`` refuses them). It calls ``on_lost``, ``on_retry``, ``on_restored``,
+    ``on_restore_failed`` and ``on_gave_up`` (sync or async; see :mod:`wsmvc.reconnect`).
+    The first dial is not retried: it raises as above. ``recovery``, ``queue_limit`` and
+    the ``on_*`` callbacks without ``reconnect`` raise :class:`TypeError`, as does a
+    ``queue_limit`` that is not a whole number (:class:`ValueError` below 0).
     """
     handlers = namespaces if isinstance(namespaces, HandlerTable) else HandlerTable(namespaces)
     dialing = Dialing(
@@ -264,11 +365,22 @@ async def dial(
     if reconnect is not None:
         from .reconnect import Events, ReconnectingClient
 
+        if isinstance(queue_limit, bool) or not isinstance(queue_limit, int):
+            raise TypeError(f"queue_limit is a whole number of messages, not {queue_limit!r}")
+        if queue_limit < 0:
+            raise ValueError(f"queue_limit must be 0 or more, not {queue_limit}")
         return await ReconnectingClient.start(
-            dialing, reconnect, session=session, events=Events(*events)
+            attrs.evolve(dialing, recovery=recovery),
+            reconnect,
+            session=session,
+            events=Events(*events),
+            queue_limit=queue_limit,
         )
-    if any(event is not None for event in events):
-        raise TypeError("on_lost, on_retry, on_restored... need reconnect=Backoff(...)")
+    extras = recovery is not DEFAULT_RECOVERY or queue_limit != DEFAULT_QUEUE_LIMIT
+    if extras or any(event is not None for event in events):
+        raise TypeError(
+            "recovery, queue_limit, on_lost, on_retry, on_restored... need reconnect=Backoff(...)"
+        )
     own = session is None
     http = session if session is not None else aiohttp.ClientSession()
     try:

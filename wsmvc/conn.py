@@ -46,7 +46,7 @@ from .writer import AnyWebSocket, Writer
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .recovery import Recoverable
+    from .recovery_hooks import RecoveryHooks
     from .server import Server
 
 __all__ = ["Conn", "OnOpen", "serving"]
@@ -160,7 +160,7 @@ class Conn(NamespaceChanges):
         self.reader = Reader(ws, self.session, self)
         self.heard = True  # a frame came since the heartbeat last looked (wsmvc.keepalive)
         self.received = 0  # data frames read (wsmvc.recovery counts them)
-        self.recovery: Recoverable | None = None  # kept when lost (Server(recovery=...))
+        self.recovery: RecoveryHooks | None = None  # kept when lost (docs/recovery.md)
         self.inflated_limit = 0  # bytes a message may have, if aiohttp cannot check it exactly
         self._opened = False  # on_connect accepted the connection: on_disconnect will run
         # Namespaces this side disconnected whose events wait for the serving task (made on
@@ -432,14 +432,16 @@ class Conn(NamespaceChanges):
             self._registry.conn_added(self)
 
     def attach(
-        self, ws: AnyWebSocket, request: web.Request, make_writer: Callable[..., Writer]
+        self, ws: AnyWebSocket, request: web.Request | None, make_writer: Callable[..., Writer]
     ) -> Writer:
-        """Recovery: go on over ``ws`` (the serving task calls it); its write path."""
+        """Recovery: go on over ``ws`` (``request``: its upgrade, server side; ``None`` on
+        a client); its write path."""
         self._ws = ws
-        self.request = request
+        if request is not None:
+            self.request = request
         task, self.reader = self.reader.task, Reader(ws, self.session, self)
         self.reader.task = task
-        self._closing.attach(request.transport)
+        self._closing.attach(request.transport if request is not None else None)
         return make_writer(self._closing.overflow)
 
     def _defer(self, deferred: Deferred) -> None:

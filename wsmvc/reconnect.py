@@ -2,9 +2,11 @@
 
 ``await dial(url, namespaces, reconnect=Backoff())`` returns a :class:`ReconnectingClient`.
 It owns one :class:`~wsmvc.ClientConn` at a time; when that connection is lost it dials
-again, waiting :meth:`Backoff.delay` seconds before each attempt, and on the new
-connection restores what the application connected and joined *through the client*: its
-namespaces in the order connected, each with the payload it was connected with, then
+again, waiting :meth:`Backoff.delay` seconds before each attempt. A server with recovery
+(``docs/recovery.md``) gives it the same connection back: nothing is lost either way, no
+event but ``on_lost`` and ``on_restored`` (:mod:`wsmvc.client_recovery`). On a new
+connection it restores what the application connected and joined *through the client*:
+its namespaces in the order connected, each with the payload it was connected with, then
 their rooms, one at a time, in the order joined. The handles the application holds
 (:class:`ReconnectingNamespace`, :class:`ReconnectingRoom`) stay the same objects and
 act on whichever connection is current; the handler table is shared by every connection,
@@ -20,11 +22,19 @@ Decisions (``docs/client-python.md`` tells them to users):
 * **Refusals while restoring** (the server's error answer, a local hook's, no answer in
   ``timeout`` seconds) forget that namespace (with its rooms) or room, are reported
   (``on_restore_failed``, else a WARNING), and the rest is restored.
-* **Down means refused, never queued**: while there is no open, restored connection,
-  ``emit`` and ``ask`` raise :class:`~wsmvc.ConnectionClosed` at once (a queue would send
-  stale messages after the outage and hide that they were late); asks in flight when the
-  connection is lost fail with it at that moment. Emits are at most once: one written just
-  before a loss that nobody noticed yet may be lost with the connection.
+* **Recovery when the server offers it**: the client asks for it (``recovery``, on by
+  default); a connection lost without a close frame is kept (its asks keep waiting, no
+  forced event) until the client is back within the window, or the server says it is a
+  new connection (then the kept one ends: its forced events, its asks fail), or the
+  client's own ``window`` passed. Recovered, both sides send again what the other missed:
+  exactly once, in order.
+* **Down means queued, bounded**: while there is no open, restored connection, ``emit``
+  and ``ask`` of the handles wait in the :class:`~wsmvc.handles.Outbox` (at most
+  ``queue_limit``, 256, as wsmvc.js; each ask with its timeout from the call), sent in
+  order once back. With recovery they are delivered exactly once; on a new connection,
+  after the restore. ``queue_limit=0`` refuses them (:class:`~wsmvc.ConnectionClosed`).
+  Without recovery, asks in flight when the connection is lost fail at that moment, and
+  an emit written just before a loss nobody noticed yet may be lost with the connection.
 * **A refusal stops reconnecting** for good: the server application's ``Reject``
   (``H<reason>``), and an HTTP upgrade answered 4xx, except 408 and 429 (RFC 9110: the
   same request gets the same answer; a 401 never heals by repetition). Network errors,
@@ -43,11 +53,13 @@ Decisions (``docs/client-python.md`` tells them to users):
 
 The events run in the client's reconnect task, one at a time, in this order: the lost
 connection's forced events (``_OnRoomLeave``/``_OnRoomLeft``, ``_OnNamespaceDisconnect``
-with ``msg.forced``, in its serving task), then ``on_lost``; for each attempt
-``on_retry`` before its wait; once a connection is acknowledged, the restore (its local
+with ``msg.forced``, in its serving task; for a connection kept for recovery, only once
+it ends for good), then ``on_lost``; for each attempt ``on_retry`` before its wait; once
+a connection is acknowledged, the restore (its local
 ``_OnNamespaceConnect``/``_OnNamespaceConnected``, ``_OnRoomJoin``/``_OnRoomJoined``
-events, and ``on_restore_failed`` for what was refused), then ``on_restored``; or
-``on_gave_up``. An event that raises is logged and the client carries on.
+events, and ``on_restore_failed`` for what was refused; nothing when recovered), then
+``on_restored``; or ``on_gave_up``. An event that raises is logged and the client
+carries on.
 """
 
 from __future__ import annotations
@@ -64,11 +76,12 @@ import attrs
 
 from .backoff import Backoff
 from .client import ClientConn, Dialing
+from .client_recovery import ClientRecovery, Returned, end_kept, keep, kept_lost, until_lost
 from .closing import CloseReason
 from .conn import Conn, serving
 from .errors import ConnectionClosed, Reject, WsmvcError
-from .handles import ReconnectingNamespace
-from .nsconn import DEFAULT, NSConn, Timeout, as_body
+from .handles import Outbox, ReconnectingNamespace, Tracker
+from .nsconn import DEFAULT, Timeout, as_body
 
 __all__ = [
     "Events",
@@ -94,7 +107,8 @@ OnRetry: TypeAlias = Callable[["ReconnectingClient", int, float, "Exception | No
 a loss) starts in ``delay`` seconds; ``error`` is why the previous one failed (``None``
 before the first)."""
 OnRestored: TypeAlias = Callable[["ReconnectingClient"], object]
-"""``on_restored(client)``: a new connection is open and what could be restored is."""
+"""``on_restored(client)``: the connection is back: recovered (``client.recovered``: the
+same one, nothing lost), or a new one on which what could be restored is."""
 OnRestoreFailed: TypeAlias = Callable[["ReconnectingClient", str, "str | None", Exception], object]
 """``on_restore_failed(client, namespace, room, error)``: restoring ``namespace`` (``room``
 ``None``) or one of its rooms failed with ``error`` (an :class:`~wsmvc.EventError` with
@@ -124,38 +138,6 @@ def _final(error: Exception) -> bool:
     return False
 
 
-class _Tracker:
-    """The membership hooks of a reconnecting client's connections (their ``registry``):
-    a namespace or room removed while its connection is open, by the application or the
-    server, is no longer restored; the close of a connection forgets nothing."""
-
-    __slots__ = ("_client",)
-
-    def __init__(self, client: ReconnectingClient) -> None:
-        self._client = client
-
-    def conn_added(self, conn: Conn) -> None:
-        pass  # a client's connection is never added (that is a server's registry)
-
-    def conn_removed(self, conn: Conn) -> None:
-        self._client._closing_began(conn)
-
-    def namespace_added(self, nsconn: NSConn) -> None:
-        pass
-
-    def room_added(self, nsconn: NSConn, room: str) -> None:
-        pass
-
-    def namespace_removed(self, nsconn: NSConn) -> None:
-        if not nsconn.conn.closed:
-            self._client._forget(nsconn.namespace)
-
-    def room_removed(self, nsconn: NSConn, room: str) -> None:
-        handle = self._client._namespaces.get(nsconn.namespace)
-        if handle is not None and not nsconn.conn.closed:
-            handle._rooms.pop(room, None)
-
-
 class ReconnectingClient:
     """A client connection that reconnects (see the module docstring); made by
     ``await dial(url, namespaces, reconnect=Backoff(...))``, closed by :meth:`close`
@@ -165,7 +147,8 @@ class ReconnectingClient:
     ask, join and leave through, which works across reconnects. ``conn`` is the current
     :class:`~wsmvc.ClientConn` (``None`` while reconnecting), ``id`` its id (the server
     gives each connection its own, unless its ``id_generator`` derives it from the
-    request), ``reconnects`` how many times a connection was restored.
+    request), ``reconnects`` how many times a connection was restored, ``recovered``
+    whether the last time was a recovery (the same connection, nothing lost).
     """
 
     __slots__ = (
@@ -179,6 +162,7 @@ class ReconnectingClient:
         "_http",
         "_last",
         "_namespaces",
+        "_outbox",
         "_own_http",
         "_settled",
         "_stopping",
@@ -186,6 +170,7 @@ class ReconnectingClient:
         "_tracker",
         "backoff",
         "reconnects",
+        "recovered",
     )
 
     def __init__(
@@ -195,14 +180,17 @@ class ReconnectingClient:
         http: aiohttp.ClientSession,
         own_http: bool,
         events: Events,
+        queue_limit: int = 256,
     ) -> None:
         self.backoff = backoff
         self.reconnects = 0
+        self.recovered = False
+        self._outbox = Outbox(queue_limit)
         self._dialing = dialing
         self._http = http
         self._own_http = own_http
         self._events = events
-        self._tracker = _Tracker(self)
+        self._tracker = Tracker(self)
         self._conn: ClientConn | None = None  # open and restored: what the handles use
         self._current: ClientConn | None = None  # the connection the reconnect task holds
         self._last: ClientConn | None = None  # the last one published (id, close code)
@@ -221,19 +209,22 @@ class ReconnectingClient:
         *,
         session: aiohttp.ClientSession | None = None,
         events: Events | None = None,
+        queue_limit: int = 256,
     ) -> ReconnectingClient:
         """Dial once (not retried: raises what :func:`~wsmvc.dial` raises) and start the
         reconnect task. ``session``: the HTTP session of every connection (default: one
-        of the client's own, closed with it)."""
+        of the client's own, closed with it); ``queue_limit``: messages kept while
+        reconnecting (:class:`~wsmvc.handles.Outbox`)."""
         own = session is None
         http = session if session is not None else aiohttp.ClientSession()
-        client = cls(dialing, backoff, http, own, events or Events())
+        client = cls(dialing, backoff, http, own, events or Events(), queue_limit)
         try:
-            conn = await dialing.open(http, registry=client._tracker)
+            conn = await dialing.open(http, registry=client._tracker, on_lost=client._kept)
         except BaseException:
             if own:
                 await http.close()
             raise
+        keep(conn)
         client._publish(conn)
         client._task = asyncio.get_running_loop().create_task(client._run(conn))
         return client
@@ -262,6 +253,12 @@ class ReconnectingClient:
         return self._stopping
 
     @property
+    def reconnecting(self) -> bool:
+        """Whether the connection is lost and the client is getting it back (what the
+        handles send meanwhile waits: :class:`~wsmvc.handles.Outbox`)."""
+        return not self._stopping and not self.connected
+
+    @property
     def error(self) -> BaseException | None:
         """Why the client gave up reconnecting (the refusal, or the last attempt's
         error); ``None`` if it did not."""
@@ -269,9 +266,14 @@ class ReconnectingClient:
 
     @property
     def close_code(self) -> int | None:
-        """The close code of the last connection that ended (``None`` if none did)."""
+        """The close code of the last connection that ended (``None`` if none did; 1006
+        while one is kept for recovery)."""
         last = self._last
-        return last.close_code if last is not None else None
+        if last is None:
+            return None
+        if last.close_code is None and kept_lost(last):
+            return 1006
+        return last.close_code
 
     @property
     def namespaces(self) -> Mapping[str, ReconnectingNamespace]:
@@ -380,6 +382,11 @@ class ReconnectingClient:
             if not self._stopping:
                 self._settled.clear()
 
+    def _kept(self, conn: Conn) -> None:
+        """A connection of ours was lost and is kept for recovery: the handles stop using
+        it at once (what they send waits in the outbox)."""
+        self._closing_began(conn)
+
     def _forget(self, namespace: str) -> None:
         self._namespaces.pop(namespace, None)
 
@@ -387,23 +394,34 @@ class ReconnectingClient:
         """The reconnect task: wait for the loss of ``conn``, reconnect, restore, again."""
         try:
             while not self._stopping:
-                await conn.wait_closed()
+                kept = await until_lost(conn)
                 if self._stopping:
                     break
-                await conn.close()  # its transport (the HTTP session is the client's)
-                self._current = None
+                if not kept:
+                    await conn.close()  # its transport (the HTTP session is the client's)
+                    self._current = None
                 reason = conn.close_reason or CloseReason.CONNECTION_LOST
                 log.info(
-                    "%r: connection lost (%s, %s): reconnecting", self, conn.close_code, reason.text
+                    "%r: connection lost (%s, %s)%s: reconnecting",
+                    self,
+                    self.close_code,
+                    reason.text,
+                    ", kept for recovery" if kept else "",
                 )
                 await self._call("on_lost", self._events.on_lost, reason)
-                restored = await self._reconnect()
+                restored = await self._reconnect(conn if kept else None)
                 if restored is None:
                     break
                 conn = restored
                 self.reconnects += 1
+                keep(conn)  # restored: a loss from now on is kept
+                await self._outbox.flush(conn)  # what waited, before anything sent later
+                if self._stopping or conn.closed or kept_lost(conn):
+                    continue  # closed, or lost again meanwhile: the loop sees it
                 self._publish(conn)
-                log.info("%r: reconnected and restored", self)
+                log.info(
+                    "%r: %s", self, "recovered" if self.recovered else "reconnected and restored"
+                )
                 await self._call("on_restored", self._events.on_restored)
         except Exception as exc:
             log.exception("%r: reconnecting failed; closed", self)
@@ -411,9 +429,10 @@ class ReconnectingClient:
         finally:
             await self._release()
 
-    async def _reconnect(self) -> ClientConn | None:
-        """Dial with backoff until a connection is acknowledged and restored; ``None``
-        when stopped (closed, or given up)."""
+    async def _reconnect(self, kept: ClientConn | None) -> ClientConn | None:
+        """Dial with backoff until a connection is back: ``kept`` (a connection kept for
+        recovery) recovered, or a new one acknowledged and restored; ``None`` when stopped
+        (closed, or given up)."""
         error: Exception | None = None
         attempt = 0
         limit = self.backoff.attempts
@@ -429,11 +448,7 @@ class ReconnectingClient:
                 return None
             await asyncio.sleep(delay)
             try:
-                conn = await self._dialing.open(
-                    self._http,
-                    registry=self._tracker,
-                    extra_headers={RECONNECT_HEADER: str(attempt)},
-                )
+                opened = await self._dial(kept, attempt)
             except Exception as exc:
                 if _final(exc):
                     await self._give_up(exc, "refused")
@@ -442,7 +457,20 @@ class ReconnectingClient:
                 log.log(level, "%r: attempt %d failed: %r", self, attempt, exc)
                 error = exc
                 continue
+            if isinstance(opened, Returned):
+                assert kept is not None and isinstance(kept.recovery, ClientRecovery)
+                if kept.recovery.take(opened, self._dialing.make_writer(opened.ws)):
+                    self.recovered = True
+                    return kept
+                await opened.ws.close()  # the server ends that connection for good
+                error = ConnectionClosed("recovered, but not exactly: a new connection follows")
+                continue  # and the kept one ends (take() ended it): a new one next
+            conn = opened
+            if kept is not None:
+                await end_kept(kept, "the server gave a new connection")
+                kept = None
             self._current = conn
+            self.recovered = False
             try:
                 await self._restore(conn)
             except ConnectionClosed as exc:
@@ -456,6 +484,24 @@ class ReconnectingClient:
             return conn
         return None
 
+    async def _dial(self, kept: ClientConn | None, attempt: int) -> ClientConn | Returned:
+        """One attempt: the return of ``kept`` while the server may still have it, else a
+        new connection (which the server may offer recovery for)."""
+        headers = {RECONNECT_HEADER: str(attempt)}
+        recovery = kept.recovery if kept is not None else None
+        if kept is not None and isinstance(recovery, ClientRecovery) and recovery.live:
+            return await self._dialing.come_back(
+                self._http,
+                recovery.key,
+                kept.received,
+                registry=self._tracker,
+                extra_headers=headers,
+                on_lost=self._kept,
+            )
+        return await self._dialing.open(
+            self._http, registry=self._tracker, extra_headers=headers, on_lost=self._kept
+        )
+
     async def _restore(self, conn: ClientConn) -> None:
         """Restore on ``conn``, acknowledged and not yet in use, what the application
         connected and joined: each namespace in the order connected, with its payload,
@@ -464,9 +510,7 @@ class ReconnectingClient:
         forgotten and reported, and the rest restored. Raises
         :class:`~wsmvc.ConnectionClosed` if ``conn`` closes meanwhile.
 
-        The one step between a new connection's handshake and its use: server-side state
-        recovery (a resume key, the count of frames received, then the server's answer
-        restoring the id and rooms) belongs here, before the namespaces are connected.
+        Only for a new connection: a recovered one has them all (see :meth:`_reconnect`).
         """
         timeout = self._dialing.timeout
         for handle in list(self._namespaces.values()):
@@ -507,6 +551,7 @@ class ReconnectingClient:
         self._error = error
         self._stopping = True
         self._settled.set()
+        self._outbox.fail(self._down())
         log.warning("%r: gave up reconnecting (%s): %r", self, why, error)
         await self._call("on_gave_up", self._events.on_gave_up, error)
 
@@ -524,6 +569,7 @@ class ReconnectingClient:
         """Stop for good: close the connection held, then the HTTP session (once)."""
         self._stopping = True
         self._settled.set()
+        self._outbox.fail(self._down())
         conn, self._current, self._conn = self._current, None, None
         try:
             if conn is not None:
