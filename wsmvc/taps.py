@@ -8,7 +8,8 @@ client's too) calls ``fn(tapped)`` with a :class:`Tapped` record:
   run, including what it awaited);
 * ``"out"``: for each event written to the peer: emits, asks (this side's requests,
   connects, joins and leaves included), answers and errors, each receiver's copy of a
-  broadcast. Acknowledgements (the empty replies to requests, ``A<id>``) and pings are not
+  broadcast (one ``Message`` shared by the receivers of one broadcast: read it, never
+  change it). Acknowledgements (the empty replies to requests, ``A<id>``) and pings are not
   events and are not tapped; native frames are, on a native-only server.
 
 A tap is a plain function called in the connection's task: keep it quick, and hand slow
