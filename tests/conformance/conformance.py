@@ -318,3 +318,24 @@ def check_stray(run: Run, stray: Any, stderr: Callable[[], str]) -> None:
 def conformance_app(log_dir: Path) -> AppProcess:
     """``app.py`` as a child process (not started)."""
     return AppProcess("conformance app", APP, log_dir, ready=READY_LINE)
+
+
+def differences() -> list[str]:
+    """Every place a client differs from a scenario's expectation, or is expected to fail:
+    ``scenario / step: client: why`` (what ``python -m tests.conformance.conformance``
+    prints)."""
+    lines = []
+    for scenario in SCENARIOS["scenarios"]:
+        name = scenario["name"]
+        for key, reason in scenario.get("xfail", {}).items():
+            lines.append(f"{name}: {key}: XFAIL {reason}")
+        for index, step in enumerate(scenario["steps"]):
+            for key, entry in step.get("differs", {}).items():
+                lines.append(f"{name} / {index} {describe(step)}: {key}: {entry['why']}")
+        for key, entry in scenario.get("stray", {}).get("differs", {}).items():
+            lines.append(f"{name} / stray errors: {key}: {entry['why']}")
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(differences()))
