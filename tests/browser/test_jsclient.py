@@ -325,3 +325,74 @@ def test_the_client_file_is_the_one_in_the_package(open_page: OpenPage, server: 
     page = open_page()
     served = page.evaluate("async () => (await fetch('/ws/wsmvc.js')).text()")
     assert served == (REPO_ROOT / "wsmvc" / "static" / "wsmvc.js").read_text()
+
+
+def test_the_page_gets_its_connection_back_from_a_server_with_recovery(
+    open_page: OpenPage, server: AppProcess
+) -> None:
+    """The server aborts the page's TCP connection (no close frame) in the middle of 1,000
+    messages to its room, while the page answers each with a numbered note: the page comes
+    back to the same connection (same id, no forced event, ``recovered``), its handler saw
+    1..1000 in order, once, and the server got every note once, in order, the ones typed
+    while away right after the ones sent before the loss."""
+    page = open_page()
+    tag = "browser-recovery"
+    got = page.evaluate(
+        """async (tag) => {
+          const inbox = new Inbox();
+          const numbers = [];
+          let atLoss = -1;
+          const forced = [];
+          const conn = await wsmvc.dial(`/rws?client=${tag}`, {
+            default: {
+              _OnRoomLeft: (ns, msg) => forced.push(msg.Event),
+              _OnNamespaceDisconnect: (ns, msg) => forced.push(msg.Event),
+              n: (ns, msg) => {
+                numbers.push(Number(msg.Body));
+                ns.emit('note', String(numbers.length));
+                if (numbers.length === 1000) inbox.put('all', true);
+              },
+            },
+          }, {
+            reconnect: { initialDelay: 20, maxDelay: 200 },
+            onLost: (c, info) => {
+              atLoss = numbers.length;
+              c.namespace('default').emit('note', 'typed while away');
+              inbox.put('lost', info);
+            },
+            onRestored: (c, info) => inbox.put('restored', info),
+          });
+          const ns = await conn.connect('default');
+          await ns.joinRoom('br');
+          const firstId = conn.id;
+          const started = performance.now();
+          const streamed = fetch(`/stream?id=${conn.id}&room=br&count=1000&drop=310`,
+                                 { method: 'POST' });
+          const lost = await inbox.next('lost');
+          const restored = await inbox.next('restored');
+          await within(streamed, 'the stream');
+          await inbox.next('all');
+          const elapsed = performance.now() - started;
+          await ns.ask('ask', 'after');  // the notes were handled before its answer
+          const id = conn.id;
+          const forcedBefore = [...forced];
+          await conn.close();  // (its own forced events: a close)
+          return { firstId, id, lost, restored, atLoss, forced: forcedBefore, elapsed,
+                   inOrder: numbers.every((n, i) => n === i + 1), count: numbers.length };
+        }""",
+        tag,
+    )
+    assert got["lost"] == {"code": 1006, "reason": "", "reconnecting": True}
+    assert got["restored"] == {
+        "failed": [],
+        "recovered": True,
+        "previousId": got["firstId"],
+        "attempts": 1,
+    }
+    assert got["id"] == got["firstId"]
+    assert (got["count"], got["inOrder"], got["forced"]) == (1000, True, [])
+    at_loss = got["atLoss"]
+    numbered = [str(n) for n in range(1, 1001)]
+    expected = [*numbered[:at_loss], "typed while away", *numbered[at_loss:]]
+    assert api(server, f"/notes?client={tag}") == expected
+    print(f"1,000 messages across a dropped connection in Chromium: {got['elapsed']:.0f} ms")

@@ -111,7 +111,7 @@ test('reconnect restores the namespaces and rooms, one request at a time, in ord
 
     assert.deepEqual(await inbox.next('lost'), { code: 4000, reason: 'kicked', reconnecting: true });
     const restored = await inbox.next('restored');
-    assert.deepEqual(restored, { failed: [], previousId: firstId, attempts: 1 });
+    assert.deepEqual(restored, { failed: [], recovered: false, previousId: firstId, attempts: 1 });
     assert.notEqual(conn.id, firstId, 'a new connection, a new id');
     assert.equal(conn.state, 'open');
     assert.equal(conn.wasReconnected(), true);
@@ -310,7 +310,7 @@ test("what the server connected or joined on its own is not restored: it is the 
     assert.ok(conn.namespace('other') && ns.room(theirs));
     const firstId = conn.id;
     await kick(conn);
-    assert.deepEqual(await inbox.next('restored'), { failed: [], previousId: firstId, attempts: 1 });
+    assert.deepEqual(await inbox.next('restored'), { failed: [], recovered: false, previousId: firstId, attempts: 1 });
     assert.deepEqual([...ns.rooms.values()], [mine]);
     assert.equal(conn.namespace('other'), undefined);
     assert.deepEqual(await api(`/namespaces?id=${conn.id}`), ['default']);

@@ -151,6 +151,19 @@ export interface ReconnectOptions {
     maxAttempts?: number;
 }
 
+/**
+ * Connection state recovery (docs/recovery.md): with a server that offers it, a connection
+ * lost without a close frame is kept, and comes back the same (nothing lost either way).
+ */
+export interface RecoveryOptions {
+    /** ms the page keeps a lost connection for its return (default 120000, as the server's). */
+    window?: number;
+    /** Frames sent kept to send again what the server missed (default 1000). */
+    maxMessages?: number;
+    /** Their size: bytes of binary frames, characters of text ones (default 1048576). */
+    maxBytes?: number;
+}
+
 /** What `onLost` gets. */
 export interface LostInfo {
     code: number;
@@ -161,7 +174,9 @@ export interface LostInfo {
 
 /** What `onRestored` gets. */
 export interface RestoredInfo {
-    /** The id the connection had before (`conn.id` is the new one). */
+    /** The server recovered the connection: the same id, namespaces, rooms, nothing lost. */
+    recovered: boolean;
+    /** The id the connection had before (`conn.id` is the new one, or the same if recovered). */
     previousId: string;
     /** The attempt that succeeded (1 first). */
     attempts: number;
@@ -193,6 +208,8 @@ export interface DialOptions {
     dialTimeout?: number;
     /** Reconnecting: true (default), false, the first delay in ms, or a policy. */
     reconnect?: boolean | number | ReconnectOptions;
+    /** Ask for recovery when reconnecting: true (default), false, or its bounds. */
+    recovery?: boolean | RecoveryOptions;
     /** Messages kept while reconnecting (default 256; 0: refuse them). */
     queueLimit?: number;
     /** The connection was lost (a reconnect may follow). */
@@ -221,7 +238,7 @@ export function dial(url: string | URL, namespaces: Namespaces, options?: DialOp
 /** A connection made by {@link dial}. */
 export class Conn {
     private constructor();
-    /** The id the server gave; a new one after each reconnect. */
+    /** The id the server gave; a new one after each reconnect that was not a recovery. */
     readonly id: string;
     /** The same, neffos.js' name. */
     readonly ID: string;

@@ -14,9 +14,10 @@
  * The API follows neffos.js (the same names, the same handler signature, the same message
  * fields), so a page moves over by changing its import. What it adds: every request has a
  * timeout and every promise settles; request tokens are never reused; reconnecting (on by
- * default) restores namespaces and rooms one request at a time, in the order they were
- * made, and keeps what the page sends meanwhile. The guide is docs/client-js.md; the
- * protocol is the neffos wire protocol (the project's neffos-protocol.md).
+ * default) gets the same connection back from a wsmvc server with recovery (nothing lost
+ * either way, docs/recovery.md), or restores namespaces and rooms one request at a time,
+ * in the order they were made, and keeps what the page sends meanwhile. The guide is
+ * docs/client-js.md; the protocol is the neffos wire protocol (neffos-protocol.md).
  *
  * Code map: constants and errors; Message and the envelope codec; the handler table; the
  * transport (one websocket: `Link`, and `handshake`); `Conn` (requests, dispatch of what
@@ -48,6 +49,11 @@ export const OnNativeMessage = '_OnNativeMessage';
 export const URLParamAsHeaderPrefix = 'X-Websocket-Header-';
 
 const RECONNECT_HEADER = 'X-Websocket-Reconnect';
+// Connection state recovery (docs/recovery.md, "The wire contract").
+const RECOVERY_KEY = 'wsmvc-recovery';
+const RECOVERY_RECEIVED = 'wsmvc-received';
+const RECOVERY_EVENT = '_wsmvcRecovery';
+const ABNORMAL_CLOSURE = 1006; // the socket ended without a close frame: a loss recovery covers
 const ESCAPED_SEMICOLON = '@%!semicolon@%!';
 const SEMICOLON = 0x3b;
 const SYSTEM_EVENTS = new Set([
@@ -73,6 +79,13 @@ const RECONNECT_DEFAULTS = Object.freeze({
     factor: 2,
     jitter: 0.5,
     maxAttempts: Infinity,
+});
+// The server's Recovery() defaults: how long a lost connection is kept, and how much of
+// what this side sent is kept for sending again.
+const RECOVERY_DEFAULTS = Object.freeze({
+    window: 120_000,
+    maxMessages: 1000,
+    maxBytes: 1 << 20,
 });
 
 /**
@@ -503,6 +516,7 @@ function normalizeOptions(options = {}) {
         dialTimeout: positive('dialTimeout', options.dialTimeout ?? DEFAULTS.dialTimeout),
         queueLimit: count('queueLimit', options.queueLimit ?? DEFAULTS.queueLimit),
         reconnect: reconnectPolicy(options.reconnect),
+        recovery: recoveryPolicy(options.recovery),
         onLost: callback('onLost'),
         onRestored: callback('onRestored'),
         onClosed: callback('onClosed'),
@@ -531,6 +545,52 @@ function reconnectPolicy(option) {
         throw new TypeError(`wsmvc: invalid reconnect option ${JSON.stringify(option)}`);
     }
     return policy;
+}
+
+/**
+ * The recovery policy: `true`/`undefined` (the defaults), `false` (never ask), or an
+ * object overriding `window` (ms), `maxMessages` and `maxBytes`. Only a connection that
+ * reconnects uses it.
+ * @returns {null | typeof RECOVERY_DEFAULTS}
+ */
+function recoveryPolicy(option) {
+    if (option === false) {
+        return null;
+    }
+    const policy = { ...RECOVERY_DEFAULTS, ...(option === true ? {} : (option ?? {})) };
+    const bad =
+        !(policy.window > 0) ||
+        !(Number.isInteger(policy.maxMessages) && policy.maxMessages > 0) ||
+        !(Number.isInteger(policy.maxBytes) && policy.maxBytes > 0);
+    if (bad) {
+        throw new TypeError(`wsmvc: invalid recovery option ${JSON.stringify(option)}`);
+    }
+    return policy;
+}
+
+/**
+ * The key and the server's count (undefined: a new connection) of a recovery frame, or
+ * null when `data` is not one.
+ * @returns {null | {key: string, serverRead: number | undefined}}
+ */
+function readRecoveryFrame(data) {
+    const msg = typeof data === 'string' ? decode(data) : null;
+    if (msg === null || msg.Event !== RECOVERY_EVENT || msg.Namespace !== '' || msg.wait) {
+        return null;
+    }
+    const words = msg.text.split(' ');
+    if (words.length === 1 && words[0]) {
+        return { key: words[0], serverRead: undefined };
+    }
+    if (words.length === 2 && words[0] && /^[0-9]{1,18}$/.test(words[1])) {
+        return { key: words[0], serverRead: Number(words[1]) };
+    }
+    return null;
+}
+
+/** The size recovery counts of a frame: a string's length, bytes' byteLength. */
+function frameSize(frame) {
+    return typeof frame === 'string' ? frame.length : frame.byteLength;
 }
 
 /**
@@ -574,9 +634,12 @@ function endpointOf(url) {
  * set any, so they go as `X-Websocket-Header-<Name>` query parameters, which wsmvc (and
  * neffos) servers read as headers.
  */
-function openSocket(options, endpoint, headers) {
+function openSocket(options, endpoint, headers, query = {}) {
     const WS = options.WebSocket;
     const url = new URL(endpoint);
+    for (const [name, value] of Object.entries(query)) {
+        url.searchParams.set(name, value);
+    }
     const names = Object.keys(headers);
     if (names.length === 0) {
         return new WS(url.href, options.protocols);
@@ -666,20 +729,32 @@ class Link {
 
 /**
  * Open a websocket and do neffos' handshake: send `M`, read `A<id>` (or `H<reason>`).
- * Resolves with the link (its later events held for the connection) and the id; rejects
- * with RejectError for `H`, ConnectionClosedError when the socket fails or closes first,
- * or when `dialTimeout` passes. Native-only connections have no handshake.
- * @returns {Promise<{link: Link, id: string}>}
+ * With `recovery` (`{key: null}`: ask for it; `{key, received}`: come back for the
+ * connection of `key`) the upgrade asks for connection state recovery, and a recovery
+ * frame may come before `A<id>`. Resolves with the link (its later events held for the
+ * connection), the id, and what the recovery frame said (`{key, serverRead}`, serverRead
+ * undefined for a new connection; null without one); rejects with RejectError for `H`,
+ * ConnectionClosedError when the socket fails or closes first, or when `dialTimeout`
+ * passes. Native-only connections have no handshake.
+ * @returns {Promise<{link: Link, id: string, recovery: null | {key: string, serverRead: number | undefined}}>}
  */
-function handshake(options, endpoint, { native, tries }) {
+function handshake(options, endpoint, { native, tries, recovery = null }) {
     const headers = { ...options.headers };
     if (tries > 0) {
         headers[RECONNECT_HEADER] = String(tries);
     }
+    const query = {};
+    if (recovery !== null) {
+        query[RECOVERY_KEY] = recovery.key ?? '1';
+        if (recovery.key) {
+            query[RECOVERY_RECEIVED] = String(recovery.received);
+        }
+    }
     return new Promise((resolve, reject) => {
         let link;
+        let offered = null; // the recovery frame's content
         try {
-            link = new Link(openSocket(options, endpoint, headers));
+            link = new Link(openSocket(options, endpoint, headers, query));
         } catch (err) {
             reject(err);
             return;
@@ -690,7 +765,7 @@ function handshake(options, endpoint, { native, tries }) {
         const done = (id) => {
             clearTimeout(timer);
             link.listen(null); // hold what comes next for the connection
-            resolve({ link, id });
+            resolve({ link, id, recovery: offered });
         };
         const fail = (err) => {
             clearTimeout(timer);
@@ -705,6 +780,10 @@ function handshake(options, endpoint, { native, tries }) {
                     done(data.slice(1));
                 } else if (typeof data === 'string' && data.startsWith('H')) {
                     fail(new RejectError(data.slice(1)));
+                } else if (recovery !== null && offered === null && (offered = readRecoveryFrame(data)) !== null) {
+                    if (offered.serverRead !== undefined && !recovery.key) {
+                        fail(new ConnectionClosedError(`${endpoint} recovered a connection it was not asked for`));
+                    }
                 } else {
                     fail(new ConnectionClosedError(`not a neffos server at ${endpoint}: the first frame is no ack`));
                 }
@@ -773,7 +852,10 @@ function describeRequest(msg) {
  * A connection to a neffos server, made by {@link dial}. Its state is `"open"`,
  * `"reconnecting"` (lost, coming back: what is sent waits in a queue) or `"closed"` (for
  * good: everything refuses). The namespaces and rooms it has survive a reconnect: the
- * same NSConn and Room objects work before and after.
+ * same NSConn and Room objects work before and after. A connection lost without a close
+ * frame is *kept* when the server offers recovery: nothing fails and no forced event
+ * fires unless it turns out not to come back (the server gives a new connection, or the
+ * recovery window passes).
  */
 export class Conn {
     #options;
@@ -793,6 +875,17 @@ export class Conn {
     #serverConnects = new Map();
     #retryTimer = null;
     #closed = deferred();
+    // Recovery (docs/recovery.md): the server's key for the current connection (null: it
+    // offers none), the data frames read and sent since A<id>, the last ones sent.
+    #recovery = null;
+    #received = 0;
+    #sent = 0;
+    /** @type {{frame: string | Uint8Array, size: number}[]} */
+    #ring = [];
+    #ringBytes = 0;
+    /** The loss of a kept connection (its error, and #sent then); null otherwise. */
+    #kept = null;
+    #keptTimer = null;
 
     /** @internal use {@link dial} */
     constructor(endpoint, handlers, options) {
@@ -800,7 +893,7 @@ export class Conn {
         this.#handlers = handlers;
         this.#native = isNativeOnly(handlers);
         this.#options = options;
-        /** The connection id the server gave (`A<id>`); a new one after each reconnect. */
+        /** The connection id the server gave (`A<id>`); a new one after a reconnect, unless recovered. */
         this.id = '';
         /** The reconnect attempt that made the current socket (0: the first dial). */
         this.reconnectTries = 0;
@@ -945,17 +1038,41 @@ export class Conn {
 
     /** The first dial: the handshake, then the connection takes the socket. */
     async [start]() {
-        const { link, id } = await handshake(this.#options, this.#endpoint, { native: this.#native, tries: 0 });
+        const { link, id, recovery } = await handshake(this.#options, this.#endpoint, {
+            native: this.#native,
+            tries: 0,
+            recovery: this.#asking(),
+        });
         if (this.#native) {
             this.#namespaces.set('', new NSConn(this, '')); // before any frame is handled
         }
-        this.#adopt(link, id);
+        this.#adopt(link, id, recovery);
     }
 
-    /** Make `link` the connection's socket. */
-    #adopt(link, id) {
+    /** What the next dial asks of recovery: null (nothing), a new connection, or a return. */
+    #asking() {
+        if (this.#native || this.#options.recovery === null || this.#options.reconnect === null) {
+            return null;
+        }
+        if (this.#kept !== null && this.#recovery !== null) {
+            return { key: this.#recovery.key, received: this.#received };
+        }
+        return { key: null };
+    }
+
+    /** Make `link` a new connection's socket (`recovery`: what its recovery frame said). */
+    #adopt(link, id, recovery) {
+        this.#recovery = recovery === null ? null : { key: recovery.key };
+        this.#received = 0;
+        this.#sent = 0;
+        this.#ring = [];
+        this.#ringBytes = 0;
         this.#link = link;
         this.id = id;
+        this.#listen(link);
+    }
+
+    #listen(link) {
         link.listen({
             message: (data) => this.#receive(data),
             close: (event) => this.#lost(link, event),
@@ -1014,7 +1131,46 @@ export class Conn {
         if (this.#native || (msg.Event === OnNativeMessage && !msg.wait)) {
             msg.IsNative = true;
         }
-        return this.#link !== null && this.#link.send(encode(msg));
+        return this.#write(encode(msg));
+    }
+
+    /**
+     * Hand a frame to the socket. With recovery it is also numbered and kept (within the
+     * bounds), to send again what the server missed: then it counts as written even when
+     * the socket is gone.
+     */
+    #write(frame) {
+        if (this.#recovery !== null) {
+            this.#keep(frame);
+        }
+        const sent = this.#link !== null && this.#link.send(frame);
+        return sent || this.#recovery !== null;
+    }
+
+    /** Number and keep a frame sent; past the bounds the oldest go. */
+    #keep(frame) {
+        const bounds = this.#options.recovery;
+        const size = frameSize(frame);
+        this.#sent += 1;
+        this.#ring.push({ frame, size });
+        this.#ringBytes += size;
+        while (this.#ring.length > bounds.maxMessages || this.#ringBytes > bounds.maxBytes) {
+            this.#ringBytes -= this.#ring.shift().size;
+            if (this.#kept !== null && this.#sent - this.#ring.length > this.#kept.sent) {
+                // A frame written since the loss is gone: the recovery cannot be exact.
+                this.#abandon();
+                return;
+            }
+        }
+    }
+
+    /** The frames sent after the `count`-th, or null when they are not all kept. */
+    #since(count) {
+        const first = this.#sent - this.#ring.length;
+        if (!(first <= count && count <= this.#sent)) {
+            return null;
+        }
+        return this.#ring.slice(count - first).map((entry) => entry.frame);
     }
 
     /**
@@ -1076,6 +1232,7 @@ export class Conn {
 
     /** One frame from the server. */
     #receive(data) {
+        this.#received += 1;
         if (this.#native) {
             const binary = typeof data !== 'string';
             if ((binary ? data.byteLength : data.length) > 0) {
@@ -1116,7 +1273,7 @@ export class Conn {
             return;
         }
         if (error === undefined) {
-            this.#link?.send(emptyReply(msg.wait));
+            this.#write(emptyReply(msg.wait));
         } else {
             this.#send(new Message({ ...msg, Body: '', Err: new Error(error) }));
         }
@@ -1356,9 +1513,12 @@ export class Conn {
     // -- losing the connection, and getting it back ----------------------------------------
 
     /**
-     * The socket of `link` closed without `close()`: what was waiting for an answer fails
-     * (the server will not answer on another socket), the forced local events fire (as in
-     * neffos.js), and either a reconnect starts or the connection is over.
+     * The socket of `link` closed without `close()`. Without a close frame (1006) and with
+     * a server that offers recovery, the connection is kept: nothing fails, no event but
+     * `onLost`, and the reconnect comes back for it. Otherwise what was waiting for an
+     * answer fails (the server will not answer on another socket), the forced local
+     * events fire (as in neffos.js), and either a reconnect starts or the connection is
+     * over.
      */
     #lost(link, event) {
         if (link !== this.#link || this.#state === 'closed') {
@@ -1368,9 +1528,18 @@ export class Conn {
         const info = { code: event.code, reason: event.reason ?? '', reconnecting: this.#options.reconnect !== null };
         const why = `the connection was lost (code ${info.code}${info.reason ? `: ${info.reason}` : ''})`;
         const error = new ConnectionClosedError(why, info.code, info.reason);
+        if (this.#state === 'open' && info.reconnecting && this.#recovery !== null && info.code === ABNORMAL_CLOSURE) {
+            this.#state = 'reconnecting'; // what the app sends waits in the queue
+            this.#kept = { error, sent: this.#sent };
+            this.#keptTimer = setTimeout(() => this.#abandon(), this.#options.recovery.window);
+            this.#notify('onLost', info);
+            this.#retry(0);
+            return;
+        }
         this.#failPending(error);
         if (this.#state === 'reconnecting') {
-            return; // lost again while restoring: the attempts go on
+            this.#recovery = null; // lost again while restoring: the next attempt starts anew
+            return; // the attempts go on
         }
         if (info.reconnecting) {
             this.#state = 'reconnecting'; // from now on, what the app sends waits in the queue
@@ -1394,12 +1563,33 @@ export class Conn {
         this.#retryTimer = setTimeout(() => this.#attempt(attempt + 1), backoffDelay(policy, attempt));
     }
 
+    /**
+     * The kept connection will not come back (the server gave a new one, the window
+     * passed, more was written than is kept): what waited fails and the forced local
+     * events fire now, as for a loss without recovery.
+     */
+    #abandon() {
+        const kept = this.#kept;
+        if (kept === null) {
+            return;
+        }
+        this.#kept = null;
+        clearTimeout(this.#keptTimer);
+        this.#recovery = null;
+        this.#failPending(kept.error);
+        this.#disconnectLocally(false);
+    }
+
     /** Reconnect attempt `attempt` (1 first): dial, then take the connection back. */
     async #attempt(attempt) {
         this.#retryTimer = null;
         let opened;
         try {
-            opened = await handshake(this.#options, this.#endpoint, { native: this.#native, tries: attempt });
+            opened = await handshake(this.#options, this.#endpoint, {
+                native: this.#native,
+                tries: attempt,
+                recovery: this.#asking(),
+            });
         } catch (err) {
             if (this.#state !== 'reconnecting') {
                 return;
@@ -1417,31 +1607,55 @@ export class Conn {
         }
         const previousId = this.id;
         this.reconnectTries = attempt;
-        this.#adopt(opened.link, opened.id);
-        const outcome = await this.#resume(opened.link);
+        const outcome = await this.#resume(opened);
         if (outcome === null || this.#state !== 'reconnecting') {
             if (this.#state === 'reconnecting' && this.#link === null) {
-                this.#retry(attempt); // lost again while restoring
+                this.#retry(attempt); // lost again while restoring, or not recovered exactly
             }
             return; // or closed by the app meanwhile
         }
         this.#state = 'open';
         this.reconnects += 1;
         this.#flushQueue();
+        if (outcome.recovered) {
+            this.#listen(opened.link); // now what the server replays (and sends) is handled
+        }
         this.#notify('onRestored', { ...outcome, previousId, attempts: attempt });
     }
 
     /**
      * What to do once a new socket is acknowledged after a loss: THE one place where the
-     * connection's state comes back. Today the server starts from nothing, so the client
-     * restores it (see #restore). Server-side recovery (the server keeps a lost
-     * connection's id and rooms and replays what it missed) plugs in here: the dial asks
-     * for it (`handshake`), and when the server's handshake says it kept the connection,
-     * nothing needs restoring. Resolves with `{failed}` once done, or null when this socket
-     * was lost meanwhile.
+     * connection's state comes back. When the server recovered the kept connection (its
+     * recovery frame has its count of frames read), the same connection goes on over the
+     * new socket: this side sends again its frames after that count (the queue and the
+     * server's replay follow); nothing else changes. Otherwise it is a new connection: a
+     * kept one is abandoned (its forced events fire now), and the client restores what
+     * the app connected and joined (see #restore). Resolves with `{failed, recovered}`
+     * once done, or null when this socket was lost meanwhile (or could not be recovered
+     * exactly: then it is closed, and a new connection follows).
      */
-    async #resume(link) {
-        return this.#restore(link);
+    async #resume(opened) {
+        const { link, id, recovery } = opened;
+        if (recovery !== null && recovery.serverRead !== undefined) {
+            const again = this.#kept !== null && id === this.id ? this.#since(recovery.serverRead) : null;
+            if (again === null) {
+                this.#abandon();
+                link.close(1000, 'not recovered exactly'); // the server ends it for good
+                return null;
+            }
+            clearTimeout(this.#keptTimer);
+            this.#kept = null;
+            this.#recovery = { key: recovery.key };
+            this.#link = link; // its events wait until the queue went out (#attempt)
+            for (const frame of again) {
+                link.send(frame);
+            }
+            return { failed: [], recovered: true };
+        }
+        this.#abandon();
+        this.#adopt(link, id, recovery);
+        const restored = await this.#restore(link);
+        return restored === null ? null : { ...restored, recovered: false };
     }
 
     /**
@@ -1526,9 +1740,13 @@ export class Conn {
 
     /** Closed for good: every waiting promise rejects with `err`, forced events fire once. */
     #finish(err, info) {
-        const wasOpen = this.#state === 'open' && this.#namespaces.size > 0;
+        // A kept connection's forced events have not fired yet: they fire now.
+        const wasOpen = (this.#state === 'open' || this.#kept !== null) && this.#namespaces.size > 0;
         this.#state = 'closed';
         clearTimeout(this.#retryTimer);
+        clearTimeout(this.#keptTimer);
+        this.#kept = null;
+        this.#recovery = null;
         this.#link = null;
         this.#failPending(err);
         for (const msg of this.#queue) {
@@ -1747,9 +1965,10 @@ export class Room {
  * headers in Node; query parameters in browsers), `protocols`, `WebSocket` (a constructor),
  * `askTimeout` (ms, default 30000: every request's), `dialTimeout` (ms, default 10000),
  * `reconnect` (default on; `false`, a first delay in ms, or `{initialDelay, maxDelay,
- * factor, jitter, maxAttempts}`), `queueLimit` (messages kept while reconnecting, 256),
- * and the callbacks `onLost(conn, info)`, `onRestored(conn, info)`, `onClosed(conn, info)`,
- * `onError(err, msg)`.
+ * factor, jitter, maxAttempts}`), `recovery` (default on with reconnect: `false`, or
+ * `{window: 120000, maxMessages: 1000, maxBytes: 1048576}`), `queueLimit` (messages kept
+ * while reconnecting, 256), and the callbacks `onLost(conn, info)`, `onRestored(conn,
+ * info)`, `onClosed(conn, info)`, `onError(err, msg)`.
  *
  * Resolves with the Conn; rejects with RejectError (the server's `on_connect` refused:
  * its reason), ConnectionClosedError (no server, a refused upgrade, no handshake within

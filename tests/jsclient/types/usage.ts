@@ -31,9 +31,11 @@ export async function page(): Promise<string> {
         {
             headers: { 'X-Name': 'ann' },
             reconnect: { initialDelay: 250, maxDelay: 5000, jitter: 0.3 },
+            recovery: { window: 60_000, maxMessages: 500 },
             askTimeout: 5000,
             onLost: (c, info) => console.log(c.id, info.code, info.reconnecting),
-            onRestored: (c, info) => info.failed.forEach((f) => console.log(f.namespace, f.room, f.error.message)),
+            onRestored: (c, info) =>
+                info.recovered || info.failed.forEach((f) => console.log(f.namespace, f.room, f.error.message)),
             onClosed: (c, info) => console.log(info.byClient, info.error?.name),
         },
     );
@@ -65,6 +67,8 @@ export async function mistakes(conn: Conn): Promise<void> {
     const state: 'gone' = conn.state;
     // @ts-expect-error reconnect takes no string
     await dial('/ws', {}, { reconnect: 'yes' });
+    // @ts-expect-error recovery's window is a number of ms
+    await dial('/ws', {}, { recovery: { window: '2m' } });
     // @ts-expect-error Conn is made by dial, not new
     new Conn();
     void state;
