@@ -336,3 +336,28 @@ async def test_shutdown_returns_once_the_serving_tasks_ended(serve: Serve) -> No
     await asyncio.wait_for(server.close(), T)
     assert task.done()
     raw.sock.close()
+
+
+async def test_aiohttp_shutdown_closes_the_tcp_connection_once_the_close_frame_is_out() -> None:
+    """aiohttp's shutdown stops reading its connections before wsmvc closes them, so the
+    client's answer to the close frame is never read: the server closes the TCP connection
+    right after its close frame (1001) rather than holding every client for
+    ``close_timeout`` (a browser waits for the server to close)."""
+    server = Server({"default": {}}, close_timeout=3.0)
+    app = web.Application()
+    server.mount(app, "/ws")
+    runner = web.AppRunner(app, shutdown_timeout=10)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    raw = await RawWS.open(f"ws://127.0.0.1:{runner.addresses[0][1]}/ws")
+    await raw.send("M")
+    assert (await raw.recv_text()).startswith("A")
+    began = time.monotonic()
+    cleanup = asyncio.ensure_future(runner.cleanup())
+    assert await raw.close_code() == 1001
+    await raw.send(b"\x03\xe9", 0x8)  # the client's answer, as a browser sends it
+    with pytest.raises(EOFError):  # then waits for the server to close
+        await raw.recv()
+    assert time.monotonic() - began < 1.5
+    await asyncio.wait_for(cleanup, T)
+    raw.sock.close()

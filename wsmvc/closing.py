@@ -282,6 +282,12 @@ class Closing:
         abort = None
         if transport is not None:
             abort = loop.call_later(self.timeout + 1, transport.abort)
+            if self.reason is CloseReason.SHUTDOWN:
+                # aiohttp's shutdown stops reading its connections first (pre_shutdown):
+                # the peer's close frame could never be read, and waiting for it held every
+                # client for close_timeout. So the TCP connection closes once our close
+                # frame is out (a callback: it runs once the close below wrote the frame).
+                loop.call_soon(transport.close)
         else:
             closing = asyncio.wait_for(closing, self.timeout + 1)
         try:
