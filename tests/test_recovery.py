@@ -46,7 +46,11 @@ class Recovering:
                 "wsmvc-received": str(received),
             }
         )
-        raw = await RawWS.open(f"{url}?{urlencode(query)}")
+        return await cls.handshake(await RawWS.open(f"{url}?{urlencode(query)}"), base)
+
+    @classmethod
+    async def handshake(cls, raw: RawWS, base: int = 0) -> Recovering:
+        """Send ``M`` on an upgraded websocket: the recovery frame, ``A<id>``; the client."""
         await raw.send("M")
         frame = await raw.recv_text()
         prefix = f";;;{RECOVERY};0;0;"

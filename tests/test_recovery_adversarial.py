@@ -202,16 +202,7 @@ class App:
 
 async def finish_back(raw: RawWS, base: int) -> Recovering:
     """Send ``M`` on a websocket that came back; the client it is then."""
-    await raw.send("M")
-    frame = await raw.recv_text()
-    prefix = f";;;{RECOVERY};0;0;"
-    assert frame.startswith(prefix), frame
-    ack = await raw.recv_text()
-    assert ack.startswith("A"), ack
-    words = frame[len(prefix) :].split(" ")
-    back = Recovering(raw, ack[1:], words[0], int(words[1]) if len(words) > 1 else None)
-    back.read = base
-    return back
+    return await Recovering.handshake(raw, base)
 
 
 def answer_close(raw: RawWS) -> asyncio.Task[int]:
