@@ -550,3 +550,67 @@ async def test_a_silently_dead_path_is_noticed_by_the_heartbeat_and_recovered(
         assert counted.notes == [7]
         assert client.recovered and client.id == first_id
         assert counted.gone == []
+
+
+async def test_a_handler_awaiting_an_ask_across_the_loss_gets_its_answer(serve: Serve) -> None:
+    """A client handler waits for its own ask of the server when the connection dies (the
+    helper reader sees the loss, not the serving task): once recovered the answer reaches
+    that handler on the new websocket, and the connection goes on."""
+    release = asyncio.Event()
+    asked = asyncio.Event()
+
+    async def slow(ns: NSConn, msg: Message) -> bytes:
+        asked.set()
+        await release.wait()
+        return b"late"
+
+    server = Server(
+        {"chat": {"slow": slow, "echo": lambda ns, msg: b"echo:" + msg.body}},
+        recovery=Recovery(),
+        heartbeat=None,
+    )
+    url = await serve(server)
+    answers: list[bytes] = []
+    done = asyncio.Event()
+
+    async def work(ns: NSConn, msg: Message) -> None:
+        answers.append((await ns.ask("slow", timeout=T)).body)
+        done.set()
+
+    log_ = Log()
+    async with await wsmvc.dial(
+        url, {"chat": {"work": work}}, reconnect=FAST, **log_.events()
+    ) as client:
+        chat = await client.connect("chat")
+        (conn,) = server.connections
+        ns = conn.namespace("chat")
+        assert ns is not None
+        ns.emit("work")
+        await asyncio.wait_for(asked.wait(), T)
+        drop(server, client.id)
+        await log_.until(("lost", CloseReason.CONNECTION_LOST))
+        assert not done.is_set()
+        release.set()  # the server answers while the client is away: kept for it
+        await log_.until("restored")
+        await asyncio.wait_for(done.wait(), T)
+        assert answers == [b"late"]
+        assert (await chat.ask("echo", "after", timeout=T)).body == b"echo:after"
+        assert client.recovered
+
+
+async def test_the_options_are_checked(serve: Serve) -> None:
+    """``recovery`` and ``queue_limit`` only mean something with ``reconnect``; a
+    ``queue_limit`` must be a whole number, 0 or more."""
+    server = Counted().server()
+    url = await serve(server)
+    with pytest.raises(TypeError, match="reconnect"):
+        await wsmvc.dial(url, {"chat": {}}, recovery=Recovery(window=5))  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="reconnect"):
+        await wsmvc.dial(url, {"chat": {}}, queue_limit=3)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="0 or more"):
+        await wsmvc.dial(url, {"chat": {}}, reconnect=FAST, queue_limit=-1)
+    with pytest.raises(TypeError, match="whole number"):
+        await wsmvc.dial(url, {"chat": {}}, reconnect=FAST, queue_limit=True)
+    async with await wsmvc.dial(url, {"chat": {}}) as plain:  # never reconnects: never asks
+        (conn,) = server.connections
+        assert conn.id == plain.id and conn.recovery is None
