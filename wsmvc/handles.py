@@ -164,10 +164,12 @@ class ReconnectingNamespace:
     object for as long as it stays connected, whichever connection is current.
 
     ``namespace`` is its name, ``payload`` the connect payload restored with it,
-    ``nsconn`` the live :class:`~wsmvc.NSConn` (``None`` while reconnecting). Its methods
-    raise :class:`~wsmvc.ConnectionClosed` while the client is reconnecting or closed,
-    and :class:`~wsmvc.BadNamespace` once the namespace is no longer restored (the
-    application or the server disconnected it, or the server refused it on a restore).
+    ``nsconn`` the live :class:`~wsmvc.NSConn` (``None`` while reconnecting). While the
+    client reconnects, :meth:`emit` and :meth:`ask` wait (:class:`Outbox`) and the
+    namespace and room changes raise :class:`~wsmvc.ConnectionClosed`; all raise it once
+    the client is closed, and :class:`~wsmvc.BadNamespace` once the namespace is no longer
+    restored (the application or the server disconnected it, or the server refused it on
+    a restore).
     """
 
     __slots__ = ("_rooms", "client", "namespace", "payload")
