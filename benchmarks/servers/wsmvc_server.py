@@ -14,12 +14,18 @@ import sys
 from _common import port_parser, run
 from aiohttp import web
 
-from wsmvc import Message, NSConn, Recovery, Server
+from wsmvc import Message, NSConn, Server
 
-# The defaults users get (deflate when offered); the recovery setup adds only recovery.
+# The defaults users get (deflate when offered); the recovery setup adds only recovery
+# (imported only then: a --baseline copy of wsmvc may predate it).
 RECOVERY = "--recovery" in sys.argv
 METRICS = "--metrics" in sys.argv
-server = Server(allowed_origins="*", recovery=Recovery() if RECOVERY else None)
+if RECOVERY:
+    from wsmvc import Recovery
+
+    server = Server(allowed_origins="*", recovery=Recovery())
+else:
+    server = Server(allowed_origins="*")
 if METRICS:
     from wsmvc.metrics import PrometheusMetrics
 
