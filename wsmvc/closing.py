@@ -110,6 +110,15 @@ _BY_TEXT = {reason.text: reason for reason in CloseReason}
 _KEPT = frozenset({CloseReason.CONNECTION_LOST, CloseReason.HEARTBEAT_TIMEOUT})
 
 
+def only_ours(task: asyncio.Task[Any] | None) -> bool:
+    """A cancellation of ``task`` that wsmvc asked for (a wake-up, a cut) is being handled:
+    consume it, and say whether it was the only one (on Python 3.10, which cannot count
+    them: ``True``). Another cancellation asked meanwhile must then be re-raised."""
+    if sys.version_info >= (3, 11) and task is not None:
+        return task.uncancel() == 0
+    return True
+
+
 class Detached(Exception):
     """Internal: the websocket the serving task reads is gone, and its connection is kept
     for its client's return (:mod:`wsmvc.recovery`)."""
@@ -223,10 +232,7 @@ class Closing:
         if not self._cut:
             return False
         self._cut = False
-        task = self._conn.reader.task
-        if sys.version_info >= (3, 11) and task is not None:
-            return task.uncancel() == 0  # and nobody else asked for a cancellation too
-        return True
+        return only_ours(self._conn.reader.task)
 
     def ended(self, frame: WSMessage, code: int | None) -> None:
         """The websocket ended: the peer's close frame, the connection broke, or aiohttp

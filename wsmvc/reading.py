@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMessage
 
-from .closing import CloseReason, Detached
+from .closing import CloseReason, Detached, only_ours
 from .protocol import Message
 from .session import Session
 from .writer import AnyWebSocket
@@ -163,10 +162,7 @@ class Reader:
         if not self._waking:
             return False
         self._waking = False
-        task = self.task
-        if sys.version_info >= (3, 11) and task is not None:
-            return task.uncancel() == 0  # and nobody else asked for a cancellation too
-        return True
+        return only_ours(self.task)
 
     def ensure_helper(self) -> None:
         """An ask waits: start the helper unless the serving task is reading anyway."""
