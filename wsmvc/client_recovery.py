@@ -34,7 +34,6 @@ from aiohttp.client_ws import ClientWebSocketResponse
 from .closing import CloseReason
 from .errors import ProtocolError
 from .protocol import decode
-from .reading import Reader
 from .recorder import Recorder
 from .recovery import QUERY_KEY, QUERY_RECEIVED, RECOVERY_EVENT, Recovery
 
@@ -94,16 +93,6 @@ class Returned:
     id: str
     key: str
     server_read: int
-
-
-class _Gone(Reader):
-    """The reader of a kept connection whose websocket is gone: no helper reads it (aiohttp
-    fails the fifth read of a closed websocket); answers come on the next websocket."""
-
-    __slots__ = ()
-
-    def ensure_helper(self) -> None:
-        pass
 
 
 class ClientRecovery:
@@ -188,11 +177,7 @@ class ClientRecovery:
     def read_to_end(self) -> None:
         """The lost websocket was read to its end (``conn.received`` is final): nothing
         reads it again."""
-        conn = self._conn
-        if not isinstance(conn.reader, _Gone):
-            gone = _Gone(conn._ws, conn.session, conn)
-            gone.task = conn.reader.task
-            conn.reader = gone
+        self._conn.reader.gone = True
 
     def end(self, why: str = "") -> None:
         """No recovery any more: a kept connection closes for good (1006, its forced

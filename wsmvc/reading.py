@@ -65,6 +65,7 @@ class Reader:
         "_waking",
         "_ws",
         "drained",
+        "gone",
         "helper",
         "reading",
         "task",
@@ -83,6 +84,10 @@ class Reader:
         self.task: asyncio.Task[Any] | None = None  # the serving task
         self.helper: asyncio.Task[None] | None = None
         self.reading = False  # the serving task waits in ws.receive()
+        # The websocket was read to its end and its connection is kept for recovery: no
+        # helper reads it again (aiohttp fails the fifth read of a closed websocket); the
+        # answers to asks made meanwhile come on the next websocket (a new Reader).
+        self.gone = False
         self._waking = False  # a cancellation of that wait is ours (see wake)
         # Made with the first helper (most connections never need one):
         self.wakeup: asyncio.Event | None = None  # the helper read something, or it ended
@@ -166,7 +171,7 @@ class Reader:
 
     def ensure_helper(self) -> None:
         """An ask waits: start the helper unless the serving task is reading anyway."""
-        if self.helper is None and not self.reading and self._session.open:
+        if self.helper is None and not self.reading and self._session.open and not self.gone:
             if self.wakeup is None:
                 self.wakeup = asyncio.Event()
                 self.drained = asyncio.Event()

@@ -44,7 +44,6 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from .closing import CloseReason, Detached
 from .protocol import ACK_OK, Message, encode
-from .reading import Reader
 from .recorder import Recorder
 from .writer import Writer
 
@@ -416,21 +415,7 @@ class Recoverable:
         an ask made while the connection is kept starts no helper reader on it (aiohttp
         fails the fifth read of a closed websocket, which would break the kept connection).
         The serving task, if it did not see it end, reads it once more (its own reader)."""
-        conn = self._conn
-        gone = _Gone(conn._ws, conn.session, conn)
-        gone.task = conn.reader.task
-        conn.reader = gone
-
-
-class _Gone(Reader):
-    """The reader of a kept connection whose websocket is gone: no helper reads it (the
-    answers to asks made meanwhile come on the next websocket, which the serving task
-    reads once it took it over)."""
-
-    __slots__ = ()
-
-    def ensure_helper(self) -> None:
-        pass
+        self._conn.reader.gone = True
 
 
 class Attachment:
