@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -185,6 +186,35 @@ async def test_server_close_fires_client_forced_events(serve: Serve) -> None:
     assert conn.close_code == 1001
     assert seen == [("_OnRoomLeft", True), ("_OnNamespaceDisconnect", True)]
     await conn.close()
+
+
+@pytest.mark.parametrize("how", ["server close", "kicked", "server gone"])
+async def test_a_connection_the_server_ended_releases_its_http_session(
+    serve: Serve, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """The application never calls ``close()`` on a connection the server ended: the HTTP
+    session dial() opened is released all the same (no "Unclosed client session" when
+    it is collected)."""
+    server = Server({"default": {}})
+    url = await serve(server)
+    conn = await wsmvc.dial(url, {"default": {}})
+    await conn.connect("default")
+    if how == "kicked":
+        [theirs] = server.connections
+        await theirs.close()
+    elif how == "server gone":
+        [theirs] = server.connections
+        theirs.request_close(1011, urgent=True)
+    else:
+        await server.close()
+    await asyncio.wait_for(conn.wait_closed(), 5)
+    task = conn.reader.task
+    assert task is not None
+    await asyncio.wait_for(asyncio.wait([task]), 5)  # the serving task released it last
+    del conn, task
+    gc.collect()
+    unclosed = [r.getMessage() for r in caplog.records if "Unclosed" in r.getMessage()]
+    assert unclosed == []
 
 
 async def test_on_connect_may_connect_the_client_before_answering(serve: Serve) -> None:

@@ -52,11 +52,21 @@ OnKept = Callable[[Conn], None]
 
 
 class ClientConn(Conn):
-    """The client side of a connection; :meth:`close` also releases its HTTP session."""
+    """The client side of a connection. The HTTP session :func:`dial` opened for it is
+    released when the connection ends, whoever closed it (:meth:`close` waits for that)."""
 
     __slots__ = ("_session",)
 
     _session: aiohttp.ClientSession | None
+
+    async def serve_and_release(self) -> None:
+        """:meth:`serve`, then release the HTTP session :func:`dial` opened: a connection
+        the server closed leaves no session for the application to close."""
+        try:
+            await self.serve()
+        finally:
+            if self._session is not None:
+                await self._session.close()
 
     async def close(
         self, code: int = WSCloseCode.OK, reason: str = "", *, cause: CloseReason | None = None
@@ -186,7 +196,7 @@ class Dialing:
             if not ws.closed:
                 await asyncio.shield(ws.close())
             raise
-        asyncio.get_running_loop().create_task(conn.serve())  # Conn keeps it once it runs
+        asyncio.get_running_loop().create_task(conn.serve_and_release())  # Conn keeps it
         return conn
 
     def _conn_for(
