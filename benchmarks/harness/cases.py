@@ -11,6 +11,7 @@ from .procfs import Sample
 SERVERS_DIR = Path(__file__).resolve().parent.parent / "servers"
 DI_CONNS = 64  # di-connect: websockets connecting and disconnecting a namespace in parallel
 DI_SLICE_S = 0.5  # di-connect: how long one server is loaded before the other takes its turn
+DI_SETTLE_MS = 100  # di-connect closing: rest before each mark, for the servers' teardowns
 EXCHANGE_CONNS = 64  # exchange-join and exchange-connect: clients in closed loops
 CONVERGE_SAMPLES = 200  # exchange-join: joins timed until the other server's presence has them
 SCENARIOS = (
@@ -40,6 +41,7 @@ class ServerSpec:
     broker: str | None = None  # "redis" or "nats": started per run, URL given as --broker
     pythonpath: Path | None = None  # first on the servers' PYTHONPATH: another copy of wsmvc
     query: str = ""  # the websocket URL's query (what the clients ask for)
+    on_baselines: bool = True  # --baseline runs it on the baseline's copy too (di-connect)
 
     @property
     def path(self) -> Path:
@@ -62,9 +64,14 @@ WSMVC_RECOVERY = ServerSpec(
 # The same server with Prometheus metrics (wsmvc.metrics): a tap on every message.
 WSMVC_METRICS = ServerSpec("wsmvc-metrics", "wsmvc_server.py", "neffos", ("--metrics",))
 SOCKETIO = ServerSpec("python-socketio", "socketio_server.py", "socketio")
-# di-connect: the same controller without and with dependencies.
+# di-connect: the same controller without and with dependencies, and with the
+# connection-scoped one from a provider that yields it (closed when the connection ends:
+# not on a copy of wsmvc from before issue 11, which would inject the generator itself).
 NO_DEPS = ServerSpec("wsmvc-nodeps", "wsmvc_di_server.py", "neffos")
 WITH_DEPS = ServerSpec("wsmvc-di", "wsmvc_di_server.py", "neffos", ("--deps",))
+WITH_YIELD = ServerSpec(
+    "wsmvc-di-yield", "wsmvc_di_server.py", "neffos", ("--deps", "--yield"), on_baselines=False
+)
 # exchange-*: one server, or two sharing a broker.
 IN_PROCESS = ServerSpec("wsmvc-inprocess", "wsmvc_exchange_server.py", "neffos")
 REDIS = ServerSpec(
@@ -79,7 +86,7 @@ SCENARIO_SERVERS: dict[str, tuple[ServerSpec, ...]] = {
     "echo": (RAW, WSMVC, WSMVC_RECOVERY, WSMVC_METRICS, SOCKETIO),
     "broadcast": (RAW, WSMVC, WSMVC_RECOVERY, WSMVC_METRICS, SOCKETIO),
     "connect": (RAW, WSMVC, SOCKETIO),
-    "di-connect": (NO_DEPS, WITH_DEPS),
+    "di-connect": (NO_DEPS, WITH_DEPS, WITH_YIELD),
     "exchange-broadcast": (IN_PROCESS, REDIS, NATS),
     "exchange-join": (IN_PROCESS, REDIS, NATS),
     "exchange-connect": (IN_PROCESS, REDIS, NATS),
@@ -106,8 +113,8 @@ def scenario_servers(
 ) -> tuple[ServerSpec, ...]:
     """The setups of ``scenario``; ``baseline`` right after ``wsmvc`` where it applies, so the
     two take their turns one after the other in every repetition (di-connect, which has no
-    ``wsmvc`` setup: each of its setups on the baseline's copy too, all four taking turns in
-    one run). ``deflate`` (the load generator offers permessage-deflate): raw aiohttp with
+    ``wsmvc`` setup: each of its setups that can, on the baseline's copy too, all taking
+    turns in one run). ``deflate`` (the load generator offers permessage-deflate): raw aiohttp with
     compression too, right after raw."""
     specs = SCENARIO_SERVERS[scenario]
     if deflate and RAW in specs:
@@ -116,7 +123,7 @@ def scenario_servers(
     if baseline is None or scenario not in BASELINE_SCENARIOS:
         return specs
     if WSMVC not in specs:
-        return (*specs, *(on_baseline(spec, baseline) for spec in specs))
+        return (*specs, *(on_baseline(spec, baseline) for spec in specs if spec.on_baselines))
     after = specs.index(WSMVC) + 1
     return (*specs[:after], baseline, *specs[after:])
 
@@ -177,13 +184,29 @@ def make_cases(
             cases.append(Case("connect", f"{conns}{suffix}", "connection", config, 180.0))
     if "di-connect" in scenarios:
         slices = max(2, round(duration / DI_SLICE_S))
+        config = {"conns": DI_CONNS, "namespace": "di", "slices": slices, **timing}
+        # Up to five setups take turns (three, and two on a baseline's copy).
+        together_s = 5 * (warmup + duration)
         cases.append(
             Case(
                 "di-connect",
                 f"C={DI_CONNS}",
                 "namespace connect",
-                {"conns": DI_CONNS, "namespace": "di", "slices": slices, **timing},
-                60 + 2 * (2 * warmup + 2 * duration),
+                config,
+                60 + 2 * together_s,
+                together=True,
+            )
+        )
+        # Each websocket connects the namespace once and closes: the connection scope
+        # ends (and a yield provider's teardown runs) once per namespace connect.
+        settle_s = 5 * slices * DI_SETTLE_MS / 1000
+        cases.append(
+            Case(
+                "di-connect",
+                f"C={DI_CONNS} closing",
+                "namespace connect",
+                {**config, "closeConns": True, "settleMs": DI_SETTLE_MS},
+                60 + 2 * (together_s + settle_s),
                 together=True,
             )
         )

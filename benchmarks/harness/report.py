@@ -5,6 +5,7 @@ against a baseline revision of wsmvc (before/after)."""
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from .cases import (
     SCENARIO_SERVERS,
     SOCKETIO,
     WITH_DEPS,
+    WITH_YIELD,
     WSMVC,
     Case,
     ServerSpec,
@@ -42,6 +44,7 @@ BASE_NAMES = {RAW: "raw", NO_DEPS: "no deps", IN_PROCESS: "in-process"}
 # The issue's targets for dependency injection.
 DI_TARGET_US = 20.0  # DI cost per namespace connect, below
 DI_TARGET_RATE = 0.85  # namespace connects/s with dependencies ÷ without, at least
+TEARDOWN_TARGET_US = 5.0  # issue 11: a yield provider's teardown per namespace connect, below
 # Before/after: the metrics compared (and whether higher is better), and the issue's bound.
 COMPARED = (
     ("rate", True),
@@ -86,16 +89,14 @@ def table(header: list[str], lines: list[list[str]]) -> str:
 def scenario_table(
     scenario: str,
     rows: list[Row],
-    di_cost: dict[str, DiCost] | None = None,
+    di_cost: dict[tuple[str, str], DiCost] | None = None,
     extra: dict[tuple[str, str], float] | None = None,
-    di_before: dict[str, DiCost] | None = None,
 ) -> str:
     """One row per case and server, ratios against the baseline setup of the same case.
 
-    ``di_cost``: the paired DI cost per case, for di-connect (``di_before``: the baseline
-    revision's, in the row of its setup with dependencies). ``extra``: the exchange
-    scenarios' paired extra server µs per operation over the in-process server, per case
-    and setup (:func:`paired_extra`).
+    ``di_cost``: for di-connect, the paired DI cost per case and setup with dependencies
+    (:func:`paired_di_cost`). ``extra``: the exchange scenarios' paired extra server µs per
+    operation over the in-process server, per case and setup (:func:`paired_extra`).
     """
     title, param, rate_name, latency_name = TITLES[scenario]
     op = rows[0][0].op
@@ -133,9 +134,7 @@ def scenario_table(
         if memory:
             cells += [num(m["kib_per_conn"]), ratio(m["kib_per_conn"], b.get("kib_per_conn"))]
         if di_cost is not None:
-            cost = di_cost.get(case.key) if server is WITH_DEPS else None
-            if server.name.startswith(WITH_DEPS.name + "@"):
-                cost = (di_before or {}).get(case.key)
+            cost = di_cost.get((case.key, server.name))
             cells += [f"{cost.us:+.1f}" if cost is not None else "-"]
         if exchange:
             more = (extra or {}).get((case.key, server.name))
@@ -159,17 +158,22 @@ class DiCost:
     cpu_rate: float  # server µs without ÷ with: the connects/s ratio of a saturated server
 
 
-def paired_di_cost(results: Results, suffix: str = "") -> dict[str, DiCost]:
-    """Per di-connect case, the DI cost from each repetition's pair of measurements (of the
-    setups named with ``suffix``: ``"@<rev>"`` for the baseline revision's)."""
+def revision_suffix(name: str) -> str:
+    """``"@<rev>"`` for a setup run on a baseline revision's copy of wsmvc, else ``""``."""
+    return name[name.index("@") :] if "@" in name else ""
+
+
+def paired_di_cost(results: Results) -> dict[tuple[str, str], DiCost]:
+    """Per di-connect case and setup with dependencies, the DI cost from each repetition's
+    pair of measurements: the setup against the one without dependencies on the same copy of
+    wsmvc (``wsmvc-di@<rev>`` against ``wsmvc-nodeps@<rev>``)."""
     runs: dict[tuple[str, str], list[Metrics]] = {
         (case.key, spec.name): ms for case, spec, ms in results if case.scenario == "di-connect"
     }
-    out: dict[str, DiCost] = {}
-    for case in dict.fromkeys(c for c, _, _ in results if c.scenario == "di-connect"):
-        plain = runs.get((case.key, NO_DEPS.name + suffix))
-        deps = runs.get((case.key, WITH_DEPS.name + suffix))
-        if not plain or not deps:
+    out: dict[tuple[str, str], DiCost] = {}
+    for (key, name), deps in runs.items():
+        plain = runs.get((key, NO_DEPS.name + revision_suffix(name)))
+        if name == NO_DEPS.name + revision_suffix(name) or not plain or not deps:
             continue
         costs: list[float] = []
         rates: list[float] = []
@@ -182,10 +186,71 @@ def paired_di_cost(results: Results, suffix: str = "") -> dict[str, DiCost]:
             if ra and rb is not None:
                 rates.append(rb / ra)
         if costs and rates:
-            out[case.key] = DiCost(
+            out[(key, name)] = DiCost(
                 statistics.median(costs), statistics.median(rates), statistics.median(cpu_rates)
             )
     return out
+
+
+def di_repetitions_table(results: Results) -> str:
+    """di-connect, each repetition of each case: the server µs per namespace connect of every
+    setup of the working tree that ran (they took turns in one run), and each setup against
+    the one before it (with dependencies - without; the yield provider - the plain one), as
+    a difference and a ratio; a last row per case with the medians of those. Then the yield
+    provider's cost against issue 11's target."""
+    runs: dict[tuple[str, str], list[Metrics]] = {
+        (case.key, spec.name): ms
+        for case, spec, ms in results
+        if case.scenario == "di-connect" and ms
+    }
+    cases = list(dict.fromkeys(c for c, _, _ in results if c.scenario == "di-connect"))
+    specs = [
+        s for s in SCENARIO_SERVERS["di-connect"] if all((c.key, s.name) in runs for c in cases)
+    ]
+    if not cases or len(specs) < 2:
+        return ""
+    header = ["case", "rep", *(f"{s.name} µs" for s in specs)]
+    for before, after in itertools.pairwise(specs):
+        header += [f"{after.name} - {before.name}", "÷"]
+    lines: list[list[str]] = []
+    teardown: list[str] = []
+    for case in cases:
+        series = [runs[(case.key, s.name)] for s in specs]
+        diffs: list[list[float]] = [[] for _ in specs[1:]]
+        ratios: list[list[float]] = [[] for _ in specs[1:]]
+        for rep, ms in enumerate(zip(*series, strict=True), start=1):
+            us = [m["server_us_per_op"] for m in ms]
+            cells = [case.label, str(rep), *(num(u) for u in us)]
+            for i, (a, b) in enumerate(itertools.pairwise(us)):
+                if a is None or b is None or not a:
+                    cells += ["-", "-"]
+                    continue
+                diffs[i].append(b - a)
+                ratios[i].append(b / a)
+                cells += [f"{b - a:+.1f}", f"{b / a:.3f}x"]
+            lines.append(cells)
+        cells = [case.label, "median", *(num(median(ms)["server_us_per_op"]) for ms in series)]
+        for d, r in zip(diffs, ratios, strict=True):
+            if d:
+                cells += [f"{statistics.median(d):+.1f}", f"{statistics.median(r):.3f}x"]
+            else:
+                cells += ["-", "-"]
+        lines.append(cells)
+        if WITH_DEPS in specs and WITH_YIELD in specs:
+            i = specs.index(WITH_YIELD) - 1
+            if specs[i] is WITH_DEPS and diffs[i]:
+                cost = statistics.median(diffs[i])
+                met = "met" if cost < TEARDOWN_TARGET_US else "missed"
+                teardown.append(f"{case.label}: {cost:+.1f} µs, {met}")
+    text = "### di-connect, each repetition (server µs per namespace connect)\n\n"
+    text += table(header, lines)
+    if teardown:
+        text += (
+            f"\n\nA yield provider in the connection scope ({WITH_YIELD.name} -"
+            f" {WITH_DEPS.name}), median of the repetitions' differences (target"
+            f" < {TEARDOWN_TARGET_US:g} µs): " + "; ".join(teardown)
+        )
+    return text
 
 
 def paired_extra(results: Results) -> dict[tuple[str, str], float]:
@@ -211,7 +276,7 @@ def paired_extra(results: Results) -> dict[tuple[str, str], float]:
     return out
 
 
-def di_targets_table(di_cost: dict[str, DiCost]) -> str:
+def di_targets_table(di_cost: dict[tuple[str, str], DiCost]) -> str:
     """The DI cost and the throughput ratios against the issue's targets."""
 
     def verdict(ok: bool) -> str:
@@ -219,7 +284,7 @@ def di_targets_table(di_cost: dict[str, DiCost]) -> str:
 
     lines = [
         [
-            key,
+            f"{key} {name}",
             f"{cost.us:+.1f} µs",
             verdict(cost.us < DI_TARGET_US),
             f"{cost.rate:.2f}x",
@@ -227,10 +292,10 @@ def di_targets_table(di_cost: dict[str, DiCost]) -> str:
             f"{cost.cpu_rate:.2f}x",
             verdict(cost.cpu_rate >= DI_TARGET_RATE),
         ]
-        for key, cost in di_cost.items()
+        for (key, name), cost in di_cost.items()
     ]
     header = [
-        "case",
+        "case and setup",
         f"DI cost per connect (target < {DI_TARGET_US:g} µs)",
         "",
         f"connects/s with ÷ without, measured (target ≥ {DI_TARGET_RATE:.2f}x)",
@@ -421,7 +486,6 @@ def report(results: Results, baseline: ServerSpec | None = None) -> tuple[str, l
     revision of wsmvc), the before/after tables too."""
     rows: list[Row] = [(case, server, median(runs)) for case, server, runs in results if runs]
     di_cost = paired_di_cost(results)
-    di_before = paired_di_cost(results, "@" + baseline.name.split("@", 1)[1]) if baseline else None
     extra = paired_extra(results)
     parts = []
     for scenario in TITLES:
@@ -429,9 +493,11 @@ def report(results: Results, baseline: ServerSpec | None = None) -> tuple[str, l
         if not mine:
             continue
         di = di_cost if scenario == "di-connect" else None
-        parts.append(scenario_table(scenario, mine, di, extra, di_before))
+        parts.append(scenario_table(scenario, mine, di, extra))
         if scenario == "di-connect" and di_cost:
             parts.append(di_targets_table(di_cost))
+        if scenario == "di-connect":
+            parts.append(di_repetitions_table(results))
     parts.append(versus_table(rows))
     if baseline is not None:
         parts.append(before_after_tables(before_after(results, baseline), baseline))

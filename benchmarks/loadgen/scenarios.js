@@ -183,11 +183,23 @@ async function connect(cfg, mark) {
 // two are measured side by side, seconds apart, whatever the host does meanwhile. One operation
 // is one connect + disconnect; its latency covers both round trips. A refused connect or
 // disconnect counts as an error.
+// With `cfg.closeConns` the groups are `cfg.conns` workers instead, each in a closed loop of
+// opening a websocket (the upgrade, `M` -> `A<id>`), connecting `cfg.namespace` and closing
+// the websocket, waiting until it is closed: the server ends the connection (and its
+// connection-scoped objects) once per namespace connect. One operation is one such
+// connection; its latency covers all of it. The load rests `cfg.settleMs` before each mark,
+// so what a server does after a close is counted in its own turn. A refused handshake or
+// connect fails the run.
 async function namespaceConnect(cfg, mark) {
   const urls = cfg.urls || [cfg.url];
+  const closing = Boolean(cfg.closeConns);
   const groups = [];
   for (const url of urls) {
-    groups.push(await openClients(cfg, cfg.conns, { urlOf: () => url, namespace: null }));
+    groups.push(
+      closing
+        ? Array.from({ length: cfg.conns }, () => url)
+        : await openClients(cfg, cfg.conns, { urlOf: () => url, namespace: null }),
+    );
   }
   const stats = urls.map(() => ({ ops: 0, elapsed: 0, errors: 0, latencies: [] }));
   let record = false;
@@ -199,9 +211,18 @@ async function namespaceConnect(cfg, mark) {
     stat.latencies.push(performance.now() - t0);
     if (!connected || !disconnected) stat.errors++;
   };
+  const connectionFor = (stat) => async (url) => {
+    const t0 = performance.now();
+    const client = await makeClient(cfg.proto, url, cfg.deflate).open(cfg.namespace);
+    await client.closeAndWait();
+    if (record) stat.latencies.push(performance.now() - t0);
+  };
+  const loopFor = closing ? connectionFor : cycleFor;
+  const settle = () => (closing && cfg.settleMs ? sleep(cfg.settleMs) : null);
   for (let t = 0; t < urls.length; t++) {
-    await closedLoops(groups[t], cfg.warmup * 1000, cycleFor(stats[t]));
+    await closedLoops(groups[t], cfg.warmup * 1000, loopFor(stats[t]));
   }
+  await settle();
   const slices = [];
   let previous = 'start';
   await mark(previous);
@@ -213,7 +234,8 @@ async function namespaceConnect(cfg, mark) {
     for (const t of order) {
       const stat = stats[t];
       const before = stat.latencies.length;
-      stat.elapsed += await closedLoops(groups[t], sliceMs, cycleFor(stat));
+      stat.elapsed += await closedLoops(groups[t], sliceMs, loopFor(stat));
+      await settle();
       const name = `slice ${k} ${t}`;
       await mark(name);
       slices.push({ target: t, from: previous, to: name, ops: stat.latencies.length - before });

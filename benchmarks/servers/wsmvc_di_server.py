@@ -4,11 +4,14 @@
 parameter, from an injector ``Module`` with ``@singleton @provider``) and one
 ``connection_scope`` dependency (an ``__init__`` parameter). Without it: the same controller
 with no dependencies. A controller is built for every namespace connect, so the difference
-of the two is what dependency injection costs per connect.
+of the two is what dependency injection costs per connect. ``--yield`` (with ``--deps``):
+the connection-scoped dependency comes from a generator provider that ``yield``s it, and
+whose code after the ``yield`` runs when the connection ends (the teardown).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from _common import port_parser, run
@@ -42,9 +45,14 @@ class Session:
     def __init__(self, conn_id: str) -> None:
         self.conn_id = conn_id
         self.data: dict[str, Any] = {}
+        self.open = True
+
+    def close(self) -> None:
+        self.open = False
+        self.data.clear()
 
 
-class DepsModule(Module):
+class SingletonsModule(Module):
     @singleton
     @provider
     def settings(self) -> Settings:
@@ -60,10 +68,23 @@ class DepsModule(Module):
     def metrics(self) -> Metrics:
         return Metrics()
 
+
+class SessionModule(Module):
     @connection_scope
     @provider
     def session(self, conn: Conn) -> Session:
         return Session(conn.id)
+
+
+class ClosingSessionModule(Module):
+    """The same session, closed when its connection ends (after its disconnect events)."""
+
+    @connection_scope
+    @provider
+    def session(self, conn: Conn) -> Iterator[Session]:
+        session = Session(conn.id)
+        yield session
+        session.close()
 
 
 @controller(namespace=NAMESPACE)
@@ -87,10 +108,11 @@ class NoDeps:
         return msg.body
 
 
-def make_app(deps: bool) -> web.Application:
+def make_app(deps: bool, closing: bool = False) -> web.Application:
+    session = ClosingSessionModule() if closing else SessionModule()
     server = Server(
         controllers=[WithDeps if deps else NoDeps],
-        modules=[DepsModule()] if deps else [],
+        modules=[SingletonsModule(), session] if deps else [],
         allowed_origins="*",
         compress=False,
     )
@@ -102,8 +124,17 @@ def make_app(deps: bool) -> web.Application:
 def main() -> None:
     parser = port_parser(__doc__.splitlines()[0])
     parser.add_argument("--deps", action="store_true", help="the controller with dependencies")
+    parser.add_argument(
+        "--yield",
+        dest="closing",
+        action="store_true",
+        help="with --deps: the connection-scoped dependency from a provider that yields it",
+    )
     args = parser.parse_args()
-    run(make_app(args.deps), args.port, "wsmvc-di" if args.deps else "wsmvc-nodeps")
+    if args.closing and not args.deps:
+        parser.error("--yield needs --deps")
+    name = "wsmvc-di-yield" if args.closing else "wsmvc-di" if args.deps else "wsmvc-nodeps"
+    run(make_app(args.deps, args.closing), args.port, name)
 
 
 if __name__ == "__main__":
