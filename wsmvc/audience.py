@@ -16,7 +16,7 @@ import attrs
 
 from .conn import Conn
 from .delivery import targets_of
-from .framing import Payload
+from .framing import Payload, Stamp
 from .nsconn import NSConn
 from .protocol import Message, encode_event
 
@@ -115,10 +115,11 @@ def deliver_to_audience(
     to: str | None,
     threshold: int,
     level: int,
+    stamp: Stamp | None = None,
 ) -> int:
     """Write ``msg`` to ``audience`` among the connections of ``registry`` (only those with
     id ``to``, if given), each once; returns how many. Framed (and deflated) once per
-    room it goes out with."""
+    room it goes out with. ``stamp``: see :func:`wsmvc.delivery.deliver`."""
     namespace = msg.namespace
     skip_conns: frozenset[Conn] | set[Conn] = audience.exclude_conns
     skip_ids = audience.exclude_ids
@@ -155,7 +156,8 @@ def deliver_to_audience(
                 continue
             if payload is None:
                 out = msg if room == msg.room else attrs.evolve(msg, room=room)
-                payload = Payload(encode_event(out), msg.binary, threshold=threshold, level=level)
+                data = encode_event(out)
+                payload = Payload(data, msg.binary, threshold=threshold, level=level, stamp=stamp)
             conn.writer.write_payload(payload)
             sent += 1
     return sent

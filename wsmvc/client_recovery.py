@@ -240,7 +240,7 @@ class ClientRecovery:
             self.end("the frames the server missed are no longer all kept")
             return False
         inner = conn.attach(returned.ws, None, make_writer)
-        for data, binary in again:
+        for data, binary, _ in again:
             inner.write(data, binary)
         self.recorder.resume(inner)
         self.key = returned.key

@@ -10,7 +10,7 @@ import concurrent.futures
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .framing import Payload
+from .framing import Payload, Stamp
 from .protocol import ON_ROOM_JOIN, ON_ROOM_LEFT, Message, encode_event
 
 if TYPE_CHECKING:
@@ -31,16 +31,18 @@ def deliver(
     to: str | None,
     threshold: int,
     level: int,
+    stamp: Stamp | None = None,
 ) -> int:
     """Write ``msg`` to the connections of ``registry`` in its namespace (and room, unless
     it is a join or leave notice), or only to those with id ``to``; not to ``exclude`` (a
     connection, or every connection with that id). ``threshold`` (bytes) and ``level``:
-    the deflate settings. Returns how many connections it was written to."""
+    the deflate settings; ``stamp``: a cluster broadcast's (:class:`~wsmvc.framing.Payload`).
+    Returns how many connections it was written to."""
     data = encode_event(msg)
     targets, room = targets_of(registry, msg, to)
     exclude_id = exclude if isinstance(exclude, str) else None
     # Framed once, and deflated once, for every receiver (framing.Payload).
-    payload = Payload(data, msg.binary, threshold=threshold, level=level)
+    payload = Payload(data, msg.binary, threshold=threshold, level=level, stamp=stamp)
     sent = 0
     for nsconn in tuple(targets):
         conn = nsconn.conn

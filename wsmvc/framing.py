@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_LEVEL",
     "DEFAULT_THRESHOLD",
     "Payload",
+    "Stamp",
     "declare_no_context_takeover",
     "deflate",
     "frame",
@@ -38,6 +39,10 @@ DEFAULT_LEVEL = 1
 """zlib level. Measured on 64 KiB of chat-like JSON: level 1 takes 385 µs and keeps 26 % of
 the bytes, zlib's default 6 takes 1418 µs (3.7x) for 20 %; compression runs on the event
 loop, so the cheaper level is the default."""
+
+Stamp = tuple[str, int]
+"""A cluster broadcast's identity: the id of the server that published it and its
+sequence number there (:mod:`wsmvc.exchange.markers`)."""
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -86,9 +91,11 @@ class Payload:
     ``threshold`` (bytes): smaller payloads are never deflated; ``level``: zlib's 0-9.
     A payload that is not UTF-8 goes binary whatever ``binary`` says: a text frame must be
     (a browser fails the connection otherwise); ``checked``: the caller made sure.
+    ``stamp``: a cluster broadcast's ``(origin server id, sequence)``, which a connection
+    moving to another server is deduplicated by (:mod:`wsmvc.handover`); ``None`` else.
     """
 
-    __slots__ = ("_deflated", "_plain", "binary", "data", "level", "threshold")
+    __slots__ = ("_deflated", "_plain", "binary", "data", "level", "stamp", "threshold")
 
     def __init__(
         self,
@@ -98,8 +105,10 @@ class Payload:
         threshold: int = DEFAULT_THRESHOLD,
         level: int = DEFAULT_LEVEL,
         checked: bool = False,
+        stamp: Stamp | None = None,
     ) -> None:
         self.data = data
+        self.stamp = stamp
         self.binary = binary or not (checked or is_text(data))  # once for every receiver
         self.threshold = threshold
         self.level = level

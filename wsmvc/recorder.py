@@ -10,24 +10,31 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType
 
-from .framing import Payload
+from .framing import Payload, Stamp
 from .writer import Writer
 
 if TYPE_CHECKING:
     from .recovery import Recovery
 
-__all__ = ["Recorder"]
+__all__ = ["Frame", "Recorder"]
+
+Frame = tuple[bytes, bool, "Stamp | None"]
+"""A data frame kept for a replay: its payload, whether binary, and a cluster broadcast's
+stamp (:class:`~wsmvc.framing.Payload`)."""
 
 
 class Recorder:
     """The write path of a recoverable connection: a :class:`~wsmvc.writer.Writer` that
     numbers the data frames it passes on to ``inner`` and keeps the last ones (within the
     bounds) for a replay; without ``inner`` (the connection is lost) it only keeps them.
+    While :meth:`hold` ing (a connection moving in from another server) it neither
+    numbers nor sends them, until :meth:`release`.
     """
 
     __slots__ = (
         "_bytes",
         "_closed",
+        "_held",
         "_lost_at",
         "_on_lost",
         "_ring",
@@ -41,7 +48,8 @@ class Recorder:
         self.inner: Writer | None = inner
         self.bounds = bounds
         self.sent = -1  # frames numbered so far; -1: not yet (before A<id>)
-        self._ring: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self._ring: collections.deque[Frame] = collections.deque()
+        self._held: list[Frame] | None = None
         self._bytes = 0
         self._closed = False
         self._lost_at = 0  # `sent` when the connection was lost
@@ -68,8 +76,11 @@ class Recorder:
     def write(self, data: bytes, binary: bool) -> bool:
         if self._closed:
             return False
+        if self._held is not None:
+            self._held.append((data, binary, None))
+            return True
         if self.sent >= 0:
-            self._keep(data, binary)
+            self._keep((data, binary, None))
         inner = self.inner
         if inner is not None:
             inner.write(data, binary)  # lost on the way, it is replayed: kept all the same
@@ -78,8 +89,11 @@ class Recorder:
     def write_payload(self, payload: Payload) -> bool:
         if self._closed:
             return False
+        if self._held is not None:
+            self._held.append((payload.data, payload.binary, payload.stamp))
+            return True
         if self.sent >= 0:
-            self._keep(payload.data, payload.binary)
+            self._keep((payload.data, payload.binary, payload.stamp))
         inner = self.inner
         if inner is not None:
             inner.write_payload(payload)
@@ -95,14 +109,14 @@ class Recorder:
         if target is not None:
             await target.close(code, reason, urgent=urgent)
 
-    def _keep(self, data: bytes, binary: bool) -> None:
+    def _keep(self, frame: Frame) -> None:
         self.sent += 1
         ring = self._ring
-        ring.append((data, binary))
-        self._bytes += len(data)
+        ring.append(frame)
+        self._bytes += len(frame[0])
         bounds = self.bounds
         while len(ring) > bounds.max_messages or self._bytes > bounds.max_bytes:
-            old, _ = ring.popleft()
+            old = ring.popleft()[0]
             self._bytes -= len(old)
             if self.inner is None and self.sent - len(ring) > self._lost_at:
                 # A frame sent since the loss is gone: this connection cannot be recovered.
@@ -119,7 +133,7 @@ class Recorder:
         self.inner = self.pending = None
         self._on_lost = on_overflow
 
-    def since(self, received: int) -> list[tuple[bytes, bool]] | None:
+    def since(self, received: int) -> list[Frame] | None:
         """The frames after the ``received``-th; ``None`` when some are no longer kept (or
         ``received`` is more than were sent)."""
         first = self.sent - len(self._ring)  # frames before the oldest one kept
@@ -132,3 +146,37 @@ class Recorder:
         self.inner = inner
         self.pending = None
         self._on_lost = None
+
+    # -- a connection moving in from another server (wsmvc.handover) -------------------------
+
+    def hold(self) -> None:
+        """Keep what is written from now on aside, unnumbered and unsent, until
+        :meth:`release` (control frames and the close still go out)."""
+        self._held = []
+
+    @property
+    def held(self) -> tuple[int, int]:
+        """How many frames are held, and their bytes."""
+        held = self._held or ()
+        return len(held), sum(len(frame[0]) for frame in held)
+
+    def release(self, first: list[bytes], count: int, replay: list[Frame]) -> None:
+        """Send ``first`` (text frames that are not counted: the recovery frame and
+        ``A<id>``), then, numbered from ``count`` on (what the client read before), the
+        ``replay`` and what was held but for the broadcasts whose stamps the replay has
+        (they reached the client's other server too); then write through."""
+        held, self._held = self._held or [], None
+        inner = self.inner
+        if self._closed or inner is None:
+            return
+        for data in first:
+            inner.write(data, False)
+        self.sent = count
+        replayed = {frame[2] for frame in replay if frame[2] is not None}
+        for frame in replay:
+            self._keep(frame)
+            inner.write(frame[0], frame[1])
+        for frame in held:
+            if frame[2] is None or frame[2] not in replayed:
+                self._keep(frame)
+                inner.write(frame[0], frame[1])

@@ -355,7 +355,7 @@ class Recoverable:
         self.key = self._table.enrol(self)
         inner.write(recovery_frame(self.key, conn.received), False)
         inner.write((ACK_OK + conn.id).encode(errors="replace"), False)
-        for data, binary in replay:
+        for data, binary, _ in replay:
             inner.write(data, binary)
         self.recorder.resume(inner)
         log.info("%r: recovered, %d messages replayed", conn, len(replay))

@@ -10,9 +10,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .audience import Audience, Exclude, audience_of, deliver_to_audience
+from .awaitables import SENT, Sent
 from .conn import Conn
 from .delivery import deliver, submit_from_thread
 from .errors import EventError
+from .framing import Stamp
 from .nsconn import DEFAULT, NSConn, Timeout
 from .protocol import ERR_BAD_NAMESPACE, Message
 
@@ -53,7 +55,7 @@ class Sending:
             return await self.exchange.ask(msg, to=to, timeout=wait)
         raise EventError(ERR_BAD_NAMESPACE)
 
-    async def broadcast(
+    def broadcast(
         self,
         msg: Message,
         *,
@@ -61,8 +63,12 @@ class Sending:
         to: str | None = None,
         rooms: Iterable[str] | None = None,
         exclude_rooms: Iterable[str] | None = None,
-    ) -> None:
-        """Send ``msg`` to every connection of its namespace (and room, if set).
+    ) -> Sent:
+        """Send ``msg`` to every connection of its namespace (and room, if set), during
+        the call: ``server.broadcast(msg)`` is enough, and ``await server.broadcast(msg)``
+        (older code's form) works too, returning at once (:data:`~wsmvc.awaitables.SENT`:
+        no "never awaited" warning either way). Nothing waits for slow receivers: each
+        one's copy is queued on its connection.
 
         ``exclude`` skips a connection (a :class:`Conn` or :class:`NSConn`), every
         connection with an id (a ``str``), or several of those (a list or set); ``to``
@@ -78,20 +84,26 @@ class Sending:
         audience = audience_of(
             msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms
         )
+        exchange = self.exchange
+        # The same stamp here and on every other server: a connection moving between
+        # servers gets each broadcast once (wsmvc.handover).
+        stamp = exchange.stamp() if exchange is not None else None
         if audience is not None:
-            self.deliver(msg, to=to, audience=audience)
-            if self.exchange is not None:
-                self.exchange.publish(msg, to=to, audience=audience.remote())
-            return
-        self.deliver(msg, exclude=exclude, to=to)  # type: ignore[arg-type]
-        if self.exchange is not None:
+            self.deliver(msg, to=to, audience=audience, stamp=stamp)
+            if exchange is not None:
+                exchange.publish(msg, to=to, audience=audience.remote(), stamp=stamp)
+            return SENT
+        self.deliver(msg, exclude=exclude, to=to, stamp=stamp)  # type: ignore[arg-type]
+        if exchange is not None:
             conn = exclude.conn if isinstance(exclude, NSConn) else exclude
-            self.exchange.publish(
+            exchange.publish(
                 msg,
                 exclude_conn=conn if isinstance(conn, Conn) else None,
                 exclude_id=conn if isinstance(conn, str) else None,
                 to=to,
+                stamp=stamp,
             )
+        return SENT
 
     def broadcast_threadsafe(
         self,
@@ -107,16 +119,14 @@ class Sending:
         future's ``result(timeout)`` waits until it was sent (and raises what it raised).
 
         Raises :class:`RuntimeError` before the application started (no loop yet) and
-        when called from the event loop's own thread (``await broadcast()`` there: waiting
+        when called from the event loop's own thread (call ``broadcast()`` there: waiting
         on the future would block the loop it waits for).
         """
-        return submit_from_thread(
-            self._loop,
-            lambda: self.broadcast(
-                msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms
-            ),
-            "server.broadcast()",
-        )
+
+        async def send() -> None:  # on the loop's thread
+            self.broadcast(msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms)
+
+        return submit_from_thread(self._loop, send, "server.broadcast()")
 
     def deliver(
         self,
@@ -125,9 +135,11 @@ class Sending:
         exclude: Conn | NSConn | str | None = None,
         to: str | None = None,
         audience: Audience | None = None,
+        stamp: Stamp | None = None,
     ) -> int:
         """Deliver ``msg`` to the matching connections of this process; returns the count.
-        ``audience``: several rooms or exclusions (:mod:`wsmvc.audience`).
+        ``audience``: several rooms or exclusions (:mod:`wsmvc.audience`); ``stamp``: a
+        cluster broadcast's ``(origin server id, sequence)`` (:mod:`wsmvc.handover`).
 
         What goes out is ``msg`` as an event: never its token nor an exchange marker.
         """
@@ -139,6 +151,7 @@ class Sending:
                 to=to,
                 threshold=self.compress_threshold,
                 level=self.compress_level,
+                stamp=stamp,
             )
         if isinstance(exclude, NSConn):
             exclude = exclude.conn
@@ -149,4 +162,5 @@ class Sending:
             to=to,
             threshold=self.compress_threshold,
             level=self.compress_level,
+            stamp=stamp,
         )

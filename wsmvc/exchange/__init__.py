@@ -18,6 +18,7 @@ from ..protocol import ERR_BAD_NAMESPACE, Message
 if TYPE_CHECKING:
     from ..audience import Audience
     from ..conn import Conn
+    from ..framing import Stamp
     from ..server import Server
     from .nats import NatsExchange
     from .redis import RedisExchange
@@ -93,6 +94,11 @@ class Exchange(abc.ABC):
     def id_closed(self, conn_id: str) -> None:
         """The last connection with id ``conn_id`` left this server."""
 
+    def stamp(self) -> Stamp | None:
+        """The next broadcast's identity across the cluster, ``(server id, sequence)``,
+        which every server delivers it with (:mod:`wsmvc.handover`); ``None``: none."""
+        return None
+
     @abc.abstractmethod
     def publish(
         self,
@@ -102,10 +108,11 @@ class Exchange(abc.ABC):
         exclude_id: str | None = None,
         to: str | None = None,
         audience: Audience | None = None,
+        stamp: Stamp | None = None,
     ) -> None:
         """Send a broadcast (already delivered locally) to the other servers, in order.
         ``audience``: several rooms or exclusions (:mod:`wsmvc.audience`), without this
-        server's connections."""
+        server's connections; ``stamp``: what :meth:`stamp` gave for it."""
 
     @abc.abstractmethod
     async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:
@@ -134,9 +141,10 @@ class LocalExchange(Exchange):
         exclude_id: str | None = None,
         to: str | None = None,
         audience: Audience | None = None,
+        stamp: Stamp | None = None,
     ) -> None:
         for server in self._others():
-            server.deliver(msg, exclude=exclude_id, to=to, audience=audience)
+            server.deliver(msg, exclude=exclude_id, to=to, audience=audience, stamp=stamp)
 
     async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:
         for server in self._others():

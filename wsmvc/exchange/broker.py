@@ -13,15 +13,18 @@ import abc
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
 
 from ..audience import Audience
-from ..errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
-from ..protocol import Message, decode, encode, encode_answer, is_reply_token, new_token
+from ..errors import ConnectionClosed, ProtocolError
+from ..framing import Stamp
+from ..protocol import Message, decode, encode, is_reply_token
 from . import Exchange
+from .asks import MAX_ID_BYTES, CrossServerAsks
 from .markers import Marker, check_server_id, format_marker, parse_marker
 from .outbox import Outbox
 
@@ -30,15 +33,13 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_ID_BYTES", "BrokerExchange"]
 
-MAX_ID_BYTES = 1024
 """Longest connection id (UTF-8 bytes) on either broker: NATS control lines end at 4 KiB."""
 
 log = logging.getLogger("wsmvc.exchange")
 _STOPPED = "the exchange stopped"
-_UNSENT = "the answer did not go out to the asking server"
 
 
-class BrokerExchange(Exchange):
+class BrokerExchange(CrossServerAsks, Exchange):
     """An exchange through a message broker; subclasses speak to one broker.
 
     Keywords (all backends): ``timeout`` - seconds for connecting, a publication and a
@@ -80,6 +81,9 @@ class BrokerExchange(Exchange):
                 ) from exc
         self.id = uuid.uuid4().hex if server_id is None else check_server_id(server_id)
         self._own_marker = f"neffos(0x{self.id}(".encode()
+        # Publications are numbered from the start time in nanoseconds: a server restarted
+        # under the same server_id never reuses a number of its previous run.
+        self._seq = time.time_ns()
         self.timeout = timeout
         self.ping_interval = ping_interval
         self.reconnect_delay = reconnect_delay
@@ -446,6 +450,11 @@ class BrokerExchange(Exchange):
         """Publish ``payload`` on ``channel`` in order with broadcasts (or drop, counted)."""
         self._outbox.put("pub", channel, payload)
 
+    def stamp(self) -> Stamp:
+        """The next publication's ``(server id, sequence number)``."""
+        self._seq += 1
+        return self.id, self._seq
+
     def publish(
         self,
         msg: Message,
@@ -454,8 +463,16 @@ class BrokerExchange(Exchange):
         exclude_id: str | None = None,
         to: str | None = None,
         audience: Audience | None = None,
+        stamp: Stamp | None = None,
     ) -> None:
-        self.offer(msg, exclude_conn=exclude_conn, exclude_id=exclude_id, to=to, audience=audience)
+        self.offer(
+            msg,
+            exclude_conn=exclude_conn,
+            exclude_id=exclude_id,
+            to=to,
+            audience=audience,
+            stamp=stamp,
+        )
 
     def offer(
         self,
@@ -465,10 +482,11 @@ class BrokerExchange(Exchange):
         exclude_id: str | None = None,
         to: str | None = None,
         audience: Audience | None = None,
+        stamp: Stamp | None = None,
     ) -> bool:
         """:meth:`publish`, saying whether the broadcast was queued: ``False`` when it was
         dropped (the broker away, or ``max_pending`` wait already: counted in ``dropped``)
-        or is larger than the broker takes (logged)."""
+        or is larger than the broker takes (logged). Without a ``stamp`` it takes the next."""
         if not self._connected:
             self._check_started()  # else dropped (counted) by the outbox
         identity = f"{exclude_conn.id}0x{id(exclude_conn):x}" if exclude_conn is not None else ""
@@ -477,7 +495,8 @@ class BrokerExchange(Exchange):
             # Go servers (and older wsmvc ones) deliver to the envelope's room: the first.
             room = audience.rooms[0] if audience.rooms else room
             many = (audience.rooms, tuple(sorted(audience.exclude_ids)), audience.exclude_rooms)
-        marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary, many))
+        seq = (stamp if stamp is not None else self.stamp())[1]
+        marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary, many, seq))
         payload = encode(attrs.evolve(msg, room=room, token="", marker=marker, binary=False))
         channel = self.id_channel(to) if to is not None else self.namespace_channel(msg.namespace)
         return self._outbox.put("pub", channel, payload)
@@ -518,6 +537,7 @@ class BrokerExchange(Exchange):
             return
         exclude_id: str | None = None
         audience: Audience | None = None
+        stamp: Stamp | None = None
         if msg.marker:
             marker = parse_marker(msg.marker)
             if marker is None:
@@ -529,6 +549,8 @@ class BrokerExchange(Exchange):
                     return  # ours: delivered locally when it was published
                 exclude_id = marker.exclude_id
                 msg.binary = marker.binary
+                if marker.seq is not None:
+                    stamp = (marker.origin, marker.seq)
                 if marker.many is not None:
                     rooms, ids, rooms_out = marker.many
                     audience = Audience(rooms, frozenset(), frozenset(ids), rooms_out)
@@ -538,57 +560,6 @@ class BrokerExchange(Exchange):
             if msg.token and is_reply_token(msg.token):
                 self._forward_ask(msg, conn_id)
                 return
-            server.deliver(msg, exclude=exclude_id, to=conn_id, audience=audience)
+            server.deliver(msg, exclude=exclude_id, to=conn_id, audience=audience, stamp=stamp)
         elif channel in self._namespace_channels:
-            server.deliver(msg, exclude=exclude_id, audience=audience)
-
-    # -- asks across servers ----------------------------------------------------------------
-    async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:
-        if not self._connected:
-            raise ConnectionClosed("the exchange is not connected")
-        # The answer's channel: unique across the cluster (a counter alone is unique only
-        # in this process), and still a reply token (spec 8.1: not starting with "$").
-        token = f"{new_token()}{self.id}"
-        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._ask_channels[token] = waiter
-        self._outbox.put("sub", token)
-        request = attrs.evolve(msg, token=token, marker="", binary=False)
-        try:
-            if not self._outbox.put("pub", self.id_channel(to), encode(request)):
-                raise ConnectionClosed("the question did not go out to the other servers")
-            reply = await asyncio.wait_for(waiter, timeout)
-        except asyncio.TimeoutError:
-            raise AskTimeout(f"no answer to {msg.event!r} from {to!r} within {timeout}s") from None
-        finally:
-            del self._ask_channels[token]
-            self._outbox.put("unsub", token)
-        if reply.err:
-            raise EventError(reply.err)
-        return reply
-
-    def _forward_ask(self, request: Message, conn_id: str) -> None:
-        server = self.server
-        assert server is not None
-        if not any(c.namespace(request.namespace) for c in server.get_connections(conn_id)):
-            return  # not ours (perhaps our own request): the owner answers
-        if len(request.token.encode()) > MAX_ID_BYTES:  # ours are ~50: a foreign publisher's
-            # Its answer's channel: NATS closes a connection publishing to a subject past
-            # its 4 KiB control line, and this one's broadcasts would be dropped meanwhile.
-            log.warning("%s: not asking %.80r, the answer channel is too long", self, conn_id)
-            return
-
-        async def forward() -> None:
-            local = attrs.evolve(request, token="", from_exchange=False)
-            try:
-                answer = await server.ask(local, to=conn_id, timeout=self.timeout * 6)
-                reply = encode_answer(request, body=answer.body)
-            except EventError as exc:
-                reply = encode_answer(request, err=exc.text)
-            except (AskTimeout, ConnectionClosed):
-                return  # the asker times out too
-            if not self._outbox.put("pub", request.token, reply):  # too large, say
-                self._outbox.put("pub", request.token, encode_answer(request, err=_UNSENT))
-
-        task = asyncio.get_running_loop().create_task(forward())
-        self._forwards.add(task)
-        task.add_done_callback(self._forwards.discard)
+            server.deliver(msg, exclude=exclude_id, audience=audience, stamp=stamp)

@@ -6,6 +6,9 @@ message is binary; ``x`` an id is excluded (data: its UTF-8 in URL-safe base64);
 broadcast to several rooms or with several exclusions (data: the JSON object ``{"r":
 rooms, "x": excluded ids, "xr": excluded rooms}`` in URL-safe base64; a Go server, or a
 wsmvc one before it, delivers such a message to the envelope's room, the first of them).
+``:<seq>`` may end the wsmvc part: the publication's sequence number on its server, which
+with the origin identifies it across the cluster (a connection moving between servers gets
+each broadcast once: :mod:`wsmvc.handover`); ``wsmvc:::<seq>`` when nothing else is said.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ __all__ = ["Marker", "check_server_id", "format_marker", "parse_marker"]
 
 _MARKER = re.compile(
     r"neffos\(0x(?P<origin>[^(]*)\((?P<identity>.*)\)\)"
-    r"(?:wsmvc:(?P<flags>[a-z]*):(?P<exclude>[A-Za-z0-9_=-]*))?",
+    r"(?:wsmvc:(?P<flags>[a-z]*):(?P<exclude>[A-Za-z0-9_=-]*)(?::(?P<seq>[0-9]{1,20}))?)?",
     re.DOTALL,
 )
 
@@ -51,23 +54,30 @@ class Marker:
     binary: bool = False
     many: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None = None
     """Several rooms, excluded ids, excluded rooms (the ``m`` flag), or ``None``."""
+    seq: int | None = None
+    """The publication's sequence number on its origin (``None``: not said, as Go)."""
 
 
 def format_marker(marker: Marker) -> str:
+    """The token slot's text for ``marker`` (see the module docstring)."""
     text = f"neffos(0x{marker.origin}({marker.identity}))"
+    seq = "" if marker.seq is None else f":{marker.seq}"
     if marker.many is not None:
         rooms, ids, rooms_out = marker.many
         data = json.dumps({"r": rooms, "x": ids, "xr": rooms_out}, separators=(",", ":"))
         encoded = base64.urlsafe_b64encode(data.encode()).decode()
-        text += f"wsmvc:{'b' if marker.binary else ''}m:{encoded}"
+        text += f"wsmvc:{'b' if marker.binary else ''}m:{encoded}{seq}"
     elif marker.binary or marker.exclude_id is not None:
         flags = ("b" if marker.binary else "") + ("x" if marker.exclude_id is not None else "")
         excluded = base64.urlsafe_b64encode((marker.exclude_id or "").encode()).decode()
-        text += f"wsmvc:{flags}:{excluded}"
+        text += f"wsmvc:{flags}:{excluded}{seq}"
+    elif seq:
+        text += f"wsmvc::{seq}"
     return text
 
 
 def parse_marker(text: str) -> Marker | None:
+    """What the token slot ``text`` says; ``None`` when it is not a marker we can read."""
     match = _MARKER.fullmatch(text)
     if match is None:
         return None
@@ -82,7 +92,8 @@ def parse_marker(text: str) -> Marker | None:
             exclude_id = base64.urlsafe_b64decode(match["exclude"]).decode()
     except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: deep JSON
         return None
-    return Marker(match["origin"], match["identity"], exclude_id, "b" in flags, many)
+    seq = int(match["seq"]) if match["seq"] is not None else None
+    return Marker(match["origin"], match["identity"], exclude_id, "b" in flags, many, seq)
 
 
 def _strings(value: object) -> tuple[str, ...]:
