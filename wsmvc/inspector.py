@@ -254,7 +254,8 @@ class Inspector:
         return result
 
     async def _redirect(self, request: web.Request) -> web.StreamResponse:
-        raise web.HTTPFound(request.rel_url.with_path(request.path + "/"))
+        url = request.rel_url
+        raise web.HTTPFound(url.with_path(url.path + "/").with_query(url.query))
 
     def _serve(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def serve(request: web.Request) -> web.StreamResponse:
