@@ -21,13 +21,20 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType
 
 from .closing import CloseReason, Closing, Deferred, Detached
 from .codecs import JSON, Codec
-from .errors import AskTimeout, ConnectionClosed, EventError, ProtocolError
+from .errors import (
+    GENERIC_ERROR,
+    AskTimeout,
+    ConnectionClosed,
+    EventError,
+    NotConnected,
+    NotJoined,
+    ProtocolError,
+)
 from .handlers import HandlerTable
 from .nschanges import NamespaceChanges, serve_as, serving
 from .nsconn import DEFAULT, NSConn, Registry, Timeout, as_body, ask_timeout_text
 from .opening import open_native, open_server_side
 from .protocol import (
-    ERR_BAD_NAMESPACE,
     ON_NATIVE_MESSAGE,
     Message,
     decode,
@@ -36,6 +43,7 @@ from .protocol import (
     is_text,
     new_client_token,
     new_token,
+    shorten,
 )
 from .reading import Reader
 from .session import Session
@@ -264,8 +272,9 @@ class Conn(NamespaceChanges):
 
         ``msg`` itself is not changed (a copy gets the token). ``timeout``: seconds;
         ``None`` waits without limit, ``0`` fails at once, left out it is the connection's
-        ``ask_timeout``. Raises :class:`~wsmvc.EventError` for an error answer (and
-        ``bad namespace`` when ``msg``'s namespace is not connected),
+        ``ask_timeout``. Raises :class:`~wsmvc.EventError` for an error answer (and,
+        sending nothing, :class:`~wsmvc.NotConnected` when ``msg``'s namespace is not
+        connected, :class:`~wsmvc.NotJoined` when its room is not joined),
         :class:`~wsmvc.ConnectionClosed` the moment the connection closes or the
         namespace is disconnected, :class:`~wsmvc.AskTimeout` when no answer came in time.
         ``on_reply(answer)`` runs the moment the answer is read, before any later frame.
@@ -276,7 +285,7 @@ class Conn(NamespaceChanges):
         if wait is not None and wait <= 0:
             raise AskTimeout(f"no answer to {msg.event!r}: the timeout is {wait}s")
         if not session.can_write(msg.namespace, msg.room, msg.event):
-            raise EventError(ERR_BAD_NAMESPACE)
+            raise self._not_writable(msg)
         token = new_client_token() if self.is_client else new_token()
         request = attrs.evolve(msg, token=token, marker="")
         waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
@@ -344,6 +353,8 @@ class Conn(NamespaceChanges):
             if self.session.state is ConnState.CONNECTING:
                 opening = open_native if self._native_only else open_server_side
                 self._opened = await opening(self, on_open)
+                if self.recovery is not None and self.session.open:
+                    await self.recovery.opened()  # a connection moving in: wsmvc.handover
             while True:  # once per websocket: a recovered connection goes on over the next
                 try:
                     # The loop of every message, in this frame rather than a coroutine of its
@@ -406,7 +417,7 @@ class Conn(NamespaceChanges):
                 raise
         except Exception:
             log.exception("%r: serving failed", self)
-            self.request_close(WSCloseCode.INTERNAL_ERROR, "internal error", cause=_FAILED)
+            self.request_close(WSCloseCode.INTERNAL_ERROR, GENERIC_ERROR, cause=_FAILED)
         except BaseException:
             self.request_close(WSCloseCode.INTERNAL_ERROR, "", urgent=True, cause=_FAILED)
             raise
@@ -449,6 +460,20 @@ class Conn(NamespaceChanges):
         if self._deferred is None:
             self._deferred = []
         self._deferred.append(deferred)
+
+    def _not_writable(self, msg: Message) -> EventError:
+        """The error of this side's own ask that the write rules refuse (an open connection)."""
+        ns = self.session.namespace(msg.namespace)
+        side = "the client" if self.is_client else f"connection {self.id!r}"
+        if ns is None:
+            return NotConnected(
+                f"{side} is not connected to namespace {shorten(msg.namespace)!r}: connect it"
+                f" first (await conn.connect({shorten(msg.namespace)!r})); nothing was sent"
+            )
+        return NotJoined(
+            f"{side} has not joined room {shorten(msg.room)!r} of namespace"
+            f" {shorten(msg.namespace)!r} (or is joining or leaving it); nothing was sent"
+        )
 
     def _ensure_open(self) -> None:
         self.acknowledge()

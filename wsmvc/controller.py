@@ -20,7 +20,7 @@ import injector
 
 from .bodies import body_decoder, body_problem
 from .codecs import JSON, Codec
-from .errors import EventError
+from .errors import EventError, WsmvcError
 from .handlers import Handler
 from .injection import is_context_type
 from .nsconn import NSConn
@@ -75,8 +75,9 @@ _SPEC = "__wsmvc_spec__"
 _UNSET: Any = object()
 
 
-class ControllerError(TypeError):
-    """A controller or one of its event methods is declared wrongly; the text says how to fix it."""
+class ControllerError(WsmvcError, TypeError):
+    """A controller or one of its event methods is declared wrongly; the text says how to
+    fix it. Raised when the controller is registered (a ``TypeError`` too)."""
 
 
 class ControllerWarning(UserWarning):
@@ -474,5 +475,6 @@ class ControllerHandle:
         return f"<ControllerHandle {self.cls.__qualname__} on {self.namespace!r}>"
 
 
-class DependencyFailure(RuntimeError):
-    """Building a controller for a connection failed (a provider raised)."""
+class DependencyFailure(WsmvcError, RuntimeError):
+    """Building a controller for a connection failed (a provider raised; it is the
+    ``__cause__``). A ``RuntimeError`` too."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .bodies import encode_body
 from .codecs import JSON, Codec
 from .errorhandling import decide, handlers_for
-from .errors import ConnectionClosed, EventError
+from .errors import GENERIC_ERROR, ConnectionClosed, EventError
 from .handlers import HandlerTable, Reply
 from .protocol import (
     ERR_BAD_NAMESPACE,
@@ -45,7 +45,6 @@ __all__ = ["GENERIC_ERROR", "LEAVE_ALL_ERROR", "Dispatcher", "system_event"]
 
 log = logging.getLogger("wsmvc")
 
-GENERIC_ERROR = "internal server error"
 LEAVE_ALL_ERROR = "leaveAll is not supported by the protocol: leave each room with room.leave()"
 
 # Events the dispatcher treats itself (everything else goes to its handler).
@@ -178,9 +177,11 @@ class Dispatcher:
         binary = msg.binary
         if isinstance(result, bytes):
             body = result
-        elif isinstance(result, (str, Reply)):
+        elif isinstance(result, Reply):
+            body = result.body
+        elif isinstance(result, str):
             try:
-                body = result.encode() if isinstance(result, str) else result.data
+                body = result.encode()
             except UnicodeEncodeError as exc:  # a lone surrogate (json.loads makes them)
                 return self.failed(msg, exc)
         else:

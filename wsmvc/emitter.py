@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from types import TracebackType
 
 from .audience import audience_of
+from .awaitables import Later
 from .errors import ConnectionClosed
 from .exchange.broker import BrokerExchange
 from .protocol import Message
@@ -70,7 +71,7 @@ class Emitter:
     ) -> None:
         await self.stop()
 
-    async def broadcast(
+    def broadcast(
         self,
         msg: Message,
         *,
@@ -78,15 +79,18 @@ class Emitter:
         exclude: str | Iterable[str] | None = None,
         rooms: Iterable[str] | None = None,
         exclude_rooms: Iterable[str] | None = None,
-    ) -> None:
+    ) -> Later[None]:
         """Send ``msg`` to the connections of its namespace (and room, if set) on every
         server, as ``Server.broadcast`` does; ``to``: only connections with that id;
         ``exclude``: not those with that id (or these ids); ``rooms``: the members of
-        these rooms, each once; ``exclude_rooms``: not their members. Returns once the
-        broker has it (one round trip, shared by concurrent calls). Raises
-        :class:`~wsmvc.ConnectionClosed` when the broker cannot take it (not connected,
-        larger than the broker takes, ``max_pending`` broadcasts waiting for it already, or
-        no answer within the exchange's ``timeout``), ValueError/TypeError as
+        these rooms, each once; ``exclude_rooms``: not their members.
+
+        The broadcast is handed to the exchange during the call, so it goes out even if
+        the result is never awaited; awaiting it returns once the broker has it (one round
+        trip, shared by concurrent calls). Raises :class:`~wsmvc.ConnectionClosed` in the
+        call when the broker cannot take it (not connected, larger than the broker takes,
+        ``max_pending`` broadcasts waiting for it already) and, awaited, when the broker
+        gave no answer within the exchange's ``timeout``; ValueError/TypeError as
         ``Server.broadcast`` for what cannot be an audience."""
         audience = audience_of(
             msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms
@@ -104,6 +108,10 @@ class Emitter:
                 "the broker cannot take this broadcast now: larger than it takes, or"
                 f" {self.exchange.max_pending} broadcasts wait for it already (max_pending)"
             )
+        return Later(self._flushed)
+
+    async def _flushed(self) -> None:
+        """Wait until the broker has what was handed to the exchange."""
         try:
             await self.exchange.flush(self.exchange.timeout)
         except asyncio.TimeoutError:

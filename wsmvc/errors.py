@@ -1,5 +1,32 @@
 """The exception hierarchy of wsmvc, and neffos' known errors.
 
+Every exception wsmvc raises for the application to see is a :class:`WsmvcError`; each
+keeps the built-in base it had before there was one (``ControllerError`` is still a
+``TypeError``, ``AskTimeout`` a ``TimeoutError``), so ``except WsmvcError`` catches all of
+wsmvc's and older ``except TypeError`` code goes on working::
+
+    WsmvcError
+    ├── ProtocolError              a frame is not a valid neffos message
+    ├── EventError                 an error answer (the peer's text, or this side's refusal)
+    │   ├── BadNamespace           "bad namespace" (a known error)
+    │   │   ├── NotConnected       this side used a namespace it has not connected
+    │   │   └── NotInHandlerTable  this side connected a namespace its table lacks
+    │   ├── BadRoom                "bad room" (a known error)
+    │   │   └── NotJoined          this side used a room it has not joined
+    │   │   (the three: OwnMistake, raised before anything is sent)
+    │   ├── WriteClosed, InvalidPayload, BodyError, your known errors
+    ├── Reject                     on_connect refused the connection
+    ├── ConnectionClosed           the connection closed before the operation finished
+    ├── AskTimeout                 (also TimeoutError) no answer in time
+    ├── ControllerError            (also TypeError) a controller is declared wrongly
+    ├── DependencyError            (also TypeError) a dependency cannot be provided
+    ├── DependencyFailure          (also RuntimeError) a provider raised for a connection
+    └── StateError                 (also AssertionError) a bug in wsmvc
+
+:data:`GENERIC_ERROR` is the one text a peer is told of a failure that is not an
+:class:`EventError` (a handler's bug, an ``on_connect`` that raised); the traceback stays
+in the server's log.
+
 A *known error* (neffos' ``RegisterKnownError``) is an :class:`EventError` subclass with a
 fixed text that both sides register: on the wire it is its text, as any error answer, and
 the receiving side turns that text back into the same class, so code can ``except`` it
@@ -11,15 +38,20 @@ from __future__ import annotations
 
 import types
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 __all__ = [
+    "GENERIC_ERROR",
     "AskTimeout",
     "BadNamespace",
     "BadRoom",
     "ConnectionClosed",
     "EventError",
     "InvalidPayload",
+    "NotConnected",
+    "NotInHandlerTable",
+    "NotJoined",
+    "OwnMistake",
     "ProtocolError",
     "Reject",
     "WriteClosed",
@@ -28,9 +60,16 @@ __all__ = [
     "known_errors",
 ]
 
+GENERIC_ERROR: Final = "internal server error"
+"""What a peer is told of an exception that is not an :class:`EventError`: an error answer
+to its message, the reason of a refused handshake, the close reason of 1011, the body of
+an HTTP 500 (``Server(debug_errors=True)`` sends ``TypeName: message`` instead, where the
+exception is at hand)."""
+
 
 class WsmvcError(Exception):
-    """Base class of every error wsmvc raises."""
+    """Base class of every exception wsmvc raises for the application (see the tree in
+    :mod:`wsmvc.errors`)."""
 
 
 class ProtocolError(WsmvcError):
@@ -148,6 +187,37 @@ class InvalidPayload(EventError):
     """The payload could not be read (neffos ``ErrInvalidPayload``)."""
 
     text = "invalid payload"
+
+
+class OwnMistake(EventError):
+    """Base of the errors a side raises for its own misuse, before anything is sent
+    (:class:`NotConnected`, :class:`NotInHandlerTable`, :class:`NotJoined`).
+
+    ``str()`` says what was wrong and what to do; :attr:`text` stays the known error's
+    (``"bad namespace"``, ``"bad room"``): what ``except BadNamespace`` and code comparing
+    texts expect, and what a peer is told should the error escape a handler.
+    """
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__()  # the known error's class text
+        if detail:
+            self.args = (detail,)
+
+
+class NotConnected(OwnMistake, BadNamespace):
+    """This side asked, emitted or disconnected on a namespace it has not connected, or
+    that was disconnected meanwhile (the client's mistake, not the server's ``bad
+    namespace``)."""
+
+
+class NotInHandlerTable(OwnMistake, BadNamespace):
+    """This side connected a namespace that is not in its own handler table (a client's
+    ``dial(url, {namespace: {...}})``; a server's controllers and handlers)."""
+
+
+class NotJoined(OwnMistake, BadRoom):
+    """This side left a room it has not joined (or one being joined or left), or asked
+    in one."""
 
 
 class Reject(WsmvcError):

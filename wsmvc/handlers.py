@@ -8,6 +8,7 @@ the error flag. Controllers compile into this table.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -32,16 +33,31 @@ if TYPE_CHECKING:
 __all__ = ["Events", "Handler", "HandlerTable", "Namespaces", "Reply"]
 
 
+def _as_bytes(body: bytes | str) -> bytes:
+    return body.encode() if isinstance(body, str) else body
+
+
 @attrs.frozen(slots=True)
 class Reply:
-    """A handler result: answer the incoming message with ``body``."""
+    """A handler result: answer the incoming message with ``body``.
 
-    body: bytes | str = b""
+    ``body`` is the reply's bytes, as :attr:`Message.body <wsmvc.Message.body>` is a
+    message's: a ``str`` given is kept as its UTF-8 (``Reply("hi").body == b"hi"``).
+    Raises :class:`UnicodeEncodeError` for a ``str`` that has no UTF-8 (a lone surrogate,
+    as ``json.loads`` can make): raised in a handler, the peer gets the generic error.
+    """
+
+    body: bytes = attrs.field(default=b"", converter=_as_bytes)
 
     @property
     def data(self) -> bytes:
-        """The body as bytes."""
-        return self.body.encode() if isinstance(self.body, str) else self.body
+        """Deprecated: the same bytes as :attr:`body` (one name for a reply's bytes)."""
+        warnings.warn(
+            "Reply.data is deprecated: use Reply.body (bytes, as Message.body)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.body
 
 
 Handler: TypeAlias = Callable[["NSConn", Message], "Awaitable[object] | object"]

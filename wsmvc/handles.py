@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .errors import AskTimeout, BadNamespace, BadRoom, ConnectionClosed, WsmvcError
+from .errors import AskTimeout, ConnectionClosed, NotConnected, NotJoined, WsmvcError
 from .nsconn import DEFAULT, NSConn, Room, Timeout, as_body
 from .protocol import Message
 
@@ -167,9 +167,9 @@ class ReconnectingNamespace:
     ``nsconn`` the live :class:`~wsmvc.NSConn` (``None`` while reconnecting). While the
     client reconnects, :meth:`emit` and :meth:`ask` wait (:class:`Outbox`) and the
     namespace and room changes raise :class:`~wsmvc.ConnectionClosed`; all raise it once
-    the client is closed, and :class:`~wsmvc.BadNamespace` once the namespace is no longer
-    restored (the application or the server disconnected it, or the server refused it on
-    a restore).
+    the client is closed, and :class:`~wsmvc.NotConnected` (a
+    :class:`~wsmvc.BadNamespace`) once the namespace is no longer restored (the
+    application or the server disconnected it, or the server refused it on a restore).
     """
 
     __slots__ = ("_rooms", "client", "namespace", "payload")
@@ -217,7 +217,7 @@ class ReconnectingNamespace:
         """Send ``event`` with ``body``: now, or once the connection is back while the
         client reconnects (:class:`Outbox`). Raises :class:`~wsmvc.ConnectionClosed` once
         the client is closed, or while reconnecting with its queue full (or
-        ``queue_limit=0``), :class:`~wsmvc.BadNamespace` as the class says."""
+        ``queue_limit=0``), :class:`~wsmvc.NotConnected` as the class says."""
         self._send(Message(namespace=self.namespace, event=event, body=as_body(body)))
 
     def emit_binary(self, event: str, body: bytes | str = b"") -> None:
@@ -246,7 +246,7 @@ class ReconnectingNamespace:
         if client.closed:
             raise client._down()
         if not self.active:
-            raise BadNamespace()
+            raise self._not_connected()
         return client.reconnecting
 
     def _send(self, msg: Message) -> None:
@@ -277,7 +277,7 @@ class ReconnectingNamespace:
 
     async def disconnect(self, *, timeout: Timeout = DEFAULT) -> None:
         """Disconnect the namespace (:meth:`wsmvc.NSConn.disconnect`); it is not restored,
-        and this handle raises :class:`~wsmvc.BadNamespace` from then on."""
+        and this handle raises :class:`~wsmvc.NotConnected` from then on."""
         await self._live().disconnect(timeout=timeout)
         if self.client._namespaces.get(self.namespace) is self:
             self.client._forget(self.namespace)
@@ -287,26 +287,43 @@ class ReconnectingNamespace:
         if client.closed:
             raise client._down()
         if not self.active:
-            raise BadNamespace()
+            raise self._not_connected()
         conn = client._live()
         ns = conn.namespace(self.namespace)
         if ns is None or not ns.connected:
-            raise BadNamespace()
+            raise self._not_connected()
         return ns
+
+    def _not_connected(self) -> NotConnected:
+        return NotConnected(
+            f"namespace {self.namespace!r} is not connected (disconnected, or refused on a"
+            " restore): connect it again (await client.connect(...)); nothing was sent"
+        )
 
     def __repr__(self) -> str:
         return f"<ReconnectingNamespace {self.namespace!r} of {self.client!r}>"
 
 
-def _unwritten(ns: NSConn) -> WsmvcError:
-    return ConnectionClosed("connection closed") if ns.conn.closed else BadNamespace()
+def _unwritten(ns: NSConn, room: str = "") -> WsmvcError:
+    if ns.conn.closed:
+        return ConnectionClosed("connection closed")
+    if room and ns.connected:
+        return _not_joined(ns.namespace, room)
+    return NotConnected(f"namespace {ns.namespace!r} is not connected; nothing was sent")
+
+
+def _not_joined(namespace: str, room: str) -> NotJoined:
+    return NotJoined(
+        f"room {room!r} of namespace {namespace!r} is not joined (left, or refused on a"
+        " restore): join it again (await ns.join_room(...)); nothing was sent"
+    )
 
 
 @attrs.frozen(repr=False)
 class ReconnectingRoom:
     """A room joined through a :class:`ReconnectingNamespace`, rejoined after each loss
-    until left. Raises as its namespace does, and :class:`~wsmvc.BadRoom` once it is no
-    longer joined (left, or refused on a restore)."""
+    until left. Raises as its namespace does, and :class:`~wsmvc.NotJoined` (a
+    :class:`~wsmvc.BadRoom`) once it is no longer joined (left, or refused on a restore)."""
 
     ns: ReconnectingNamespace
     name: str
@@ -324,10 +341,10 @@ class ReconnectingRoom:
 
     def emit(self, event: str, body: bytes | str = b"") -> None:
         """Send ``event`` into the room (now, or once back: as
-        :meth:`ReconnectingNamespace.emit`); :class:`~wsmvc.BadRoom` once left."""
+        :meth:`ReconnectingNamespace.emit`); :class:`~wsmvc.NotJoined` once left."""
         queueing = self.ns._queueing()
         if not self.active:
-            raise BadRoom()
+            raise _not_joined(self.ns.namespace, self.name)
         if queueing:
             ns_name, client = self.ns.namespace, self.ns.client
             msg = Message(namespace=ns_name, room=self.name, event=event, body=as_body(body))
@@ -335,9 +352,9 @@ class ReconnectingRoom:
             return
         ns = self.ns._live()
         if not ns.in_room(self.name):
-            raise BadRoom()
+            raise _not_joined(self.ns.namespace, self.name)
         if not Room(ns, self.name).emit(event, body):
-            raise _unwritten(ns)
+            raise _unwritten(ns, self.name)
 
     async def leave(self, *, timeout: Timeout = DEFAULT) -> None:
         """Leave the room (:meth:`ReconnectingNamespace.leave_room`)."""

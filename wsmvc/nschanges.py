@@ -8,14 +8,14 @@ import contextvars
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from .errors import ConnectionClosed, EventError
+from .errors import ConnectionClosed, EventError, NotConnected, NotInHandlerTable
 from .nsconn import DEFAULT, NSConn, Timeout, as_body
 from .protocol import (
-    ERR_BAD_NAMESPACE,
     ON_NAMESPACE_CONNECT,
     ON_NAMESPACE_CONNECTED,
     ON_NAMESPACE_DISCONNECT,
     Message,
+    shorten,
 )
 from .states import NsState, StateError
 
@@ -51,6 +51,7 @@ class NamespaceChanges:
     if TYPE_CHECKING:  # what the methods use of the Conn they are part of
         session: Session[NSConn, asyncio.Future[Message]]
         dispatcher: Dispatcher
+        is_client: bool
         _deferred: list[Deferred] | None
 
         @property
@@ -75,8 +76,10 @@ class NamespaceChanges:
 
         Fires the local ``_OnNamespaceConnect`` (which may refuse), asks the peer, then
         fires ``_OnNamespaceConnected``. Returns the namespace (at once when connected
-        already; a connect under way is shared). Raises :class:`~wsmvc.EventError`
-        (``bad namespace``, or the refusal), :class:`~wsmvc.AskTimeout` and
+        already; a connect under way is shared). Raises :class:`~wsmvc.EventError` (the
+        refusal, the peer's ``bad namespace``), :class:`~wsmvc.NotInHandlerTable` (sending
+        nothing) when ``namespace`` is not in this side's own handler table,
+        :class:`~wsmvc.AskTimeout` and
         :class:`~wsmvc.ConnectionClosed`. ``payload``: the connect's body, which the
         peer's hook gets and keeps (:attr:`NSConn.connect_payload`): a token, the user.
         """
@@ -86,7 +89,7 @@ class NamespaceChanges:
             if ns is not None and session.connected(ns):
                 return ns
             if not session.declares(namespace):
-                raise EventError(ERR_BAD_NAMESPACE)
+                raise self._not_declared(namespace)
             under_way = self.dispatcher.under_way(namespace)  # the peer's, or another task's
             if under_way is None:
                 break
@@ -135,10 +138,14 @@ class NamespaceChanges:
         task this returns once they ran; called from a handler of this connection it
         returns at once and they run right after that handler. Raises
         :class:`~wsmvc.EventError` (``bad namespace`` when not connected, or the peer's
-        refusal) and :class:`~wsmvc.AskTimeout`.
+        refusal), :class:`~wsmvc.NotConnected` (sending nothing) when ``ns`` is not
+        connected, and :class:`~wsmvc.AskTimeout`.
         """
         if self.session.namespace(ns.namespace) is not ns:
-            raise EventError(ERR_BAD_NAMESPACE)
+            raise NotConnected(
+                f"namespace {shorten(ns.namespace)!r} is not connected (disconnected"
+                " already?): nothing to disconnect"
+            )
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def agreed(reply: Message) -> None:
@@ -166,6 +173,19 @@ class NamespaceChanges:
             done = first
         if not inside:
             await asyncio.shield(done)
+
+    def _not_declared(self, namespace: str) -> NotInHandlerTable:
+        name = shorten(namespace)
+        if self.is_client:
+            return NotInHandlerTable(
+                f"namespace {name!r} is not in your handler table: declare it in"
+                f" dial(url, {{{name!r}: {{...}}}}) (an empty {{}} if it has no events);"
+                " nothing was sent"
+            )
+        return NotInHandlerTable(
+            f"namespace {name!r} is not in this server's handler table: register a"
+            " controller or handlers for it before connecting clients to it; nothing was sent"
+        )
 
     async def disconnect_all(self, *, timeout: Timeout = DEFAULT) -> None:
         """Disconnect every connected namespace, one after another."""

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
 
 import attrs
 
-from .errors import ConnectionClosed, EventError
+from .errors import ConnectionClosed, EventError, NotConnected, NotJoined
 from .protocol import (
-    ERR_BAD_ROOM,
     ON_ROOM_JOIN,
     ON_ROOM_JOINED,
     ON_ROOM_LEAVE,
@@ -21,6 +20,7 @@ from .protocol import (
 from .states import Namespace, NsState, RoomState
 
 if TYPE_CHECKING:
+    from .awaitables import Sent
     from .conn import Conn
     from .server import Server
     from .session import Session
@@ -193,8 +193,9 @@ class NSConn(Namespace):
     ) -> Message:
         """Send ``event`` and wait for the peer's answer (spec 8.2, 8.3).
 
-        Raises :class:`~wsmvc.EventError` with the peer's error text (or ``bad namespace``
-        when this namespace is not connected), :class:`~wsmvc.AskTimeout` when no answer
+        Raises :class:`~wsmvc.EventError` with the peer's error text (and, sending nothing,
+        :class:`~wsmvc.NotConnected`, a ``bad namespace``, when this namespace is not
+        connected), :class:`~wsmvc.AskTimeout` when no answer
         came within ``timeout`` seconds (:data:`Timeout`), and
         :class:`~wsmvc.ConnectionClosed` the moment the connection closes or this
         namespace is disconnected.
@@ -210,14 +211,15 @@ class NSConn(Namespace):
         peer is asked, then ``_OnRoomJoined`` fires; so the two sides never disagree about
         a refused join (Go asks first, and a local refusal leaves the peer joined). Returns
         the room, at once if joined already. Raises :class:`~wsmvc.EventError` (the local
-        refusal, the peer's, or ``bad room`` while the room is being joined or left),
+        refusal, the peer's; :class:`~wsmvc.NotJoined`, a ``bad room``, while the room is
+        being joined or left here),
         :class:`~wsmvc.AskTimeout`, and :class:`~wsmvc.ConnectionClosed` if the connection
         or the namespace goes away meanwhile.
         """
         if self.in_room(name):
             return Room(self, name)
         if not self.connected or self.conn.closed:
-            raise self._gone()
+            raise self._gone(started=False)
         session = self.conn.session
         joined = await self._change_room(
             name, ON_ROOM_JOIN, session.join_started, session.join_finished, timeout
@@ -235,9 +237,11 @@ class NSConn(Namespace):
         """Leave room ``name`` from this side (spec 6.4; 6.3 on a client).
 
         The local ``_OnRoomLeave`` runs first and may refuse (nothing is sent then), then the
-        peer is asked, then ``_OnRoomLeft`` fires. Raises :class:`~wsmvc.EventError` (``bad
-        room`` if it is not joined, or is being joined or left; the local refusal; the
-        peer's), :class:`~wsmvc.AskTimeout` (the room stays joined here) and
+        peer is asked, then ``_OnRoomLeft`` fires. Raises :class:`~wsmvc.EventError` (the
+        local refusal; the peer's; :class:`~wsmvc.NotJoined`, a ``bad room``, sending
+        nothing, if it is not joined, or is being joined or left;
+        :class:`~wsmvc.NotConnected` if the namespace is not connected),
+        :class:`~wsmvc.AskTimeout` (the room stays joined here) and
         :class:`~wsmvc.ConnectionClosed` (the close leaves the room, with its events).
         """
         session = self.conn.session
@@ -264,7 +268,7 @@ class NSConn(Namespace):
         nothing else changes it in between (the peer's own requests for it get ``bad
         room``) and its follow-up event is this change's."""
         if not started(self, name):
-            raise EventError(ERR_BAD_ROOM)
+            raise self._unchangeable(name, event)
         conn = self.conn
         changing = self.room_state(name)
         agreed = False
@@ -295,13 +299,27 @@ class NSConn(Namespace):
         :meth:`Conn.disconnect_namespace`."""
         await self.conn.disconnect_namespace(self, timeout=timeout)
 
-    def broadcast_others(self, event: str, body: bytes | str = b"") -> Awaitable[None]:
-        """Broadcast ``event`` to every other connection of this namespace (server side)."""
+    def broadcast_others(self, event: str, body: bytes | str = b"") -> Sent:
+        """Broadcast ``event`` to every other connection of this namespace (server side),
+        during the call, as :meth:`Server.broadcast <wsmvc.Server.broadcast>`: awaiting
+        the result is allowed, and needless."""
         msg = Message(namespace=self.namespace, event=event, body=as_body(body))
         return self.server.broadcast(msg, exclude=self)
 
-    def _gone(self) -> ConnectionClosed:
+    def _unchangeable(self, name: str, event: str) -> EventError:
+        """This side's join or leave of ``name`` that cannot start (sending nothing)."""
+        where = f"namespace {shorten(self.namespace)!r}"
+        if not self.connected:
+            return NotConnected(f"{where} is not connected: no room of it can change")
+        room = f"room {shorten(name)!r} of {where}"
+        if event == ON_ROOM_LEAVE and not self.in_room(name):
+            return NotJoined(f"{room} is not joined (or is being joined): nothing to leave")
+        return NotJoined(f"{room} is being joined or left already: wait for that to finish")
+
+    def _gone(self, *, started: bool = True) -> ConnectionClosed:
         what = "connection closed" if self.conn.closed else "namespace disconnected"
+        if not started:  # (a ConnectionClosed, as it always was; nothing was sent)
+            return ConnectionClosed(f"{what}: no room of {shorten(self.namespace)!r} can change")
         return ConnectionClosed(f"{what} before the room change finished")
 
     def __repr__(self) -> str:

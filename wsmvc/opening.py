@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from aiohttp import WSCloseCode, WSMsgType
 
 from .closing import CloseReason
-from .errors import ConnectionClosed, Reject
+from .errors import GENERIC_ERROR, ConnectionClosed, Reject
 from .protocol import ON_NAMESPACE_CONNECT, ON_NAMESPACE_CONNECTED, Message
 from .reading import frame_size
 from .states import ConnState
@@ -136,7 +136,7 @@ async def call_on_connect(hook: ConnHook | None, conn: Conn, *, debug_errors: bo
             log.debug("%r: closed during on_connect: %s", conn, exc)
             return None
         log.exception("on_connect failed for %r; refusing it", conn)
-        return f"{type(exc).__name__}: {exc}" if debug_errors else "server error"
+        return f"{type(exc).__name__}: {exc}" if debug_errors else GENERIC_ERROR
     return None
 
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import injector
 
 from .conn import Conn, serving
+from .errors import WsmvcError
 from .nsconn import NSConn
 
 __all__ = [
@@ -52,9 +53,10 @@ SCOPE_KEY = "wsmvc.connection_scope"
 """The key of a connection's :class:`ConnScope` in ``Conn.store``."""
 
 
-class DependencyError(TypeError):
+class DependencyError(WsmvcError, TypeError):
     """A dependency cannot be provided, or not safely: the text names the class, the field
-    or parameter, the chain of dependencies that leads to the problem, and the fix."""
+    or parameter, the chain of dependencies that leads to the problem, and the fix (a
+    ``TypeError`` too)."""
 
 
 class Lifetime(enum.IntEnum):

@@ -17,10 +17,12 @@ from .codecs import JSON, Codec, checked_codec
 from .conn import Conn, serving
 from .controller import ControllerError, ControllerHandle, compile_handlers, spec_of
 from .errorhandling import ExceptionHandler
+from .errors import GENERIC_ERROR
 from .exchange import Exchange
 from .exchange.broker import BrokerExchange
 from .framing import DEFAULT_LEVEL, DEFAULT_THRESHOLD
 from .handlers import Handler, HandlerTable, Namespaces
+from .handover import Described, Handover, MovingIn
 from .injection import Injection, ModuleLike
 from .keepalive import Heartbeat
 from .limits import Limits
@@ -195,6 +197,11 @@ class Server(Sending):
         self._recoveries = Recoveries(recovery) if recovery is not None else None
         if exchange is not None:
             exchange.attach(self)
+        # Recovery across servers (wsmvc.handover): with a broker, keys name their server.
+        self._handover: Handover | None = None
+        if self._recoveries is not None and isinstance(exchange, BrokerExchange):
+            self._handover = Handover(exchange, self._recoveries)
+            self._recoveries.server_id = exchange.id
         self.presence = Presence(exchange if isinstance(exchange, BrokerExchange) else None)
         """Who is where: the cluster with a broker exchange, else this process."""
         self._registry = Registry(exchange, self.presence)
@@ -357,7 +364,7 @@ class Server(Sending):
                 raise
             except Exception:
                 log.exception("id_generator failed; refusing the upgrade")
-                return web.Response(status=500, text="internal server error\n")
+                return web.Response(status=500, text=f"{GENERIC_ERROR}\n")
             await ws.prepare(request)
             if self._closing:
                 await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
@@ -365,10 +372,14 @@ class Server(Sending):
             # A client back with its recovery key: its connection's serving task takes over.
             back = await self._come_back(ws, request, key, received) if key else None
             if back is None:
+                moving = await self._moving_in(key, received)
                 if self._closing:
+                    if moving is not None and self._handover is not None:
+                        self._handover.abandon(moving[0], moving[1], end=False)
                     await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
                     return ws
-                conn = self._new_conn(ws, request, str(conn_id), key is not None)
+                conn_id = moving[3].id if moving is not None else conn_id
+                conn = self._new_conn(ws, request, str(conn_id), key is not None, moving)
                 conn.inflated_limit = inflated
                 self._live.add(conn)
                 if self._heartbeat is not None:
@@ -408,8 +419,25 @@ class Server(Sending):
         make_writer = self._make_writer(ws, request)
         return await self._recoveries.come_back(key, received, ws, request, make_writer)
 
+    async def _moving_in(
+        self, key: str | None, received: int | None
+    ) -> tuple[str, str, int, Described] | None:
+        """A client back with another server's recovery key: that server's id, the key,
+        the client's count and the connection as that server described it; else ``None``."""
+        handover = self._handover
+        owner = handover.owner(key) if handover is not None and key else None
+        if handover is None or owner is None or key is None or received is None:
+            return None
+        described = await handover.describe(owner, key)
+        return (owner, key, received, described) if described is not None else None
+
     def _new_conn(
-        self, ws: web.WebSocketResponse, request: web.Request, conn_id: str, recover: bool
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        conn_id: str,
+        recover: bool,
+        moving: tuple[str, str, int, Described] | None = None,
     ) -> Conn:
         make_writer = self._make_writer(ws, request)
         recorders: list[Recorder] = []
@@ -434,7 +462,12 @@ class Server(Sending):
         conn.reconnect_tries = reconnect_tries(request)
         conn.session.limits = self.limits
         if recorders and self._recoveries is not None:
-            conn.recovery = Recoverable(conn, recorders[0], self._recoveries)
+            if moving is not None and self._handover is not None:
+                conn.recovery = MovingIn(
+                    conn, recorders[0], self._recoveries, self._handover, *moving
+                )
+            else:
+                conn.recovery = Recoverable(conn, recorders[0], self._recoveries)
         return conn
 
     async def _run_on_connect(self, conn: Conn) -> str | None:
@@ -463,11 +496,15 @@ class Server(Sending):
         self.prepare()
         if self.exchange is not None:
             await self.exchange.start()
+        if self._handover is not None:
+            self._handover.start()
         await self.presence.start()
 
     async def _on_cleanup(self, app: web.Application) -> None:
         self._loop = None  # broadcast_threadsafe() from now on: RuntimeError
         await self.presence.stop()
+        if self._handover is not None:
+            self._handover.stop()
         if self.exchange is not None:
             await self.exchange.stop()
 

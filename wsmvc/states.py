@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping
 from typing import Final, Protocol, TypeAlias, TypeVar
 
+from .errors import WsmvcError
 from .protocol import ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT, ON_ROOM_JOIN, ON_ROOM_LEFT
 
 __all__ = [
@@ -94,8 +95,9 @@ Frame: TypeAlias = tuple[bytes, bool]
 """What to send: the payload of one frame, and whether it is a binary frame."""
 
 
-class StateError(AssertionError):
-    """A transition the tables do not allow was attempted: a bug in wsmvc."""
+class StateError(WsmvcError, AssertionError):
+    """A transition the tables do not allow was attempted: a bug in wsmvc (an
+    ``AssertionError`` too)."""
 
 
 class Namespace:
