@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import aiohttp
 import attrs
@@ -19,6 +19,7 @@ import yarl
 from aiohttp import WSCloseCode, WSMsgType
 from aiohttp.client_ws import ClientWebSocketResponse
 
+from .awaitables import Later
 from .client_recovery import ClientRecovery, Returned, query, read_recovery_frame
 from .closing import CloseReason
 from .conn import Conn
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
         ReconnectingClient,
     )
 
-__all__ = ["ClientConn", "Dialing", "dial"]
+__all__ = ["ClientConn", "Connecting", "Dialing", "dial"]
 
 DEFAULT_RECOVERY = Recovery()
 """A reconnecting client's recovery bounds unless told otherwise: the server's defaults."""
@@ -49,6 +50,7 @@ DEFAULT_QUEUE_LIMIT = 256
 """Messages a reconnecting client keeps while it reconnects, unless told otherwise."""
 
 OnKept = Callable[[Conn], None]
+C = TypeVar("C", bound="ClientConn | ReconnectingClient")
 
 
 class ClientConn(Conn):
@@ -260,8 +262,36 @@ class Dialing:
             raise ProtocolError(f"handshake failed: unexpected first frame {data[:40]!r}")
 
 
+class Connecting(Later[C], Generic[C]):
+    """What :func:`dial` returns: ``await`` it for the connection, or use it with
+    ``async with`` to have the connection closed at the end of the block::
+
+        conn = await wsmvc.dial(url, handlers)       # close it yourself
+        async with wsmvc.dial(url, handlers) as conn:  # closed on leaving the block
+            ...
+
+    (``async with await wsmvc.dial(...)``, the older form, works too.) Nothing is dialed
+    until it is awaited or entered; the errors are :func:`dial`'s, raised there.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        super().__init__(make)
+        self._conn: C | None = None
+
+    async def __aenter__(self) -> C:
+        self._conn = await self
+        return self._conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+
 @overload
-async def dial(
+def dial(
     url: str,
     namespaces: Namespaces | HandlerTable | None = None,
     *,
@@ -276,11 +306,11 @@ async def dial(
     max_queue_bytes: int = 1 << 20,
     heartbeat: float | None = None,
     reconnect: None = None,
-) -> ClientConn: ...
+) -> Connecting[ClientConn]: ...
 
 
 @overload
-async def dial(
+def dial(
     url: str,
     namespaces: Namespaces | HandlerTable | None = None,
     *,
@@ -302,10 +332,10 @@ async def dial(
     on_restored: OnRestored | None = None,
     on_restore_failed: OnRestoreFailed | None = None,
     on_gave_up: OnGaveUp | None = None,
-) -> ReconnectingClient: ...
+) -> Connecting[ReconnectingClient]: ...
 
 
-async def dial(
+def dial(
     url: str,
     namespaces: Namespaces | HandlerTable | None = None,
     *,
@@ -327,13 +357,17 @@ async def dial(
     on_restored: OnRestored | None = None,
     on_restore_failed: OnRestoreFailed | None = None,
     on_gave_up: OnGaveUp | None = None,
-) -> ClientConn | ReconnectingClient:
+) -> Connecting[ClientConn] | Connecting[ReconnectingClient]:
     """Connect to a neffos server at ``url`` and complete the handshake.
 
     ``namespaces`` maps namespace → event → handler for what the server sends (the same
-    table the server uses). Returns the connection, acknowledged: call
-    ``await conn.connect("namespace")`` next. ``timeout`` bounds the upgrade, the
-    handshake and the close (seconds); ``ask_timeout`` is the default of asks;
+    table the server uses). ``await dial(...)`` is the connection, acknowledged: call
+    ``await conn.connect("namespace")`` next; ``async with dial(...) as conn:`` closes it
+    when the block ends (:class:`Connecting`). Nothing happens until one of the two: the
+    arguments are checked then, and the errors below raised there.
+
+    ``timeout`` bounds the upgrade, the handshake and the close (seconds);
+    ``ask_timeout`` is the default of asks;
     ``max_queue``/``max_queue_bytes`` bound what is kept unhandled while an ask waits
     (see :class:`~wsmvc.Server`); ``heartbeat`` (seconds, off by default) pings the
     server and closes a connection whose pong does not come within half of it. Raises
@@ -357,6 +391,54 @@ async def dial(
     the ``on_*`` callbacks without ``reconnect`` raise :class:`TypeError`, as does a
     ``queue_limit`` that is not a whole number (:class:`ValueError` below 0).
     """
+    return Connecting(
+        lambda: _dial(
+            url,
+            namespaces,
+            headers=headers,
+            session=session,
+            timeout=timeout,
+            ask_timeout=ask_timeout,
+            compress=compress,
+            max_message_size=max_message_size,
+            send_buffer_limit=send_buffer_limit,
+            max_queue=max_queue,
+            max_queue_bytes=max_queue_bytes,
+            heartbeat=heartbeat,
+            reconnect=reconnect,
+            recovery=recovery,
+            queue_limit=queue_limit,
+            events=(on_lost, on_retry, on_restored, on_restore_failed, on_gave_up),
+        )
+    )
+
+
+async def _dial(
+    url: str,
+    namespaces: Namespaces | HandlerTable | None,
+    *,
+    headers: Mapping[str, str] | None,
+    session: aiohttp.ClientSession | None,
+    timeout: float,
+    ask_timeout: float | None,
+    compress: bool,
+    max_message_size: int,
+    send_buffer_limit: int,
+    max_queue: int,
+    max_queue_bytes: int,
+    heartbeat: float | None,
+    reconnect: Backoff | None,
+    recovery: Recovery | None,
+    queue_limit: int,
+    events: tuple[
+        OnLost | None,
+        OnRetry | None,
+        OnRestored | None,
+        OnRestoreFailed | None,
+        OnGaveUp | None,
+    ],
+) -> ClientConn | ReconnectingClient:
+    """:func:`dial`'s work, once awaited."""
     handlers = namespaces if isinstance(namespaces, HandlerTable) else HandlerTable(namespaces)
     dialing = Dialing(
         url=url,
@@ -371,7 +453,6 @@ async def dial(
         max_queue_bytes=max_queue_bytes,
         heartbeat=heartbeat,
     )
-    events = (on_lost, on_retry, on_restored, on_restore_failed, on_gave_up)
     if reconnect is not None:
         from .reconnect import Events, ReconnectingClient
 
