@@ -16,12 +16,31 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from .broker import BrokerExchange
 
 __all__ = ["NatsExchange", "subject_token"]
+
+OWN_OPTIONS: Final = frozenset(
+    {
+        "servers",
+        "connect_timeout",
+        "allow_reconnect",
+        "max_reconnect_attempts",
+        "reconnect_time_wait",
+        "ping_interval",
+        "flush_timeout",
+        "max_outstanding_pings",
+        "no_echo",
+        "name",
+        "closed_cb",
+        "disconnected_cb",
+        "error_cb",
+    }
+)
+"""nats-py ``connect()`` keywords the exchange sets itself (``client_options`` may not)."""
 
 _SLOW_PENDING = 1 << 20  # bytes waiting in nats-py's buffer: half its default limit
 _INTEREST_GRACE = 0.005  # seconds, see NatsExchange.hold_id
@@ -44,15 +63,47 @@ class NatsExchange(BrokerExchange):
     """Share broadcasts through the NATS server at ``url`` (``nats://host:port``).
 
     One NATS connection per server (Go opens one per websocket connection), with echo
-    off: a server does not hear its own publications.
+    off: a server does not hear its own publications. ``prefix`` starts every subject
+    (neffos' default ``"neffos"``); ``timeout``, ``ping_interval``, ``reconnect_delay``,
+    ``server_id`` and ``max_pending`` are every broker exchange's
+    (:class:`~wsmvc.exchange.broker.BrokerExchange`).
+
+    ``client_options``: more keywords for nats-py's ``connect()`` (credentials, TLS:
+    ``{"user_credentials": "app.creds"}``, ``{"tls": ssl_context}``); the ones the exchange
+    sets itself (:data:`OWN_OPTIONS`: timeouts, reconnecting, callbacks, ``name``) raise
+    :class:`ValueError`. Raises :class:`ImportError` without nats-py.
     """
 
     requires = ("nats", "nats")
 
-    def __init__(self, url: str = "nats://127.0.0.1:4222", *, prefix: str = "neffos", **kw: Any):
-        super().__init__(**kw)
+    def __init__(
+        self,
+        url: str = "nats://127.0.0.1:4222",
+        *,
+        prefix: str = "neffos",
+        timeout: float = 5.0,
+        ping_interval: float = 5.0,
+        reconnect_delay: tuple[float, float] = (0.05, 2.0),
+        server_id: str | None = None,
+        max_pending: int = 10_000,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        taken = OWN_OPTIONS.intersection(client_options or ())
+        if taken:
+            raise ValueError(
+                f"client_options cannot set {', '.join(sorted(taken))}: the exchange sets"
+                " them itself (see timeout= and ping_interval=)"
+            )
+        super().__init__(
+            timeout=timeout,
+            ping_interval=ping_interval,
+            reconnect_delay=reconnect_delay,
+            server_id=server_id,
+            max_pending=max_pending,
+        )
         self.url = url
         self.prefix = prefix
+        self.client_options: Mapping[str, Any] = dict(client_options or {})
         self._nc: Any = None
         self._subs: dict[str, Any] = {}
         self._closed: asyncio.Event | None = None
@@ -86,6 +137,7 @@ class NatsExchange(BrokerExchange):
         self._nc = nc
         await nc.connect(
             self.url,
+            **self.client_options,
             connect_timeout=self.timeout,
             # We reconnect and resubscribe ourselves, with our backoff: nats-py must give
             # up at once (with 0 attempts it would retry every 2 s inside connect()).

@@ -9,12 +9,18 @@ to exact channels, so ``*`` or ``?`` in a name is just a character here.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 from ..protocol import new_token
 from .broker import BrokerExchange
 
 __all__ = ["RedisExchange"]
+
+OWN_OPTIONS: Final = frozenset(
+    {"socket_timeout", "socket_connect_timeout", "socket_keepalive", "retry", "client_name"}
+)
+"""``Redis.from_url`` keywords the exchange sets itself (``client_options`` may not)."""
 
 
 class RedisExchange(BrokerExchange):
@@ -23,15 +29,46 @@ class RedisExchange(BrokerExchange):
     ``prefix`` is neffos' ``channel`` argument (default ``"neffos"``); servers share
     broadcasts when they use the same one. ``timeout`` bounds connecting and publishing;
     the subscriber connection blocks on reads (redis-py 8 would otherwise time it out)
-    and is checked with a PING every ``ping_interval`` seconds instead.
+    and is checked with a PING every ``ping_interval`` seconds instead. ``timeout``,
+    ``ping_interval``, ``reconnect_delay``, ``server_id`` and ``max_pending`` are every
+    broker exchange's (:class:`~wsmvc.exchange.broker.BrokerExchange`).
+
+    ``client_options``: more keywords for redis-py's ``Redis.from_url`` of both of its
+    connections (``{"ssl_ca_certs": ..., "health_check_interval": 30}``); the ones the
+    exchange sets itself (:data:`OWN_OPTIONS`: the timeouts, ``retry``, ``client_name``)
+    raise :class:`ValueError`. Raises :class:`ImportError` without redis-py.
     """
 
     requires = ("redis", "redis")
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "neffos", **kw: Any):
-        super().__init__(**kw)
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "neffos",
+        timeout: float = 5.0,
+        ping_interval: float = 5.0,
+        reconnect_delay: tuple[float, float] = (0.05, 2.0),
+        server_id: str | None = None,
+        max_pending: int = 10_000,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        taken = OWN_OPTIONS.intersection(client_options or ())
+        if taken:
+            raise ValueError(
+                f"client_options cannot set {', '.join(sorted(taken))}: the exchange sets"
+                " them itself (see timeout= and ping_interval=)"
+            )
+        super().__init__(
+            timeout=timeout,
+            ping_interval=ping_interval,
+            reconnect_delay=reconnect_delay,
+            server_id=server_id,
+            max_pending=max_pending,
+        )
         self.url = url
         self.prefix = prefix
+        self.client_options: Mapping[str, Any] = dict(client_options or {})
         self._publisher: Any = None
         self._subscriber: Any = None
         self._pubsub: Any = None
@@ -58,6 +95,7 @@ class RedisExchange(BrokerExchange):
         # closed). A failure gives the broker up instead, and _run() reconnects.
         self._publisher = Redis.from_url(
             self.url,
+            **self.client_options,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
             retry=Retry(NoBackoff(), 0),
@@ -65,6 +103,7 @@ class RedisExchange(BrokerExchange):
         )
         self._subscriber = Redis.from_url(
             self.url,
+            **self.client_options,
             socket_timeout=None,  # a pub/sub reader waits as long as there is nothing to read
             socket_connect_timeout=self.timeout,
             socket_keepalive=True,
