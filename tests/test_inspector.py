@@ -422,6 +422,18 @@ async def test_a_snapshot_is_capped_and_says_how_much_it_left_out(start: Start) 
     big = snap["rooms"]["items"][0]
     assert (big["name"], big["count"], big["members"]) == ("big", 12, [u.id for u in users[:4]])
 
+    # A connection's rooms: max_members listed, across its namespaces; long names cut.
+    long_name = "x" * 100
+    many = await site.user("a", "b", "c", long_name)
+    news = await many.connect("news")
+    await news.join_room("d")
+    await page.ns.ask("filter", many.id, timeout=WAIT)
+    snap = await page.until("only it", lambda s: ids(s) == [many.id])
+    assert snap["connections"]["items"][0]["namespaces"] == [
+        {"name": "chat", "rooms": ["a", "b", "c", "x" * 64 + "…"], "roomCount": 4},
+        {"name": "news", "rooms": [], "roomCount": 1},
+    ]
+
 
 async def test_many_connections_make_a_snapshot_of_bounded_size(start: Start) -> None:
     site = await start(max_connections=20, max_rooms=10, max_members=5)

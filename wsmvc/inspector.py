@@ -158,8 +158,11 @@ class Inspector:
         self.server = server
         """The watched server."""
         self.check = check
+        """Who may see the page and use its websocket (see :data:`Check`)."""
         self.interval = float(interval)
+        """Seconds between snapshots."""
         self.limits = Limits(max_connections, max_rooms, max_members, max_namespaces, max_errors)
+        """What a snapshot lists at most."""
         self._watch = Watch(max_errors)
         self._rates = Rates(self._watch)
         server.handlers.taps.add(self._watch.tap)
