@@ -108,8 +108,8 @@ function renderConnections(connections) {
   if (rows.length === 0) {
     const text = connections.filter ? 'No connection matches the filter.' : 'No connections.';
     body.replaceChildren(el('tr', {}, el('td', { class: 'empty', colspan: '6' }, text)));
-  } else {
-    body.replaceChildren(...rows);
+  } else if (rows.length !== body.children.length || rows.some((row, i) => body.children[i] !== row)) {
+    body.replaceChildren(...rows); // only when the list changed: a focused button keeps its focus
   }
   const shown = connections.items.length;
   let note = `Showing ${integer(shown)} of ${integer(connections.total)} connections`;
