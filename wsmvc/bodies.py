@@ -6,7 +6,7 @@ other type is the server's codec (:mod:`wsmvc.codecs`, JSON by default) of a val
 * **pydantic v2 models** (the ``pydantic`` extra) are validated by pydantic itself
   (``model_validate``) and written with ``model_dump(mode="json")``;
 * **attrs classes, dataclasses**, ``dict``, ``list``, numbers, ``Optional``, ``Literal``,
-  enums... are structured and unstructured by cattrs (the ``typed`` extra), with its
+  enums... are structured and unstructured by cattrs (the ``typed-bodies`` extra), with its
   JSON conventions (datetimes as ISO 8601 text, bytes as base85 text), whatever the codec.
 
 A body that does not fit answers the message with a :class:`BodyError` naming each field:
@@ -66,7 +66,7 @@ def require_cattrs(owner: str) -> None:
     """Fail early, naming ``owner``, when typed bodies are used without cattrs."""
     if not _has_cattrs():
         raise TypeError(
-            f"{owner} declares a typed body, which needs cattrs: pip install 'wsmvc[typed]'"
+            f"{owner} declares a typed body, which needs cattrs: pip install 'wsmvc[typed-bodies]'"
         )
 
 
@@ -193,7 +193,7 @@ def body_problem(kind: Any) -> str | None:
     if problem is not None:
         return problem
     if not _has_cattrs():
-        return f"{_type_name(kind)} as a body needs cattrs: pip install 'wsmvc[typed]'"
+        return f"{_type_name(kind)} as a body needs cattrs: pip install 'wsmvc[typed-bodies]'"
     return None
 
 

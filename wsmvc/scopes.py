@@ -204,7 +204,10 @@ class ConnectionScope(injector.Scope):
 
 
 connection_scope = injector.ScopeDecorator(ConnectionScope)
-"""Scope decorator (and ``scope=`` of ``binder.bind``): one object per websocket connection."""
+connection_scope.__doc__ = """Scope decorator (and ``scope=`` of ``binder.bind``): one object
+per websocket connection, shared by its namespaces and controllers, torn down (a ``yield``
+provider's code after the ``yield``) when the connection ends. A singleton that depends on
+one raises :class:`DependencyError` when the server starts."""
 
 
 class _ConnectionScoped(injector.Provider[T]):
