@@ -151,6 +151,9 @@ class ClientRecovery:
     def acknowledging(self) -> None:
         pass  # a server's hook (the client reads the recovery frame in its handshake)
 
+    async def opened(self) -> None:
+        """Nothing to do (:class:`~wsmvc.recovery_hooks.RecoveryHooks`)."""
+
     def acknowledged(self) -> None:
         pass  # the client's Recorder starts numbering in the handshake
 

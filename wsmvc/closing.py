@@ -76,6 +76,9 @@ class CloseReason(enum.Enum):
     """``on_connect`` refused it (``Reject``: ``H<reason>``, then 1008)."""
     INTERNAL_ERROR = "internal error"
     """wsmvc failed serving it (a bug; the traceback is logged): 1011."""
+    MOVED = "moved to another server"
+    """Kept for recovery, its client came back to another server of the cluster, which
+    took it over (``docs/recovery.md``): nothing is sent; 1001."""
 
     @property
     def text(self) -> str:

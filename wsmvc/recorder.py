@@ -35,11 +35,13 @@ class Recorder:
         "_bytes",
         "_closed",
         "_held",
+        "_held_bytes",
         "_lost_at",
         "_on_lost",
         "_ring",
         "bounds",
         "inner",
+        "overflowed",
         "pending",
         "sent",
     )
@@ -50,6 +52,8 @@ class Recorder:
         self.sent = -1  # frames numbered so far; -1: not yet (before A<id>)
         self._ring: collections.deque[Frame] = collections.deque()
         self._held: list[Frame] | None = None
+        self._held_bytes = 0
+        self.overflowed = False  # more was written while held than the bounds keep
         self._bytes = 0
         self._closed = False
         self._lost_at = 0  # `sent` when the connection was lost
@@ -77,7 +81,7 @@ class Recorder:
         if self._closed:
             return False
         if self._held is not None:
-            self._held.append((data, binary, None))
+            self._hold((data, binary, None))
             return True
         if self.sent >= 0:
             self._keep((data, binary, None))
@@ -90,7 +94,7 @@ class Recorder:
         if self._closed:
             return False
         if self._held is not None:
-            self._held.append((payload.data, payload.binary, payload.stamp))
+            self._hold((payload.data, payload.binary, payload.stamp))
             return True
         if self.sent >= 0:
             self._keep((payload.data, payload.binary, payload.stamp))
@@ -151,14 +155,26 @@ class Recorder:
 
     def hold(self) -> None:
         """Keep what is written from now on aside, unnumbered and unsent, until
-        :meth:`release` (control frames and the close still go out)."""
+        :meth:`release` (control frames and the close still go out); within the bounds:
+        past them, :attr:`overflowed` and nothing more is kept."""
         self._held = []
+        self._held_bytes = 0
+        self.overflowed = False
+
+    def _hold(self, frame: Frame) -> None:
+        held = self._held
+        assert held is not None
+        self._held_bytes += len(frame[0])
+        bounds = self.bounds
+        if len(held) >= bounds.max_messages or self._held_bytes > bounds.max_bytes:
+            self.overflowed = True
+        if not self.overflowed:
+            held.append(frame)
 
     @property
-    def held(self) -> tuple[int, int]:
-        """How many frames are held, and their bytes."""
-        held = self._held or ()
-        return len(held), sum(len(frame[0]) for frame in held)
+    def held(self) -> int:
+        """How many frames are held."""
+        return len(self._held or ())
 
     def release(self, first: list[bytes], count: int, replay: list[Frame]) -> None:
         """Send ``first`` (text frames that are not counted: the recovery frame and

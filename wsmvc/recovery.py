@@ -67,7 +67,8 @@ log = logging.getLogger("wsmvc")
 QUERY_KEY: Final = "wsmvc-recovery"
 QUERY_RECEIVED: Final = "wsmvc-received"
 RECOVERY_EVENT: Final = "_wsmvcRecovery"
-_KEY = re.compile(r"[A-Za-z0-9_-]{16,128}")
+# A server id (with an exchange, so that another server knows whose it is), then the secret.
+_KEY = re.compile(r"(?:[A-Za-z0-9_-]{1,64}\.)?[A-Za-z0-9_-]{16,128}")
 _COUNT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() takes "²" (int() refuses it)
 
 MakeWriter = Callable[[Callable[[], None]], Writer]
@@ -134,6 +135,7 @@ class Recoverable:
         "_wake",
         "key",
         "lost",
+        "moved_from",
         "over",
         "recorder",
     )
@@ -144,6 +146,8 @@ class Recoverable:
         self._table = table
         self.key = ""  # set once the recovery frame goes out
         self.lost = False
+        self.moved_from: str | None = None
+        """The id of the server this connection moved here from, if it did."""
         self.over = False
         self._expiry: asyncio.TimerHandle | None = None
         self._offered: Attachment | None = None  # a websocket the client came back with
@@ -153,6 +157,20 @@ class Recoverable:
         self._drained = False  # the websocket that is gone was read to its end
         self._aside: asyncio.Task[None] | None = None  # the task taking it
         self._stale = False  # the serving task's next read is of the websocket that is gone
+
+    @property
+    def conn(self) -> Conn:
+        """The connection."""
+        return self._conn
+
+    async def opened(self) -> None:
+        """Nothing to do (:class:`~wsmvc.recovery_hooks.RecoveryHooks`)."""
+
+    @property
+    def settled(self) -> bool:
+        """Whether the connection is kept and its old websocket was read to its end (the
+        count of the client's frames read is final)."""
+        return self.lost and not self.over and (self._wake is not None or self._drained)
 
     @property
     def window(self) -> float:
@@ -199,8 +217,9 @@ class Recoverable:
             self._expiry = loop.call_later(self.window, self.end, "not back in time")
         return True
 
-    def end(self, why: str = "") -> None:
-        """No recovery any more: a lost connection closes for good (its events run)."""
+    def end(self, why: str = "", *, cause: CloseReason = CloseReason.CONNECTION_LOST) -> None:
+        """No recovery any more: a lost connection closes for good (its events run), its
+        ``close_reason`` ``cause``."""
         if self.over:
             return
         self.over = True
@@ -209,14 +228,16 @@ class Recoverable:
             self._expiry.cancel()
             self._expiry = None
         if self.lost and why:
-            log.info("%r: not recovered: %s", self._conn, why)
+            done = "handed over" if cause is CloseReason.MOVED else "not recovered"
+            log.info("%r: %s: %s", self._conn, done, why)
         offered, self._offered = self._offered, None
         if offered is not None:
             offered.refuse()  # served as a new connection
         self._wakeup()
         if self.lost and not self._conn.closed:
             # The serving task closes it as soon as it sees its websocket gone.
-            self._conn.request_close(1006, "", cause=CloseReason.CONNECTION_LOST)
+            code = 1001 if cause is CloseReason.MOVED else 1006
+            self._conn.request_close(code, "", cause=cause)
 
     def finished(self) -> None:
         """The connection ended: the request handler of its websocket may return."""
@@ -446,15 +467,17 @@ class Attachment:
 class Recoveries:
     """A server's recoverable connections by key."""
 
-    __slots__ = ("_by_key", "bounds")
+    __slots__ = ("_by_key", "bounds", "server_id")
 
     def __init__(self, bounds: Recovery) -> None:
         self.bounds = bounds
         self._by_key: dict[str, Recoverable] = {}
+        self.server_id = ""
+        """What keys start with (and a dot): the server's id in a cluster, else nothing."""
 
     def enrol(self, recoverable: Recoverable) -> str:
         """A new key for ``recoverable``."""
-        key = new_key()
+        key = f"{self.server_id}.{new_key()}" if self.server_id else new_key()
         self._by_key[key] = recoverable
         return key
 

@@ -26,6 +26,11 @@ class RecoveryHooks(Protocol):
     def acknowledged(self) -> None:
         """``A<id>`` went out: data frames are counted from now on."""
 
+    async def opened(self) -> None:
+        """In the serving task, once the handshake accepted the connection, before its
+        first message is read (a connection moving in from another server is taken over
+        then: :mod:`wsmvc.handover`)."""
+
     def lose(self, why: str) -> bool:
         """The websocket is gone (``why``): whether the connection is kept instead of
         closed."""

@@ -24,6 +24,7 @@ import pytest
 import wsmvc
 from wsmvc import ConnectionClosed, Message, NSConn, Reject, Server
 from wsmvc.exchange import NatsExchange, RedisExchange
+from wsmvc.exchange import asks as asks_module
 from wsmvc.exchange import broker as broker_module
 from wsmvc.exchange.broker import MAX_ID_BYTES
 from wsmvc.server import IdGenerator
@@ -159,7 +160,7 @@ async def test_asks_across_servers_with_the_same_counter_get_their_own_answers(
     url_two = await serve(two, path="/two")
     on_one = await peers.connect(url_one, "on-one", at="one")
     on_two = await peers.connect(url_two, "on-two", at="two")
-    monkeypatch.setattr(broker_module, "new_token", lambda: "42")
+    monkeypatch.setattr(asks_module, "new_token", lambda: "42")
     question = Message(namespace="default", event="question")
     for asker, target in ((one, on_two), (two, on_one)):
 

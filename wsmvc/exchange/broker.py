@@ -57,6 +57,9 @@ class BrokerExchange(CrossServerAsks, Exchange):
     prefix: str = "neffos"
     requires: tuple[str, str] = ("", "")
     """The client library a backend imports (module, ``pip`` extra of wsmvc)."""
+    interest_grace: float = 0.0
+    """Seconds after :meth:`flush` during which another connection's publication may still
+    miss a subscription it confirmed (NATS: see ``NatsExchange.hold_id``)."""
 
     def __init__(
         self,
@@ -446,9 +449,10 @@ class BrokerExchange(CrossServerAsks, Exchange):
             self._side_connected[channel] = connected
         self._want(channel)
 
-    def side_publish(self, channel: str, payload: bytes) -> None:
-        """Publish ``payload`` on ``channel`` in order with broadcasts (or drop, counted)."""
-        self._outbox.put("pub", channel, payload)
+    def side_publish(self, channel: str, payload: bytes) -> bool:
+        """Publish ``payload`` on ``channel`` in order with broadcasts (or drop, counted);
+        whether it was queued."""
+        return self._outbox.put("pub", channel, payload)
 
     def stamp(self) -> Stamp:
         """The next publication's ``(server id, sequence number)``."""

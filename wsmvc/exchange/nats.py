@@ -75,6 +75,7 @@ class NatsExchange(BrokerExchange):
     """
 
     requires = ("nats", "nats")
+    interest_grace = _INTEREST_GRACE
 
     def __init__(
         self,

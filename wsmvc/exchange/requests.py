@@ -1,0 +1,135 @@
+"""Requests from one server to another of the cluster, through the broker: what moves a
+kept connection from the server that kept it to the one its client came back to
+(:mod:`wsmvc.handover`).
+
+Each server listens on its side channel ``requests.<server id>``. A publication there is
+four lines and a body::
+
+    <kind>\\n<asking server id>\\n<request id>\\n<index>\\n<body>
+
+``q`` a request (the body is the question); ``p`` a part of the answer (``index`` from
+0); ``e`` its end (``index``: how many parts). The parts go out in order, after every
+broadcast published before them (the exchange's ordered outbox), and a broker delivers
+one publisher's messages in order, so an answer is complete when its end arrives with
+every part before it. An answer that cannot go out whole (a part larger than the broker
+takes, the broker away) ends with ``x`` instead, and the asker gets an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..errors import ConnectionClosed
+
+if TYPE_CHECKING:
+    from .broker import BrokerExchange
+
+__all__ = ["RequestFailed", "ServerRequests"]
+
+log = logging.getLogger("wsmvc.exchange")
+
+Handler = Callable[[bytes], list[bytes]]
+"""Answers a request's body with the answer's parts (synchronously: nothing the answer
+reads can change before it is all queued)."""
+
+_HEADER = re.compile(rb"([qpex])\n([A-Za-z0-9_-]{1,64})\n([0-9]{1,18})\n([0-9]{1,9})\n")
+
+
+class RequestFailed(ConnectionClosed):
+    """A request to another server got no whole answer in time."""
+
+
+class ServerRequests:
+    """Request/reply between the servers of a cluster over ``exchange``'s side channels.
+
+    ``handle(body)`` answers this server's requests. Start it once the exchange started
+    (:meth:`start`); :meth:`request` asks another server.
+    """
+
+    __slots__ = ("_exchange", "_handle", "_next", "_waiting")
+
+    def __init__(self, exchange: BrokerExchange, handle: Handler) -> None:
+        self._exchange = exchange
+        self._handle = handle
+        self._next = 0
+        self._waiting: dict[int, tuple[asyncio.Future[list[bytes]], list[bytes]]] = {}
+
+    def _channel(self, server_id: str) -> str:
+        return self._exchange.side_channel(f"requests.{server_id}")
+
+    def start(self) -> None:
+        """Listen for requests (and answers) on this server's channel."""
+        self._exchange.side_subscribe(self._channel(self._exchange.id), self._received)
+
+    def stop(self) -> None:
+        """Fail what waits for an answer."""
+        for waiter, _ in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(RequestFailed("the exchange stopped"))
+
+    async def request(self, server_id: str, body: bytes, timeout: float) -> list[bytes]:
+        """Ask the server ``server_id``; the parts of its answer.
+
+        Raises :class:`RequestFailed` when the request cannot go out, no whole answer
+        comes within ``timeout`` seconds, or the answer could not be sent whole.
+        """
+        self._next += 1
+        rid = self._next
+        waiter: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = (waiter, [])
+        try:
+            head = f"q\n{self._exchange.id}\n{rid}\n0\n".encode()
+            if not self._exchange.side_publish(self._channel(server_id), head + body):
+                raise RequestFailed(f"the request to server {server_id} did not go out")
+            return await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            raise RequestFailed(f"no answer from server {server_id} within {timeout}s") from None
+        finally:
+            del self._waiting[rid]
+
+    def _received(self, payload: bytes) -> None:
+        match = _HEADER.match(payload)
+        if match is None:
+            log.warning("%s: a server request it cannot read: %.80r", self._exchange, payload)
+            return
+        kind, asker, rid, index = match.groups()
+        body = payload[match.end() :]
+        if kind == b"q":
+            self._answer(asker.decode(), rid.decode(), body)
+            return
+        waiting = self._waiting.get(int(rid))
+        if waiting is None or waiting[0].done():
+            return  # given up meanwhile
+        waiter, parts = waiting
+        if kind == b"p":
+            if int(index) == len(parts):
+                parts.append(body)
+            else:  # a part went missing: the end will not match
+                waiter.set_exception(RequestFailed("a part of the answer went missing"))
+        elif kind == b"e" and int(index) == len(parts):
+            waiter.set_result(parts)
+        else:
+            waiter.set_exception(RequestFailed(f"server {asker.decode()} could not answer"))
+
+    def _answer(self, asker: str, rid: str, body: bytes) -> None:
+        try:
+            parts = self._handle(body)
+        except Exception:
+            log.exception("%s: failed answering server %s", self._exchange, asker)
+            parts = None
+        channel = self._channel(asker)
+        publish = self._exchange.side_publish
+        if parts is not None:
+            for index, part in enumerate(parts):
+                if not publish(
+                    channel, f"p\n{self._exchange.id}\n{rid}\n{index}\n".encode() + part
+                ):
+                    break
+            else:
+                publish(channel, f"e\n{self._exchange.id}\n{rid}\n{len(parts)}\n".encode())
+                return
+        publish(channel, f"x\n{self._exchange.id}\n{rid}\n0\n".encode())

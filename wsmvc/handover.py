@@ -1,0 +1,357 @@
+"""Recovery across servers (``docs/recovery.md``, "Across servers"): a client whose
+connection was kept by server A comes back to server B of the same cluster (a load
+balancer without sticky sessions, A restarting behind it). B takes the connection over:
+the same id, namespaces and rooms, and every message it missed, in order, exactly once.
+
+Recovery keys carry their server's id (``<server id>.<secret>``). B, given a key of A's:
+
+1. asks A to *describe* it (the exchange's :class:`~wsmvc.exchange.requests.ServerRequests`):
+   A reserves the kept connection (its key serves no one else) and answers its id, its
+   namespaces (with their connect payloads) and rooms;
+2. opens a connection with that id as a new one (``on_connect``, then each namespace's
+   and room's hooks, as the client's own requests would run them: per-process state
+   follows the connection), while everything written to it is held, not sent; its
+   broadcasts start arriving once the broker confirmed its subscriptions;
+3. asks A to *take* it: A answers the frames the client did not read, and how many of
+   the client's own it read, and closes its kept connection (close reason ``MOVED``: its
+   disconnect events run there, nothing is sent);
+4. sends the recovery frame, ``A<id>``, A's frames, then what it held but the broadcasts
+   A's frames have too (a broadcast carries the same stamp on every server:
+   :class:`~wsmvc.framing.Payload`), then goes on as any connection.
+
+A broadcast published before B subscribed reached A before A got the take (the broker
+delivers one server's subscriptions in the order it processed the publications), so none
+falls between the two. A connection that cannot move (A unreachable or gone, a hook on B
+refusing, its missed frames no longer all kept) is closed by B before ``A<id>``: the
+client's next try gets a new connection (A ends the kept one when it was asked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .closing import CloseReason
+from .errors import ConnectionClosed
+from .exchange.requests import RequestFailed, ServerRequests
+from .protocol import (
+    ACK_OK,
+    ON_NAMESPACE_CONNECT,
+    ON_NAMESPACE_CONNECTED,
+    ON_ROOM_JOIN,
+    ON_ROOM_JOINED,
+    Message,
+)
+from .recorder import Frame, Recorder
+from .recovery import Recoverable, Recoveries, recovery_frame
+
+if TYPE_CHECKING:
+    from .conn import Conn
+    from .exchange.broker import BrokerExchange
+
+__all__ = ["Described", "Handover", "MovingIn"]
+
+log = logging.getLogger("wsmvc")
+
+_RESERVED = 60.0  # seconds a described connection waits for its take before serving again
+_RETRIES = (0.01, 0.05, 0.2, 0.5)  # seconds between describes while the owner drops the old one
+
+
+@attrs.frozen
+class Described:
+    """A kept connection as its server describes it: its id, and its namespaces with their
+    connect payloads and rooms."""
+
+    id: str
+    namespaces: tuple[tuple[str, bytes, tuple[str, ...]], ...]
+
+
+class Handover:
+    """A server's side of moving connections: it answers other servers' requests for the
+    connections it keeps, and asks for those its clients bring back from elsewhere."""
+
+    __slots__ = ("_exchange", "_recoveries", "_requests", "_reserved")
+
+    def __init__(self, exchange: BrokerExchange, recoveries: Recoveries) -> None:
+        self._exchange = exchange
+        self._recoveries = recoveries
+        self._requests = ServerRequests(exchange, self._answer)
+        self._reserved: dict[str, tuple[Recoverable, asyncio.TimerHandle]] = {}
+
+    @property
+    def server_id(self) -> str:
+        """This server's id, which its recovery keys start with."""
+        return self._exchange.id
+
+    def owner(self, key: str) -> str | None:
+        """The id of the other server that issued ``key``, if another did."""
+        owner, dot, _ = key.rpartition(".")
+        return owner if dot and owner != self._exchange.id else None
+
+    def start(self) -> None:
+        self._requests.start()
+
+    def stop(self) -> None:
+        self._requests.stop()
+        for recoverable, timer in self._reserved.values():
+            timer.cancel()
+            self._recoveries.restore(recoverable)
+        self._reserved.clear()
+
+    # -- the returning side (B) ---------------------------------------------------------------
+
+    async def describe(self, owner: str, key: str) -> Described | None:
+        """Ask ``owner`` for its kept connection of ``key``; ``None`` when it has none
+        (or cannot be asked)."""
+        answer = await self._ask(owner, {"op": "describe", "key": key})
+        for pause in _RETRIES:  # the owner is dropping the old websocket meanwhile
+            if answer is None or not answer.get("retry"):
+                break
+            await asyncio.sleep(pause)
+            answer = await self._ask(owner, {"op": "describe", "key": key})
+        if answer is None or "id" not in answer:
+            return None
+        try:
+            namespaces = tuple(
+                (str(name), base64.b64decode(payload), tuple(str(room) for room in rooms))
+                for name, payload, rooms in answer["namespaces"]
+            )
+            return Described(str(answer["id"]), namespaces)
+        except (TypeError, ValueError):
+            log.warning("handover: server %s described %.80r", owner, answer)
+            return None
+
+    async def take(self, owner: str, key: str, received: int) -> tuple[int, list[Frame]] | None:
+        """Ask ``owner`` for the frames after the ``received``-th, and its count of the
+        client's frames read; it closes its kept connection. ``None``: not to be had."""
+        try:
+            parts = await self._requests.request(
+                owner, _json({"op": "take", "key": key, "received": received}), self._timeout
+            )
+            head = json.loads(parts[0])
+            if "read" not in head or len(parts) != 1 + head["frames"]:
+                return None
+            return int(head["read"]), [_frame(part) for part in parts[1:]]
+        except (RequestFailed, ValueError, KeyError, TypeError, IndexError) as exc:
+            log.info("handover: no take from server %s: %s", owner, exc)
+            return None
+
+    def abandon(self, owner: str, key: str, *, end: bool) -> None:
+        """Tell ``owner`` the connection of ``key`` does not move (``end``: its client
+        gets a new connection, close it; else its key serves again)."""
+
+        async def tell() -> None:
+            await self._ask(owner, {"op": "abandon", "key": key, "end": end})
+
+        asyncio.get_running_loop().create_task(tell())
+
+    async def confirmed(self, conn: Conn) -> bool:
+        """Whether the broker confirmed this server's subscriptions (``conn``'s among
+        them) within the exchange's timeout."""
+        exchange = self._exchange
+        try:
+            await exchange.flush(exchange.timeout)
+        except (asyncio.TimeoutError, ConnectionClosed, RuntimeError) as exc:
+            log.info("%r: the exchange did not confirm its subscriptions: %s", conn, exc)
+            return False
+        await asyncio.sleep(exchange.interest_grace)
+        return True
+
+    @property
+    def _timeout(self) -> float:
+        return self._exchange.timeout
+
+    async def _ask(self, owner: str, request: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            parts = await self._requests.request(owner, _json(request), self._timeout)
+            answer = json.loads(parts[0]) if parts else None
+        except (RequestFailed, ValueError) as exc:
+            log.info("handover: server %s did not answer %s: %s", owner, request["op"], exc)
+            return None
+        return answer if isinstance(answer, dict) else None
+
+    # -- the keeping side (A) -------------------------------------------------------------------
+
+    def _answer(self, body: bytes) -> list[bytes]:
+        request = json.loads(body)
+        op, key = request["op"], str(request["key"])
+        if op == "describe":
+            return [_json(self._describe(key))]
+        if op == "take":
+            return self._take(key, int(request["received"]))
+        reserved = self._reserved.pop(key, None)
+        if reserved is not None:
+            recoverable, timer = reserved
+            timer.cancel()
+            if request.get("end"):
+                recoverable.end("its client was given a new connection elsewhere")
+            else:
+                self._recoveries.restore(recoverable)
+        return [b"{}"]
+
+    def _describe(self, key: str) -> dict[str, Any]:
+        recoverable = self._recoveries.get(key)
+        if recoverable is None or recoverable.over:
+            return {}
+        if not recoverable.settled:
+            # Its client is back elsewhere before this server saw the old websocket go:
+            # drop it now; asked again once it was read to its end (the count is final).
+            recoverable.lose("its client came back to another server")
+            return {"retry": True}
+        self._recoveries.remove(recoverable)  # each key serves once
+        timer = asyncio.get_running_loop().call_later(_RESERVED, self._expired, key)
+        self._reserved[key] = (recoverable, timer)
+        conn = recoverable.conn
+        namespaces = [
+            [name, base64.b64encode(ns.connect_payload).decode(), sorted(ns.rooms)]
+            for name, ns in conn.namespaces.items()
+            if ns.connected
+        ]
+        return {"id": conn.id, "namespaces": namespaces}
+
+    def _expired(self, key: str) -> None:
+        reserved = self._reserved.pop(key, None)
+        if reserved is not None:
+            self._recoveries.restore(reserved[0])
+
+    def _take(self, key: str, received: int) -> list[bytes]:
+        reserved = self._reserved.pop(key, None)
+        if reserved is None:
+            return [b"{}"]
+        recoverable, timer = reserved
+        timer.cancel()
+        frames = recoverable.recorder.since(received) if not recoverable.over else None
+        if frames is None:
+            recoverable.end("the messages it missed are no longer all kept")
+            return [b"{}"]
+        read = recoverable.conn.received
+        # In this step, with the answer: nothing written to it from now on is missed (the
+        # other server has held its broadcasts since before it asked).
+        recoverable.end("its client came back to another server", cause=CloseReason.MOVED)
+        head = _json({"read": read, "frames": len(frames)})
+        return [head, *(_part(frame) for frame in frames)]
+
+
+class MovingIn(Recoverable):
+    """The recovery of a connection moving in from another server (see the module
+    docstring): held from ``A<id>`` on until :meth:`opened` took it over."""
+
+    __slots__ = ("_described", "_handover", "_key", "_owner", "_received", "_taken")
+
+    def __init__(
+        self,
+        conn: Conn,
+        recorder: Recorder,
+        table: Recoveries,
+        handover: Handover,
+        owner: str,
+        key: str,
+        received: int,
+        described: Described,
+    ) -> None:
+        super().__init__(conn, recorder, table)
+        self.moved_from = owner
+        self._handover = handover
+        self._owner = owner
+        self._key = key
+        self._received = received
+        self._described = described
+        self._taken = False
+
+    def acknowledging(self) -> None:
+        self.recorder.hold()  # A<id> too: it goes after the recovery frame
+
+    def acknowledged(self) -> None:
+        self.recorder.hold()  # drops the held A<id> (release sends its own)
+
+    async def opened(self) -> None:
+        """Restore the namespaces and rooms, take the connection over from its server and
+        send what the client missed; or close it (1011) when it cannot move."""
+        conn = self.conn
+        refusal = await self._restore()
+        handover = self._handover
+        if refusal is not None:
+            log.info("%r: not moved here, a hook refused: %s", conn, refusal)
+            handover.abandon(self._owner, self._key, end=True)
+            self._taken = True
+            conn.request_close(1011, "recovery refused", urgent=True, cause=CloseReason.REFUSED)
+            return
+        taken = None
+        if not conn.closed and await handover.confirmed(conn):
+            taken = await handover.take(self._owner, self._key, self._received)
+        self._taken = True
+        if taken is None or conn.closed:
+            conn.request_close(1011, "not recovered", urgent=True, cause=CloseReason.INTERNAL_ERROR)
+            return
+        read, frames = taken
+        recorder = self.recorder
+        if recorder.overflowed:
+            conn.request_close(1011, "not recovered", urgent=True, cause=CloseReason.INTERNAL_ERROR)
+            return
+        self.key = self._table.enrol(self)
+        first = [recovery_frame(self.key, read), (ACK_OK + conn.id).encode(errors="replace")]
+        self.recorder.release(first, self._received, frames)
+        conn.received = read
+        log.info(
+            "%r: moved here from server %s, %d messages replayed", conn, self._owner, len(frames)
+        )
+
+    async def _restore(self) -> str | None:
+        """The namespaces and rooms of the connection, each through its hooks; the first
+        refusal, if any."""
+        conn = self.conn
+        session = conn.session
+        fire = conn.dispatcher.fire
+        for name, payload, rooms in self._described.namespaces:
+            if conn.closed:
+                return None
+            ns = session.connect_started(name) if session.declares(name) else None
+            if ns is None:
+                return f"namespace {name[:64]!r}"
+            ns.connect_payload = payload
+            refusal = await fire(
+                ns, Message(namespace=name, event=ON_NAMESPACE_CONNECT, body=payload)
+            )
+            if not session.connect_finished(ns, refusal is None):
+                return refusal or f"namespace {name[:64]!r}"
+            await fire(ns, Message(namespace=name, event=ON_NAMESPACE_CONNECTED))
+            for room in rooms:
+                if not session.join_started(ns, room):
+                    return f"room {room[:64]!r}"
+                refusal = await fire(ns, Message(namespace=name, room=room, event=ON_ROOM_JOIN))
+                if not session.join_finished(ns, room, refusal is None):
+                    return refusal or f"room {room[:64]!r}"
+                await fire(ns, Message(namespace=name, room=room, event=ON_ROOM_JOINED))
+        return None
+
+    def finished(self) -> None:
+        if not self._taken:  # refused by on_connect, or gone before its M
+            self._taken = True
+            self._handover.abandon(self._owner, self._key, end=False)
+        super().finished()
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _part(frame: Frame) -> bytes:
+    """A kept frame as a part of a take's answer: ``b``/``t``, the stamp, a newline, then
+    the frame's payload."""
+    data, binary, stamp = frame
+    mark = f"{stamp[0]}:{stamp[1]}" if stamp is not None else ""
+    return f"{'b' if binary else 't'}{mark}\n".encode() + data
+
+
+def _frame(part: bytes) -> Frame:
+    head, _, data = part.partition(b"\n")
+    kind, mark = head[:1], head[1:].decode()
+    if kind not in (b"b", b"t"):
+        raise ValueError(f"a frame part of kind {kind!r}")
+    origin, _, seq = mark.rpartition(":")
+    return data, kind == b"b", (origin, int(seq)) if mark else None
