@@ -437,6 +437,10 @@ def test_reasons_have_texts_and_levels() -> None:
     assert CloseReason.SEND_BUFFER_OVERFLOW.level == logging.WARNING
     assert CloseReason.INTERNAL_ERROR.level == logging.ERROR
     assert len({r.text for r in CloseReason}) == len(CloseReason)
+    # The one generic text: what a server's 1011 close says is the client's INTERNAL_ERROR
+    # (and what earlier servers said still is).
+    assert CloseReason.from_text(wsmvc.errors.GENERIC_ERROR) is CloseReason.INTERNAL_ERROR
+    assert CloseReason.from_text("internal error") is CloseReason.INTERNAL_ERROR
 
 
 async def test_an_app_without_server_close_still_gets_reasons(serve: Serve) -> None:

@@ -74,8 +74,9 @@ class CloseReason(enum.Enum):
     handshake (1008)."""
     REFUSED = "refused"
     """``on_connect`` refused it (``Reject``: ``H<reason>``, then 1008)."""
-    INTERNAL_ERROR = "internal error"
-    """wsmvc failed serving it (a bug; the traceback is logged): 1011."""
+    INTERNAL_ERROR = "internal server error"
+    """wsmvc failed serving it (a bug; the traceback is logged): 1011. Its text is
+    :data:`wsmvc.errors.GENERIC_ERROR`, the one text of every such failure."""
     MOVED = "moved to another server"
     """Kept for recovery, its client came back to another server of the cluster, which
     took it over (``docs/recovery.md``): nothing is sent; 1001."""
@@ -108,6 +109,7 @@ _LEVELS = {
     CloseReason.INTERNAL_ERROR: logging.ERROR,
 }
 _BY_TEXT = {reason.text: reason for reason in CloseReason}
+_BY_TEXT["internal error"] = CloseReason.INTERNAL_ERROR  # what earlier wsmvc servers sent
 
 # Closes that may be a network's doing: with recovery on, the connection is kept instead.
 _KEPT = frozenset({CloseReason.CONNECTION_LOST, CloseReason.HEARTBEAT_TIMEOUT})
