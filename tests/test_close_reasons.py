@@ -352,6 +352,19 @@ async def test_a_protocol_error(
     assert record.levelno == logging.WARNING
 
 
+async def test_a_client_sending_too_much_is_told_a_protocol_error(serve: Serve) -> None:
+    """The server closes a dial() client with 1009 (its message is over the server's
+    max_message_size): the client's close_reason is PROTOCOL_ERROR, as the server's."""
+    ends = Ends()
+    url = await serve(ends.server(max_message_size=1000))
+    client = await dial(url)
+    ns = await client.connect("default", timeout=T)
+    ns.emit("x", b"y" * 2000)
+    await asyncio.wait_for(client.wait_closed(), T)
+    assert (client.close_code, client.close_reason) == (1009, CloseReason.PROTOCOL_ERROR)
+    ends.all_say(CloseReason.PROTOCOL_ERROR, 1009)
+
+
 async def test_a_refused_connection(serve: Serve) -> None:
     conns: list[Conn] = []
 

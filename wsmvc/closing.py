@@ -110,6 +110,15 @@ _LEVELS = {
 }
 _BY_TEXT = {reason.text: reason for reason in CloseReason}
 _BY_TEXT["internal error"] = CloseReason.INTERNAL_ERROR  # what earlier wsmvc servers sent
+# A server's close frame whose text names no reason (aiohttp's own, another server's): the
+# codes that say one; any other is the application's close.
+_BY_CODE = {
+    WSCloseCode.PROTOCOL_ERROR: CloseReason.PROTOCOL_ERROR,
+    WSCloseCode.INVALID_TEXT: CloseReason.PROTOCOL_ERROR,
+    WSCloseCode.MESSAGE_TOO_BIG: CloseReason.PROTOCOL_ERROR,
+    WSCloseCode.INTERNAL_ERROR: CloseReason.INTERNAL_ERROR,
+}
+_KICKED = CloseReason.SERVER_CLOSED
 
 # Closes that may be a network's doing: with recovery on, the connection is kept instead.
 _KEPT = frozenset({CloseReason.CONNECTION_LOST, CloseReason.HEARTBEAT_TIMEOUT})
@@ -252,7 +261,7 @@ class Closing:
             detail = frame.extra or ""
             cause = CloseReason.CLIENT_CLOSED
             if self._conn.is_client:
-                cause = CloseReason.from_text(detail) or CloseReason.SERVER_CLOSED
+                cause = CloseReason.from_text(detail) or _BY_CODE.get(code, _KICKED)
         elif kind is WSMsgType.ERROR and isinstance(frame.data, WebSocketError):
             # aiohttp failed it (and sent the close frame): an invalid or oversized frame
             code, cause, detail = frame.data.code, CloseReason.PROTOCOL_ERROR, str(frame.data)
