@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeAlias
 
 from .audience import Audience, Exclude, audience_of, deliver_to_audience
 from .awaitables import SENT, Sent
@@ -22,13 +23,24 @@ if TYPE_CHECKING:
     from .exchange import Exchange
     from .registry import Registry
 
-__all__ = ["Sending"]
+__all__ = ["BroadcastHook", "Sending"]
+
+log = logging.getLogger("wsmvc")
+
+BroadcastHook: TypeAlias = Callable[[Message, int, bool], object]
+"""``hook(msg, delivered, local)``, called after each broadcast this server delivered:
+``msg`` as given, ``delivered`` the connections of this process it was written to,
+``local`` ``True`` for this server's own :meth:`~Sending.broadcast` (handed to the
+exchange too, if there is one), ``False`` for :meth:`~Sending.deliver` (a broadcast of
+another server, from the exchange). Synchronous; its return value is ignored."""
 
 
 class Sending:
     """:meth:`ask`, :meth:`broadcast`, :meth:`broadcast_threadsafe` and :meth:`deliver`."""
 
     __slots__ = ()
+
+    _broadcast_hooks: tuple[BroadcastHook, ...] = ()  # the instance's own once one is added
 
     if TYPE_CHECKING:  # what the methods use of the Server they are part of
         exchange: Exchange | None
@@ -89,11 +101,15 @@ class Sending:
         # servers gets each broadcast once (wsmvc.handover).
         stamp = exchange.stamp() if exchange is not None else None
         if audience is not None:
-            self.deliver(msg, to=to, audience=audience, stamp=stamp)
+            delivered = self._deliver(msg, to=to, audience=audience, stamp=stamp)
+            if self._broadcast_hooks:
+                self._broadcasted(msg, delivered, True)
             if exchange is not None:
                 exchange.publish(msg, to=to, audience=audience.remote(), stamp=stamp)
             return SENT
-        self.deliver(msg, exclude=exclude, to=to, stamp=stamp)  # type: ignore[arg-type]
+        delivered = self._deliver(msg, exclude=exclude, to=to, stamp=stamp)  # type: ignore[arg-type]
+        if self._broadcast_hooks:
+            self._broadcasted(msg, delivered, True)
         if exchange is not None:
             conn = exclude.conn if isinstance(exclude, NSConn) else exclude
             exchange.publish(
@@ -142,7 +158,37 @@ class Sending:
         cluster broadcast's ``(origin server id, sequence)`` (:mod:`wsmvc.handover`).
 
         What goes out is ``msg`` as an event: never its token nor an exchange marker.
+        Reported to the broadcast hooks (:meth:`add_broadcast_hook`) as not ``local``.
         """
+        delivered = self._deliver(msg, exclude=exclude, to=to, audience=audience, stamp=stamp)
+        if self._broadcast_hooks:
+            self._broadcasted(msg, delivered, False)
+        return delivered
+
+    def add_broadcast_hook(self, hook: BroadcastHook) -> BroadcastHook:
+        """Call ``hook(msg, delivered, local)`` after each broadcast this server delivers
+        (:data:`BroadcastHook`; for metrics: one call per broadcast, not per receiver);
+        returns it. A hook that raises is logged and never stops a broadcast."""
+        # The server's own attribute (a Server has a __dict__), shadowing the class's ().
+        self._broadcast_hooks = (*self._broadcast_hooks, hook)  # type: ignore[misc]
+        return hook
+
+    def _broadcasted(self, msg: Message, delivered: int, local: bool) -> None:
+        for hook in self._broadcast_hooks:
+            try:
+                hook(msg, delivered, local)
+            except Exception:
+                log.exception("broadcast hook %r failed", hook)
+
+    def _deliver(
+        self,
+        msg: Message,
+        *,
+        exclude: Conn | NSConn | str | None = None,
+        to: str | None = None,
+        audience: Audience | None = None,
+        stamp: Stamp | None = None,
+    ) -> int:
         if audience is not None:
             return deliver_to_audience(
                 self._registry,

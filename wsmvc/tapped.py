@@ -1,12 +1,19 @@
 """The tapped message path: a dispatcher and a writer that report what passes them to the
-taps (:mod:`wsmvc.taps`), used instead of the plain ones for the connections of a handler
-table that has taps."""
+taps and meters (:mod:`wsmvc.taps`), used instead of the plain ones for the connections of
+a handler table that has taps or meters.
+
+What is reported is never parsed back when the sending code had it: the dispatcher's
+answers reach the writer with the message they answer (the session's ``answer`` is
+watched, :class:`_Answering`), a broadcast is parsed once for all its receivers; only
+the frames a connection writes itself (``emit``, ``ask``, system replies) are parsed.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import WSMsgType
 
@@ -15,15 +22,18 @@ from .dispatch import Dispatcher
 from .errors import ProtocolError
 from .framing import Payload
 from .protocol import Message, decode
-from .taps import Outcome, Tapped, Taps
+from .taps import Meter, Outcome, Tapped, Taps
 
 if TYPE_CHECKING:
     from .conn import Conn
     from .handlers import HandlerTable
     from .nsconn import NSConn
+    from .session import Session
     from .writer import Writer
 
 __all__ = ["TappedDispatcher", "TappedWriter", "dispatcher_for"]
+
+_clock = time.perf_counter
 
 
 def dispatcher_for(
@@ -35,7 +45,7 @@ def dispatcher_for(
     codec: Codec = JSON,
 ) -> tuple[Writer, Dispatcher]:
     """The write path and dispatcher of a new connection: the plain ones, or, when
-    ``handlers`` has taps, ones that tap what passes them."""
+    ``handlers`` has taps or meters, ones that report what passes them."""
     taps = handlers.taps
     if not taps:
         dispatcher = Dispatcher(
@@ -43,36 +53,78 @@ def dispatcher_for(
         )
         return writer, dispatcher
     tapped = TappedWriter(writer, taps, conn, native=handlers.native_only)
+    session = cast("Session[NSConn, asyncio.Future[Message]]", _Answering(conn.session, tapped))
     return tapped, TappedDispatcher(
-        conn.session, tapped, handlers, owner=conn, debug_errors=debug_errors, codec=codec
+        session, tapped, handlers, owner=conn, debug_errors=debug_errors, codec=codec
     )
+
+
+class _Answering:
+    """A connection's session as its tapped dispatcher sees it: every attribute is the
+    session's, and :meth:`answer` also tells the tapped writer which message the frame it
+    returns answers, with what body or error, so the ``"out"`` report of the answer needs
+    no parsing (the dispatcher writes each frame ``answer`` returns right away)."""
+
+    __slots__ = ("_answer", "_session", "_writer")
+
+    def __init__(self, session: Session[NSConn, asyncio.Future[Message]], writer: TappedWriter):
+        self._session = session
+        self._answer = session.answer
+        self._writer = writer
+
+    def answer(self, msg: Message, body: bytes = b"", err: str = "") -> bytes | None:
+        """:meth:`Session.answer <wsmvc.session.Session.answer>`, noted for the writer."""
+        data = self._answer(msg, body, err)
+        if data is not None:
+            self._writer.expected = (data, msg, body, err)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 class TappedDispatcher(Dispatcher):
     """A :class:`~wsmvc.dispatch.Dispatcher` that reports each message it handled."""
 
-    __slots__ = ("_current", "_error", "_outcome", "_taps")
+    __slots__ = ("_current", "_error", "_meter", "_out", "_outcome", "_tapping", "_taps")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._taps: Taps = self._handlers.taps
+        self._out = cast("TappedWriter", self._writer)
+        taps = self._handlers.taps
+        self._taps: Taps = taps
+        # Decided when the connection opens, as whether it is tapped at all.
+        self._tapping = taps.taps
+        self._meter: Meter | None = taps.meter
         self._current: Message | None = None
         self._outcome: Outcome = "handled"
         self._error: BaseException | None = None
 
     def handle(self, msg: Message) -> Awaitable[None] | None:
-        """:meth:`Dispatcher.handle`, then the ``"in"`` tap once ``msg`` was handled."""
-        start = time.perf_counter()
-        self._current, self._outcome, self._error = msg, "handled", None
+        """:meth:`Dispatcher.handle`, then the ``"in"`` report once ``msg`` was handled."""
+        start = _clock()
+        self._current = msg
+        self._outcome = "handled"
+        self._out.answered = -1
         try:
-            pending = super().handle(msg)
+            pending = _handle(self, msg)
         except BaseException:
             self._report(msg, start)
             raise
-        if pending is None:
-            self._report(msg, start)
-            return None
-        return self._after(msg, start, pending)
+        if pending is not None:
+            return self._after(msg, start, pending)
+        # _report(), written out: it runs for every message
+        duration = _clock() - start
+        self._current = None
+        meter = self._meter
+        if meter is not None:
+            try:
+                meter.received(msg, self._outcome, duration, self._out.answered)
+            except Exception:
+                self._taps.failed(meter, "received")
+        if self._tapping:
+            self._tap(msg, duration)
+        return None
 
     async def _after(self, msg: Message, start: float, pending: Awaitable[None]) -> None:
         try:
@@ -81,17 +133,30 @@ class TappedDispatcher(Dispatcher):
             self._report(msg, start)
 
     def _report(self, msg: Message, start: float) -> None:
-        outcome, error = self._outcome, self._error
-        self._current = self._error = None  # no exception (and its frames) kept alive
+        duration = _clock() - start
+        self._current = None
+        meter = self._meter
+        if meter is not None:
+            try:
+                meter.received(msg, self._outcome, duration, self._out.answered)
+            except Exception:
+                self._taps.failed(meter, "received")
+        if self._tapping:
+            self._tap(msg, duration)
+
+    def _tap(self, msg: Message, duration: float) -> None:
+        error, self._error = self._error, None  # no exception (and its frames) kept
         owner: Conn = self._owner  # type: ignore[assignment]
-        self._taps.call(Tapped("in", owner, msg, outcome, time.perf_counter() - start, error))
+        self._taps.call(Tapped("in", owner, msg, self._outcome, duration, error))
 
     def failed(
         self, msg: Message, exc: Exception, ns: NSConn | None = None
     ) -> Awaitable[None] | None:
-        """:meth:`Dispatcher.failed`, noting the failure for the tap."""
+        """:meth:`Dispatcher.failed`, noting the failure for the report."""
         if msg is self._current:
-            self._outcome, self._error = "failed", exc
+            self._outcome = "failed"
+            if self._tapping:
+                self._error = exc
         return super().failed(msg, exc, ns)
 
     def _unhandled(self, msg: Message) -> None:
@@ -107,17 +172,37 @@ class TappedDispatcher(Dispatcher):
         return refusal
 
 
-class TappedWriter:
-    """A connection's write path that reports each event it writes (see the module
-    docstring); everything else is the wrapped writer's."""
+_handle = Dispatcher.handle
 
-    __slots__ = ("_conn", "_native", "_taps", "_writer")
+
+class TappedWriter:
+    """A connection's write path that reports each event it writes, and its close (see
+    the module docstring); everything else is the wrapped writer's."""
+
+    __slots__ = (
+        "_conn",
+        "_meter",
+        "_native",
+        "_tapping",
+        "_taps",
+        "_writer",
+        "answered",
+        "expected",
+    )
 
     def __init__(self, writer: Writer, taps: Taps, conn: Conn, *, native: bool) -> None:
         self._writer = writer
         self._taps = taps
+        self._tapping = taps.taps
+        self._meter: Meter | None = taps.meter
         self._conn = conn
         self._native = native  # a native-only connection: every frame is a native message
+        self.expected: tuple[bytes, Message, bytes, str] | None = None
+        """The answer the next :meth:`write` carries, if it writes this frame: (frame,
+        message answered, body, error). Reported as such, not parsed."""
+        self.answered = -1
+        """The body bytes of the answer written to the message being handled (-1: none
+        yet), for the meter's ``received`` (it counts the answer with the message)."""
 
     @property
     def closed(self) -> bool:
@@ -130,16 +215,37 @@ class TappedWriter:
         self._writer.closed = value
 
     def write(self, data: bytes, binary: bool) -> bool:
-        """Write one message (the wrapped writer), then tap it if it is an event."""
+        """Write one message (the wrapped writer), then report it if it is an event."""
         written = self._writer.write(data, binary)
-        if written:
-            self._sent(data, binary)
+        expected = self.expected
+        if expected is None or expected[0] is not data:
+            self.expected = None
+            if written:
+                self._sent(data, binary)
+            return written
+        self.expected = None
+        msg = expected[1]
+        if written and msg.event:  # an answer (its event is the message's)
+            meter = self._meter
+            if meter is not None:
+                if self.answered < 0:  # reported with the message, by the dispatcher
+                    self.answered = len(expected[2])
+                else:  # a second answer (none in this version): on its own
+                    try:
+                        meter.sent(msg.namespace, msg.event, len(expected[2]), False)
+                    except Exception:
+                        self._taps.failed(meter, "sent")
+            if self._tapping:
+                body, err = expected[2], expected[3]
+                answer = Message(msg.namespace, msg.room, msg.event, body, err, msg.token, binary)
+                self._taps.call(Tapped("out", self._conn, answer, "sent"))
         return written
 
     def write_payload(self, payload: Payload) -> bool:
-        """Write one receiver's copy of a broadcast, then tap it."""
+        """Write one receiver's copy of a broadcast, then tap it (meters count broadcasts
+        per broadcast, from the server: :meth:`wsmvc.Server.add_broadcast_hook`)."""
         written = self._writer.write_payload(payload)
-        if written:
+        if written and self._tapping:
             global _parsed  # one entry: the broadcast being written
             # A broadcast writes one payload to its receivers one after another: parsed
             # once for all of them (measured: 8 µs a receiver for 64 KiB, otherwise).
@@ -151,17 +257,52 @@ class TappedWriter:
         return written
 
     def control(self, opcode: WSMsgType, payload: bytes) -> bool:
-        """A ping or a pong: the wrapped writer's, never tapped."""
+        """A ping or a pong: the wrapped writer's, never reported."""
         return self._writer.control(opcode, payload)
 
     async def close(self, code: int, reason: bytes, *, urgent: bool = False) -> None:
-        """The close frame: the wrapped writer's."""
+        """The close frame (the wrapped writer's), the close reported to the meters first."""
+        meter = self._meter
+        if meter is not None:
+            try:
+                meter.closed(self._conn)
+            except Exception:
+                self._taps.failed(meter, "closed")
         await self._writer.close(code, reason, urgent=urgent)
 
     def _sent(self, data: bytes, binary: bool) -> None:
         msg = self._parse(data, binary)
-        if msg is not None and msg.event:  # an empty reply's event is empty: an ack
+        if msg is None or not msg.event:  # an empty reply's event is empty: an ack
+            return
+        meter = self._meter
+        if meter is not None:
+            token = msg.token
+            ask = bool(token) and not self._conn.session.is_request(token)
+            try:
+                meter.sent(msg.namespace, msg.event, len(msg.body), ask)
+            except Exception:
+                self._taps.failed(meter, "sent")
+            if ask:
+                self._watch(meter, token, msg.namespace, msg.event)
+        if self._tapping:
             self._taps.call(Tapped("out", self._conn, msg, "sent"))
+
+    def _watch(self, meter: Meter, token: str, namespace: str, event: str) -> None:
+        """Tell ``meter`` when the ask of ``token`` ends without an answer."""
+        pending = self._conn.session.asks.get(token)
+        if pending is None:
+            return
+
+        def ended(waiter: asyncio.Future[Message]) -> None:
+            # Cancelled: the asker's wait ended (its timeout); a close or a disconnect
+            # fails the waiter with ConnectionClosed instead, and an answer resolves it.
+            if waiter.cancelled():
+                try:
+                    meter.unanswered(namespace, event)
+                except Exception:
+                    self._taps.failed(meter, "unanswered")
+
+        pending[1].add_done_callback(ended)
 
     def _parse(self, data: bytes, binary: bool) -> Message | None:
         try:

@@ -99,6 +99,7 @@ class BrokerExchange(CrossServerAsks, Exchange):
             max_pending=max_pending,
             owner=self,
         )
+        self._dropped_before = 0  # dropped before the last reset of the outbox's count
         self._connected = False
         self._connected_event: asyncio.Event | None = None
         self._namespace_channels: dict[str, str] = {}  # channel -> namespace
@@ -172,6 +173,18 @@ class BrokerExchange(CrossServerAsks, Exchange):
     @property
     def max_pending(self) -> int:
         return self._outbox.max_pending
+
+    @property
+    def dropped_total(self) -> int:
+        """Broadcasts dropped since :meth:`start`: ``dropped`` restarts at 0 with each
+        (re)connection, this never does (for a Prometheus counter)."""
+        return self._dropped_before + self._outbox.dropped
+
+    @property
+    def pending(self) -> int:
+        """Broadcasts queued for the broker or being sent now (``max_pending`` at most):
+        how far publishing lags behind the broadcasts."""
+        return self._outbox._pending
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until the broker is connected and every subscription is in place.
@@ -267,6 +280,7 @@ class BrokerExchange(CrossServerAsks, Exchange):
                 log.info("%s connected (server %s)", self, self.id)
                 if self._outbox.dropped:
                     log.warning("%s dropped %d broadcasts while away", self, self.dropped)
+                    self._dropped_before += self._outbox.dropped
                     self._outbox.dropped = 0
                 for connected in list(self._side_connected.values()):
                     try:
