@@ -30,7 +30,7 @@ from .unhandled import Unhandled
 if TYPE_CHECKING:
     from .nsconn import NSConn
 
-__all__ = ["Events", "Handler", "HandlerTable", "Namespaces", "Reply"]
+__all__ = ["Events", "Handler", "HandlerTable", "Namespaces", "Reply", "Wrap"]
 
 
 def _as_bytes(body: bytes | str) -> bytes:
@@ -61,6 +61,9 @@ class Reply:
 
 
 Handler: TypeAlias = Callable[["NSConn", Message], "Awaitable[object] | object"]
+Wrap: TypeAlias = Callable[[str, str, Handler], Handler]
+"""``wrap(namespace, event, handler)``: the handler to register instead (one that calls
+``handler``), with the namespace (a name or a pattern) and event it is registered for."""
 Events: TypeAlias = Mapping[str, Handler]
 Namespaces: TypeAlias = Mapping[str, Events]
 
@@ -83,6 +86,7 @@ class HandlerTable:
         "_modes",
         "_patterns",
         "_table",
+        "_wraps",
         "exception_handlers",
         "taps",
         "unhandled",
@@ -94,6 +98,7 @@ class HandlerTable:
         self._patterns: dict[str, tuple[NamespacePattern, dict[str, Handler]]] = {}
         self._matched: dict[str, _Match | None] = {}  # names matched lately (bounded)
         self._modes: tuple[bool, bool] | None = None  # (native_only, accepts_native), cached
+        self._wraps: tuple[Wrap, ...] = ()
         self.exception_handlers = ExceptionHandlers()
         self.taps = Taps()
         self.unhandled = Unhandled()
@@ -108,7 +113,23 @@ class HandlerTable:
         callable, :class:`ValueError` for a pattern that cannot work."""
         if not callable(handler):
             raise TypeError(f"handler for {namespace!r}/{event!r} is not callable: {handler!r}")
+        for wrap in self._wraps:
+            handler = wrap(namespace, event, handler)
         self._declared(namespace)[event] = handler
+
+    def wrap(self, wrap: Wrap) -> None:
+        """Register every handler through ``wrap`` (:data:`Wrap`): those registered
+        already (replaced in place) and those to come; wraps added later wrap earlier
+        ones'. For instrumentation (:mod:`wsmvc.tracing`): a table never wrapped costs
+        nothing more per message. Handlers are looked up per message, so connections open
+        already call the wrapped ones from their next message on; :meth:`events` and
+        :meth:`lookup` return the wrapped ones."""
+        self._wraps = (*self._wraps, wrap)
+        tables = [(ns, self._table[ns]) for ns in self._table]
+        tables += [(template, events) for template, (_, events) in self._patterns.items()]
+        for namespace, events in tables:
+            for event, handler in list(events.items()):
+                events[event] = wrap(namespace, event, handler)
 
     def declare(self, namespace: str) -> None:
         """Declare ``namespace`` (a name or a pattern) with no events yet (clients may

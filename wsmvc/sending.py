@@ -22,6 +22,7 @@ from .protocol import ERR_BAD_NAMESPACE, Message
 if TYPE_CHECKING:
     from .exchange import Exchange
     from .registry import Registry
+    from .tracing import OpenTelemetryTracing
 
 __all__ = ["BroadcastHook", "Sending"]
 
@@ -41,6 +42,7 @@ class Sending:
     __slots__ = ()
 
     _broadcast_hooks: tuple[BroadcastHook, ...] = ()  # the instance's own once one is added
+    _tracing: OpenTelemetryTracing | None = None  # the server's own once traced (wsmvc.tracing)
 
     if TYPE_CHECKING:  # what the methods use of the Server they are part of
         exchange: Exchange | None
@@ -64,6 +66,8 @@ class Sending:
                 return await conn.ask(msg, timeout=timeout)
         if self.exchange is not None:
             wait = self.ask_timeout if timeout is DEFAULT else timeout
+            if self._tracing is not None:
+                return await self._tracing.ask(self, msg, to, wait)
             return await self.exchange.ask(msg, to=to, timeout=wait)
         raise EventError(ERR_BAD_NAMESPACE)
 
@@ -93,6 +97,18 @@ class Sending:
         Raises ValueError for ``rooms`` with ``to`` or ``msg.room``, TypeError for what
         cannot be excluded (see :mod:`wsmvc.audience`).
         """
+        if self._tracing is not None:  # the same, in a span
+            return self._tracing.broadcast(self, msg, exclude, to, rooms, exclude_rooms)
+        return self._broadcast(msg, exclude, to, rooms, exclude_rooms)
+
+    def _broadcast(
+        self,
+        msg: Message,
+        exclude: Exclude,
+        to: str | None,
+        rooms: Iterable[str] | None,
+        exclude_rooms: Iterable[str] | None,
+    ) -> Sent:
         audience = audience_of(
             msg, exclude=exclude, to=to, rooms=rooms, exclude_rooms=exclude_rooms
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import EventError
 from ..protocol import ERR_BAD_NAMESPACE, Message
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .nats import NatsExchange
     from .redis import RedisExchange
 
-__all__ = ["Exchange", "LocalExchange", "NatsExchange", "RedisExchange"]
+__all__ = ["Exchange", "ExchangeTracing", "LocalExchange", "NatsExchange", "RedisExchange"]
 
 
 def __getattr__(name: str) -> object:
@@ -43,6 +43,29 @@ def _nothing() -> None:
     pass
 
 
+class ExchangeTracing(Protocol):
+    """What an exchange calls when its server's tracing is on (:mod:`wsmvc.tracing` sets
+    :attr:`Exchange.tracing`; ``None``, the default, costs one test per broadcast)."""
+
+    def published(self, stamp: Stamp | None) -> str | None:
+        """A broadcast with ``stamp`` is being published (called in the publishing call,
+        where its span is current): the W3C ``traceparent`` to carry with it, or ``None``."""
+
+    def deliver(
+        self,
+        server: Server,
+        msg: Message,
+        traceparent: str | None,
+        *,
+        exclude: str | None = None,
+        to: str | None = None,
+        audience: Audience | None = None,
+        stamp: Stamp | None = None,
+    ) -> int:
+        """``server.deliver(...)`` for a broadcast of another server, traced: its span's
+        parent is ``traceparent``'s (the sender's broadcast), if given. Returns the count."""
+
+
 class Exchange(abc.ABC):
     """The interface a server uses to reach the other servers.
 
@@ -53,6 +76,9 @@ class Exchange(abc.ABC):
     """
 
     server: Server | None = None
+    tracing: ExchangeTracing | None = None
+    """Set by :meth:`wsmvc.tracing.OpenTelemetryTracing.instrument` (see
+    :class:`ExchangeTracing`)."""
 
     def attach(self, server: Server) -> None:
         """Bind this exchange to ``server`` (one exchange object per server)."""
@@ -143,8 +169,17 @@ class LocalExchange(Exchange):
         audience: Audience | None = None,
         stamp: Stamp | None = None,
     ) -> None:
-        for server in self._others():
-            server.deliver(msg, exclude=exclude_id, to=to, audience=audience, stamp=stamp)
+        traced = self.tracing.published(stamp) if self.tracing is not None else None
+        for peer in self._group:
+            server = peer.server
+            if peer is self or server is None:
+                continue
+            if peer.tracing is not None:
+                peer.tracing.deliver(
+                    server, msg, traced, exclude=exclude_id, to=to, audience=audience, stamp=stamp
+                )
+            else:
+                server.deliver(msg, exclude=exclude_id, to=to, audience=audience, stamp=stamp)
 
     async def ask(self, msg: Message, *, to: str, timeout: float | None) -> Message:
         for server in self._others():

@@ -514,7 +514,8 @@ class BrokerExchange(CrossServerAsks, Exchange):
             room = audience.rooms[0] if audience.rooms else room
             many = (audience.rooms, tuple(sorted(audience.exclude_ids)), audience.exclude_rooms)
         seq = (stamp if stamp is not None else self.stamp())[1]
-        marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary, many, seq))
+        traced = self.tracing.published((self.id, seq)) if self.tracing is not None else None
+        marker = format_marker(Marker(self.id, identity, exclude_id, msg.binary, many, seq, traced))
         payload = encode(attrs.evolve(msg, room=room, token="", marker=marker, binary=False))
         channel = self.id_channel(to) if to is not None else self.namespace_channel(msg.namespace)
         return self._outbox.put("pub", channel, payload)
@@ -556,6 +557,7 @@ class BrokerExchange(CrossServerAsks, Exchange):
         exclude_id: str | None = None
         audience: Audience | None = None
         stamp: Stamp | None = None
+        traced: str | None = None  # the sender's traceparent (wsmvc.tracing)
         if msg.marker:
             marker = parse_marker(msg.marker)
             if marker is None:
@@ -565,7 +567,7 @@ class BrokerExchange(CrossServerAsks, Exchange):
             else:
                 if marker.origin == self.id:
                     return  # ours: delivered locally when it was published
-                exclude_id = marker.exclude_id
+                exclude_id, traced = marker.exclude_id, marker.traceparent
                 msg.binary = marker.binary
                 if marker.seq is not None:
                     stamp = (marker.origin, marker.seq)
@@ -578,6 +580,13 @@ class BrokerExchange(CrossServerAsks, Exchange):
             if msg.token and is_reply_token(msg.token):
                 self._forward_ask(msg, conn_id)
                 return
-            server.deliver(msg, exclude=exclude_id, to=conn_id, audience=audience, stamp=stamp)
         elif channel in self._namespace_channels:
-            server.deliver(msg, exclude=exclude_id, audience=audience, stamp=stamp)
+            conn_id = None
+        else:
+            return
+        if self.tracing is not None:
+            self.tracing.deliver(
+                server, msg, traced, exclude=exclude_id, to=conn_id, audience=audience, stamp=stamp
+            )
+        else:
+            server.deliver(msg, exclude=exclude_id, to=conn_id, audience=audience, stamp=stamp)

@@ -9,6 +9,11 @@ wsmvc one before it, delivers such a message to the envelope's room, the first o
 ``:<seq>`` may end the wsmvc part: the publication's sequence number on its server, which
 with the origin identifies it across the cluster (a connection moving between servers gets
 each broadcast once: :mod:`wsmvc.handover`); ``wsmvc:::<seq>`` when nothing else is said.
+``:<traceparent>`` may end it after that: the W3C trace context (``00-<trace id: 32 hex>-<span
+id: 16 hex>-<flags: 2 hex>``) of the span that published it, written only by a server whose
+tracing is on (:mod:`wsmvc.tracing`), so that the receiving servers' spans join the sender's
+trace. Markers without it parse as before; a wsmvc server older than this field cannot read
+a marker that has it (it logs that, and delivers without the wsmvc part).
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ import attrs
 
 __all__ = ["Marker", "check_server_id", "format_marker", "parse_marker"]
 
+_TRACE = r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}"  # W3C traceparent, version 00
+_TRACEPARENT = re.compile(_TRACE)
 _MARKER = re.compile(
     r"neffos\(0x(?P<origin>[^(]*)\((?P<identity>.*)\)\)"
-    r"(?:wsmvc:(?P<flags>[a-z]*):(?P<exclude>[A-Za-z0-9_=-]*)(?::(?P<seq>[0-9]{1,20}))?)?",
+    r"(?:wsmvc:(?P<flags>[a-z]*):(?P<exclude>[A-Za-z0-9_=-]*)(?::(?P<seq>[0-9]{1,20}))?"
+    rf"(?::(?P<trace>{_TRACE}))?)?",
     re.DOTALL,
 )
 
@@ -56,12 +64,20 @@ class Marker:
     """Several rooms, excluded ids, excluded rooms (the ``m`` flag), or ``None``."""
     seq: int | None = None
     """The publication's sequence number on its origin (``None``: not said, as Go)."""
+    traceparent: str | None = None
+    """The W3C ``traceparent`` of the publishing span (``None``: none, as Go), checked for
+    its form only (lowercase hex fields of 2, 32, 16 and 2 digits)."""
 
 
 def format_marker(marker: Marker) -> str:
-    """The token slot's text for ``marker`` (see the module docstring)."""
+    """The token slot's text for ``marker`` (see the module docstring). Raises ValueError
+    for a ``traceparent`` not of the W3C form (it would make the marker unreadable)."""
     text = f"neffos(0x{marker.origin}({marker.identity}))"
     seq = "" if marker.seq is None else f":{marker.seq}"
+    if marker.traceparent is not None:
+        if _TRACEPARENT.fullmatch(marker.traceparent) is None:
+            raise ValueError(f"not a W3C traceparent: {marker.traceparent!r}")
+        seq += f":{marker.traceparent}"
     if marker.many is not None:
         rooms, ids, rooms_out = marker.many
         data = json.dumps({"r": rooms, "x": ids, "xr": rooms_out}, separators=(",", ":"))
@@ -93,7 +109,8 @@ def parse_marker(text: str) -> Marker | None:
     except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: deep JSON
         return None
     seq = int(match["seq"]) if match["seq"] is not None else None
-    return Marker(match["origin"], match["identity"], exclude_id, "b" in flags, many, seq)
+    origin, identity = match["origin"], match["identity"]
+    return Marker(origin, identity, exclude_id, "b" in flags, many, seq, match["trace"])
 
 
 def _strings(value: object) -> tuple[str, ...]:
