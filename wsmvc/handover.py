@@ -24,6 +24,12 @@ delivers one server's subscriptions in the order it processed the publications),
 falls between the two. A connection that cannot move (A unreachable or gone, a hook on B
 refusing, its missed frames no longer all kept) is closed by B before ``A<id>``: the
 client's next try gets a new connection (A ends the kept one when it was asked).
+
+B tells A whatever happens once it asked: each move has a *lease* (B's, in each of its
+requests), and A's reservation answers only to it. A move B does not take to its end
+before the take (B closing, the request or the serving task cancelled, the client gone
+before the take, the broker not confirming B's subscriptions) gives the connection back:
+A serves its key again, so the client's next try, to any server, gets it back.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import asyncio
 import base64
 import json
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -65,10 +72,24 @@ _RETRIES = (0.01, 0.05, 0.2, 0.5)  # seconds between describes while the owner d
 @attrs.frozen
 class Described:
     """A kept connection as its server describes it: its id, and its namespaces with their
-    connect payloads and rooms."""
+    connect payloads and rooms; ``lease``, what this server's take or abandon of it says
+    (a later move's are not this one's)."""
 
     id: str
     namespaces: tuple[tuple[str, bytes, tuple[str, ...]], ...]
+    lease: str = ""
+
+
+class _Reserved:
+    """A kept connection described to another server, waiting for its take or abandon
+    (those of ``lease`` only)."""
+
+    __slots__ = ("lease", "recoverable", "timer")
+
+    def __init__(self, recoverable: Recoverable, lease: str, timer: asyncio.TimerHandle) -> None:
+        self.recoverable = recoverable
+        self.lease = lease
+        self.timer = timer
 
 
 class Handover:
@@ -81,7 +102,7 @@ class Handover:
         self._exchange = exchange
         self._recoveries = recoveries
         self._requests = ServerRequests(exchange, self._answer)
-        self._reserved: dict[str, tuple[Recoverable, asyncio.TimerHandle]] = {}
+        self._reserved: dict[str, _Reserved] = {}
 
     @property
     def server_id(self) -> str:
@@ -98,22 +119,28 @@ class Handover:
 
     def stop(self) -> None:
         self._requests.stop()
-        for recoverable, timer in self._reserved.values():
-            timer.cancel()
-            self._recoveries.restore(recoverable)
+        for reserved in self._reserved.values():
+            reserved.timer.cancel()
+            self._recoveries.restore(reserved.recoverable)
         self._reserved.clear()
 
     # -- the returning side (B) ---------------------------------------------------------------
 
     async def describe(self, owner: str, key: str) -> Described | None:
         """Ask ``owner`` for its kept connection of ``key``; ``None`` when it has none
-        (or cannot be asked)."""
-        answer = await self._ask(owner, {"op": "describe", "key": key})
-        for pause in _RETRIES:  # the owner is dropping the old websocket meanwhile
-            if answer is None or not answer.get("retry"):
-                break
-            await asyncio.sleep(pause)
-            answer = await self._ask(owner, {"op": "describe", "key": key})
+        (or cannot be asked). Cancelled, it tells ``owner`` the key serves again."""
+        lease = secrets.token_urlsafe(12)
+        request = {"op": "describe", "key": key, "lease": lease}
+        try:
+            answer = await self._ask(owner, request)
+            for pause in _RETRIES:  # the owner is dropping the old websocket meanwhile
+                if answer is None or not answer.get("retry"):
+                    break
+                await asyncio.sleep(pause)
+                answer = await self._ask(owner, request)
+        except asyncio.CancelledError:
+            self.abandon(owner, key, lease, end=False)
+            raise
         if answer is None or "id" not in answer:
             return None
         try:
@@ -121,18 +148,20 @@ class Handover:
                 (str(name), base64.b64decode(payload), tuple(str(room) for room in rooms))
                 for name, payload, rooms in answer["namespaces"]
             )
-            return Described(str(answer["id"]), namespaces)
+            return Described(str(answer["id"]), namespaces, lease)
         except (TypeError, ValueError):
             log.warning("handover: server %s described %.80r", owner, answer)
+            self.abandon(owner, key, lease, end=False)
             return None
 
-    async def take(self, owner: str, key: str, received: int) -> tuple[int, list[Frame]] | None:
+    async def take(
+        self, owner: str, key: str, lease: str, received: int
+    ) -> tuple[int, list[Frame]] | None:
         """Ask ``owner`` for the frames after the ``received``-th, and its count of the
         client's frames read; it closes its kept connection. ``None``: not to be had."""
+        request = {"op": "take", "key": key, "lease": lease, "received": received}
         try:
-            parts = await self._requests.request(
-                owner, _json({"op": "take", "key": key, "received": received}), self._timeout
-            )
+            parts = await self._requests.request(owner, _json(request), self._timeout)
             head = json.loads(parts[0])
             if "read" not in head or len(parts) != 1 + head["frames"]:
                 return None
@@ -141,12 +170,13 @@ class Handover:
             log.info("handover: no take from server %s: %s", owner, exc)
             return None
 
-    def abandon(self, owner: str, key: str, *, end: bool) -> None:
-        """Tell ``owner`` the connection of ``key`` does not move (``end``: its client
-        gets a new connection, close it; else its key serves again)."""
+    def abandon(self, owner: str, key: str, lease: str, *, end: bool) -> None:
+        """Tell ``owner`` the connection of ``key`` does not move here (``end``: its client
+        gets a new connection, close it; else its key serves again). A later move's lease
+        is not ``lease``: it is not affected."""
 
         async def tell() -> None:
-            await self._ask(owner, {"op": "abandon", "key": key, "end": end})
+            await self._ask(owner, {"op": "abandon", "key": key, "lease": lease, "end": end})
 
         asyncio.get_running_loop().create_task(tell())
 
@@ -179,22 +209,22 @@ class Handover:
 
     def _answer(self, body: bytes) -> list[bytes]:
         request = json.loads(body)
-        op, key = request["op"], str(request["key"])
+        op, key, lease = request["op"], str(request["key"]), str(request["lease"])
         if op == "describe":
-            return [_json(self._describe(key))]
+            return [_json(self._describe(key, lease))]
         if op == "take":
-            return self._take(key, int(request["received"]))
-        reserved = self._reserved.pop(key, None)
-        if reserved is not None:
-            recoverable, timer = reserved
-            timer.cancel()
+            return self._take(key, lease, int(request["received"]))
+        reserved = self._reserved.get(key)
+        if reserved is not None and reserved.lease == lease:
+            del self._reserved[key]
+            reserved.timer.cancel()
             if request.get("end"):
-                recoverable.end("its client was given a new connection elsewhere")
+                reserved.recoverable.end("its client was given a new connection elsewhere")
             else:
-                self._recoveries.restore(recoverable)
+                self._recoveries.restore(reserved.recoverable)
         return [b"{}"]
 
-    def _describe(self, key: str) -> dict[str, Any]:
+    def _describe(self, key: str, lease: str) -> dict[str, Any]:
         recoverable = self._recoveries.get(key)
         if recoverable is None or recoverable.over:
             return {}
@@ -205,7 +235,7 @@ class Handover:
             return {"retry": True}
         self._recoveries.remove(recoverable)  # each key serves once
         timer = asyncio.get_running_loop().call_later(_RESERVED, self._expired, key)
-        self._reserved[key] = (recoverable, timer)
+        self._reserved[key] = _Reserved(recoverable, lease, timer)
         conn = recoverable.conn
         namespaces = [
             [name, base64.b64encode(ns.connect_payload).decode(), sorted(ns.rooms)]
@@ -217,14 +247,15 @@ class Handover:
     def _expired(self, key: str) -> None:
         reserved = self._reserved.pop(key, None)
         if reserved is not None:
-            self._recoveries.restore(reserved[0])
+            self._recoveries.restore(reserved.recoverable)
 
-    def _take(self, key: str, received: int) -> list[bytes]:
-        reserved = self._reserved.pop(key, None)
-        if reserved is None:
+    def _take(self, key: str, lease: str, received: int) -> list[bytes]:
+        reserved = self._reserved.get(key)
+        if reserved is None or reserved.lease != lease:
             return [b"{}"]
-        recoverable, timer = reserved
-        timer.cancel()
+        del self._reserved[key]
+        reserved.timer.cancel()
+        recoverable = reserved.recoverable
         frames = recoverable.recorder.since(received) if not recoverable.over else None
         if frames is None:
             recoverable.end("the messages it missed are no longer all kept")
@@ -275,24 +306,25 @@ class MovingIn(Recoverable):
         conn = self.conn
         refusal = await self._restore()
         handover = self._handover
+        lease = self._described.lease
         if refusal is not None:
             log.info("%r: not moved here, a hook refused: %s", conn, refusal)
-            handover.abandon(self._owner, self._key, end=True)
             self._taken = True
+            handover.abandon(self._owner, self._key, lease, end=True)
             conn.request_close(1011, "recovery refused", urgent=True, cause=CloseReason.REFUSED)
             return
-        taken = None
-        if not conn.closed and await handover.confirmed(conn):
-            taken = await handover.take(self._owner, self._key, self._received)
+        # Taken only for a client still there, with the broadcasts since held here: else
+        # its server keeps it, the key serving again (its next try, anywhere, gets it back).
+        if not (self._staying() and await handover.confirmed(conn) and self._staying()):
+            self._give_back()
+            self._not_recovered()
+            return
         self._taken = True
-        if taken is None or conn.closed:
-            conn.request_close(1011, "not recovered", urgent=True, cause=CloseReason.INTERNAL_ERROR)
+        taken = await handover.take(self._owner, self._key, lease, self._received)
+        if taken is None or not self._staying():
+            self._not_recovered()
             return
         read, frames = taken
-        recorder = self.recorder
-        if recorder.overflowed:
-            conn.request_close(1011, "not recovered", urgent=True, cause=CloseReason.INTERNAL_ERROR)
-            return
         self.key = self._table.enrol(self)
         first = [recovery_frame(self.key, read), (ACK_OK + conn.id).encode(errors="replace")]
         self.recorder.release(first, self._received, frames)
@@ -300,6 +332,30 @@ class MovingIn(Recoverable):
         log.info(
             "%r: moved here from server %s, %d messages replayed", conn, self._owner, len(frames)
         )
+
+    def _staying(self) -> bool:
+        """Whether the connection can still be taken over here: open, its client's
+        websocket not gone (aiohttp saw it end), no more held than the bounds keep."""
+        return not (self.conn.closed or self._gone() or self.recorder.overflowed)
+
+    def _gone(self) -> bool:
+        """Whether the client's websocket is gone (aiohttp saw its TCP connection end)."""
+        request = self.conn.request
+        transport = request.transport if request is not None else None
+        return transport is None or transport.is_closing()
+
+    def _not_recovered(self) -> None:
+        """Close it before ``A<id>`` (1011): the client's next try gets a new connection,
+        or its connection back from its server when it was given back."""
+        gone = self._gone()
+        cause = CloseReason.CONNECTION_LOST if gone else CloseReason.INTERNAL_ERROR
+        self.conn.request_close(1011, "not recovered", urgent=True, cause=cause)
+
+    def _give_back(self) -> None:
+        """Not taken: its server serves the key again."""
+        if not self._taken:
+            self._taken = True
+            self._handover.abandon(self._owner, self._key, self._described.lease, end=False)
 
     async def _restore(self) -> str | None:
         """The namespaces and rooms of the connection, each through its hooks; the first
@@ -330,9 +386,7 @@ class MovingIn(Recoverable):
         return None
 
     def finished(self) -> None:
-        if not self._taken:  # refused by on_connect, or gone before its M
-            self._taken = True
-            self._handover.abandon(self._owner, self._key, end=False)
+        self._give_back()  # refused by on_connect, gone before its M, cancelled
         super().finished()
 
 

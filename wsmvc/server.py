@@ -375,7 +375,7 @@ class Server(Sending):
                 moving = await self._moving_in(key, received)
                 if self._closing:
                     if moving is not None and self._handover is not None:
-                        self._handover.abandon(moving[0], moving[1], end=False)
+                        self._handover.abandon(*moving[:2], moving[3].lease, end=False)
                     await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
                     return ws
                 conn_id = moving[3].id if moving is not None else conn_id

@@ -1,0 +1,239 @@
+"""Recovery across servers, adversarially (docs/recovery.md, "Across servers"; wsmvc/handover.py):
+closes and cancellations at each await of a move, the broker paused in the middle of it, two
+returns with one key, forged requests on the broker, a second move, bounds. Real Redis and
+NATS, servers in this process behind the TCP :class:`Balancer` of test_recovery_across."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import wsmvc
+from wsmvc import CloseReason, Message, NSConn, Server
+from wsmvc.handover import Handover
+
+from ..test_reconnect import FAST, Log, T, client_table
+from .conftest import Broker, make_exchange
+from .test_recovery_across import ROOMY, Balancer, confirmed, serving
+
+
+class Router(Balancer):
+    """A :class:`Balancer` that refuses new connections while its target is 0."""
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.target:
+            writer.transport.abort()
+            return
+        await super()._pipe(reader, writer)
+
+
+class Gate:
+    """A hook that, once :attr:`armed`, says it was reached and waits to be opened."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.reached = asyncio.Event()
+        self.opened = asyncio.Event()
+
+    async def __call__(self) -> None:
+        if self.armed:
+            self.armed = False
+            self.reached.set()
+            await self.opened.wait()
+
+    async def wait_reached(self) -> None:
+        await asyncio.wait_for(self.reached.wait(), T)
+
+
+class Node:
+    """One server of the cluster with what the test watches on it."""
+
+    def __init__(self, name: str, broker: Broker, timeout: float, **options: Any) -> None:
+        self.name = name
+        self.gone: list[tuple[str, CloseReason | None]] = []  # on_disconnect
+        self.changed = asyncio.Event()
+        self.connect_gate = Gate()  # in its _OnNamespaceConnect
+        self.port = 0
+        events: dict[str, Any] = {
+            "_OnNamespaceConnect": self._on_connect,
+            "echo": lambda ns, msg: msg.body,
+        }
+        events.update(options.pop("events", {}))
+        self.server = Server(
+            {"chat": events},
+            recovery=options.pop("recovery", ROOMY),
+            heartbeat=None,
+            on_disconnect=self._on_disconnect,
+            exchange=make_exchange(broker, server_id=f"server-{name}", timeout=timeout),
+            **options,
+        )
+
+    async def _on_connect(self, ns: NSConn, msg: Message) -> None:
+        await self.connect_gate()
+
+    def _on_disconnect(self, conn: wsmvc.Conn) -> None:
+        self.gone.append((conn.id, conn.close_reason))
+        self.changed.set()
+
+    async def until_gone(self, conn_id: str, timeout: float = T) -> CloseReason | None:
+        """The close reason of ``conn_id``'s disconnect events here, once they ran."""
+
+        async def wait() -> CloseReason | None:
+            while True:
+                for gone_id, reason in self.gone:
+                    if gone_id == conn_id:
+                        return reason
+                self.changed.clear()
+                await self.changed.wait()
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{conn_id} not gone from {self.name} in {timeout}s") from None
+
+    @property
+    def handover(self) -> Handover:
+        handover = self.server._handover
+        assert handover is not None
+        return handover
+
+    def ids(self) -> list[str]:
+        return [c.id for c in self.server.connections]
+
+
+class Cluster:
+    """Servers by name behind one balancer."""
+
+    def __init__(self, nodes: dict[str, Node], balancer: Balancer) -> None:
+        self.nodes = nodes
+        self.balancer = balancer
+        self.url = f"ws://127.0.0.1:{balancer.port}/ws"
+
+    def __getitem__(self, name: str) -> Node:
+        return self.nodes[name]
+
+    def route(self, name: str) -> None:
+        """New TCP connections go to ``name`` from now on (``nowhere``: refused)."""
+        self.balancer.target = self.nodes[name].port if name in self.nodes else 0
+
+    async def dial(self, log: Log, **extra: Any) -> wsmvc.ReconnectingClient:
+        client = await wsmvc.dial(
+            self.url, client_table(log, "chat", **extra), reconnect=FAST, **log.events()
+        )
+        assert isinstance(client, wsmvc.ReconnectingClient)
+        return client
+
+
+@contextlib.asynccontextmanager
+async def cluster_of(
+    broker: Broker, names: str = "ab", *, timeout: float = 5.0, **options: Any
+) -> AsyncIterator[Cluster]:
+    nodes = {name: Node(name, broker, timeout, **dict(options)) for name in names}
+    balancer = Router()
+    await balancer.start()
+    async with contextlib.AsyncExitStack() as stack:
+        for node in nodes.values():
+            node.port = await stack.enter_async_context(serving(node.server))
+        for node in nodes.values():
+            await confirmed(node.server)
+        cluster = Cluster(nodes, balancer)
+        cluster.route(names[0])
+        try:
+            yield cluster
+        finally:
+            await balancer.close()
+
+
+Wrapped = Callable[..., Awaitable[Any]]
+
+
+def wrap(
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    node: Node,
+    around: Callable[[Wrapped, tuple[Any, ...]], Awaitable[Any]],
+) -> None:
+    """``Handover.<name>`` of ``node`` goes through ``around(original, args)``."""
+    original = getattr(Handover, name)
+
+    async def patched(self: Handover, *args: Any) -> Any:
+        bound = functools.partial(original, self)
+        if self is node.handover:
+            return await around(bound, args)
+        return await bound(*args)
+
+    monkeypatch.setattr(Handover, name, patched)
+
+
+async def joined_client(
+    cluster: Cluster, log: Log
+) -> tuple[wsmvc.ReconnectingClient, wsmvc.ReconnectingNamespace]:
+    client = await cluster.dial(log)
+    chat = await client.connect("chat")
+    await chat.join_room("r")
+    for node in cluster.nodes.values():
+        await confirmed(node.server)
+    log.entries.clear()
+    return client, chat
+
+
+# -- closes and cancellations during the move ----------------------------------------------
+
+
+async def test_a_request_cancelled_while_the_new_server_asks_leaves_the_key_serving(
+    broker: Broker,
+) -> None:
+    """The aiohttp request handler of the return is cancelled while B's question is on its
+    way (aiohttp's shutdown, ``handler_cancellation``): the key serves again on A, and the
+    client's next try, to A, gets its connection back."""
+    async with cluster_of(broker) as cluster:
+        a, b = cluster["a"], cluster["b"]
+        log = Log()
+        client, _chat = await joined_client(cluster, log)
+
+        async def cancelled(describe: Wrapped, args: tuple[Any, ...]) -> Any:
+            cluster.route("a")
+            task = asyncio.current_task()
+            assert task is not None
+            asyncio.get_running_loop().call_soon(task.cancel)
+            return await describe(*args)
+
+        with pytest.MonkeyPatch.context() as patch:
+            wrap(patch, "describe", b, cancelled)
+            async with client:
+                first = client.id
+                cluster.route("b")
+                cluster.balancer.kill()
+                await log.until("restored")
+                assert client.recovered and client.id == first
+                assert a.ids() == [first] and b.ids() == []
+
+
+async def test_the_client_vanishing_in_the_new_servers_hooks_and_back_there_later(
+    broker: Broker,
+) -> None:
+    """As above, but the client's next try comes after B's hooks returned, to B again: B
+    did not take a connection whose client is gone; the key serves, the client is back."""
+    async with cluster_of(broker) as cluster:
+        a, b = cluster["a"], cluster["b"]
+        log = Log()
+        client, _chat = await joined_client(cluster, log)
+        async with client:
+            first = client.id
+            cluster.route("b")
+            b.connect_gate.armed = True
+            cluster.balancer.kill()
+            await b.connect_gate.wait_reached()
+            cluster.route("nowhere")
+            cluster.balancer.kill()
+            b.connect_gate.opened.set()
+            await b.until_gone(first)
+            cluster.route("b")
+            await log.until("restored")
+            assert client.recovered and client.id == first
+            assert b.ids() == [first] and a.ids() == []
