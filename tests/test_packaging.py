@@ -167,6 +167,7 @@ EXTRAS = {
     "redis": "redis",  # the Redis exchange
     "nats": "nats-py",  # the NATS exchange
     "prometheus": "prometheus-client",  # wsmvc.metrics
+    "opentelemetry": "opentelemetry-api",  # wsmvc.tracing
 }
 
 

@@ -46,7 +46,8 @@ The names, by where they are used:
   :class:`NotConnected`, :class:`NotInHandlerTable` or :class:`NotJoined`.
 * Elsewhere: :mod:`wsmvc.exchange` (Redis, NATS: ``pip install 'wsmvc[redis]'``,
   ``'wsmvc[nats]'``), :mod:`wsmvc.emitter` (send from workers), :mod:`wsmvc.testing`,
-  :mod:`wsmvc.metrics` (``'wsmvc[prometheus]'``), typed bodies
+  :mod:`wsmvc.metrics` (``'wsmvc[prometheus]'``), :mod:`wsmvc.tracing`
+  (``'wsmvc[opentelemetry]'``), typed bodies
   (``'wsmvc[typed-bodies]'``, ``'wsmvc[pydantic]'``).
 
 Units: every timeout and interval is in seconds, every size in bytes. The guides:
