@@ -128,6 +128,8 @@ class Server(Sending):
       ``None`` (default): a lost connection ends at once.
     """
 
+    _conn_class: type[Conn] = Conn  # a traced server's asks are spans (wsmvc.tracing)
+
     def __init__(
         self,
         namespaces: Namespaces | HandlerTable | None = None,
@@ -443,7 +445,7 @@ class Server(Sending):
         recorders: list[Recorder] = []
         if recover and self._recoveries is not None:
             make_writer = self._recoveries.recorder(make_writer, recorders)
-        conn = Conn(
+        conn = self._conn_class(
             ws,
             make_writer,
             self.handlers,

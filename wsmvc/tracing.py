@@ -127,7 +127,7 @@ class OpenTelemetryTracing:
         if server._loop is not None:
             raise RuntimeError("instrument the server before it starts (app startup)")
         server._tracing = self
-        # server._conn_class = _TracedConn  (server.py, once free)
+        server._conn_class = _TracedConn
         server.handlers.wrap(self._wrap)
         server.add_broadcast_hook(self._broadcasted)
         if server.exchange is not None:
