@@ -67,6 +67,7 @@ log = logging.getLogger("wsmvc")
 
 _RESERVED = 60.0  # seconds a described connection waits for its take before serving again
 _RETRIES = (0.01, 0.05, 0.2, 0.5)  # seconds between describes while the owner drops the old one
+_TELL_AGAIN = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0)  # an abandon, unanswered
 
 
 @attrs.frozen
@@ -96,13 +97,14 @@ class Handover:
     """A server's side of moving connections: it answers other servers' requests for the
     connections it keeps, and asks for those its clients bring back from elsewhere."""
 
-    __slots__ = ("_exchange", "_recoveries", "_requests", "_reserved")
+    __slots__ = ("_exchange", "_recoveries", "_requests", "_reserved", "_telling")
 
     def __init__(self, exchange: BrokerExchange, recoveries: Recoveries) -> None:
         self._exchange = exchange
         self._recoveries = recoveries
         self._requests = ServerRequests(exchange, self._answer)
         self._reserved: dict[str, _Reserved] = {}
+        self._telling: set[asyncio.Task[None]] = set()  # abandons on their way
 
     @property
     def server_id(self) -> str:
@@ -119,6 +121,8 @@ class Handover:
 
     def stop(self) -> None:
         self._requests.stop()
+        for task in self._telling:
+            task.cancel()
         for reserved in self._reserved.values():
             reserved.timer.cancel()
             self._recoveries.restore(reserved.recoverable)
@@ -141,7 +145,12 @@ class Handover:
         except asyncio.CancelledError:
             self.abandon(owner, key, lease, end=False)
             raise
-        if answer is None or "id" not in answer:
+        if answer is None or answer.get("retry"):
+            # No answer in time (the broker or the owner slow, away): the client gets a new
+            # connection here, so the owner, if it got the question after all, ends its own.
+            self.abandon(owner, key, lease, end=True)
+            return None
+        if "id" not in answer:
             return None
         try:
             namespaces = tuple(
@@ -173,12 +182,28 @@ class Handover:
     def abandon(self, owner: str, key: str, lease: str, *, end: bool) -> None:
         """Tell ``owner`` the connection of ``key`` does not move here (``end``: its client
         gets a new connection, close it; else its key serves again). A later move's lease
-        is not ``lease``: it is not affected."""
+        is not ``lease``: it is not affected. Told again until ``owner`` answers (the
+        broker may be away), for as long as it would keep the connection reserved."""
+        body = _json({"op": "abandon", "key": key, "lease": lease, "end": end})
+        task = asyncio.get_running_loop().create_task(self._tell(owner, body))
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
 
-        async def tell() -> None:
-            await self._ask(owner, {"op": "abandon", "key": key, "lease": lease, "end": end})
-
-        asyncio.get_running_loop().create_task(tell())
+    async def _tell(self, owner: str, body: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _RESERVED
+        for pause in _TELL_AGAIN:
+            try:
+                await self._exchange.wait_connected(max(0.0, deadline - loop.time()))
+                await self._requests.request(owner, body, self._timeout)
+                return
+            except (RequestFailed, asyncio.TimeoutError) as exc:
+                if loop.time() + pause >= deadline:
+                    log.info("handover: server %s not told %.80r: %s", owner, body, exc)
+                    return
+            except ConnectionClosed:
+                return  # the exchange stopped
+            await asyncio.sleep(pause)
 
     async def confirmed(self, conn: Conn) -> bool:
         """Whether the broker confirmed this server's subscriptions (``conn``'s among
@@ -214,15 +239,29 @@ class Handover:
             return [_json(self._describe(key, lease))]
         if op == "take":
             return self._take(key, lease, int(request["received"]))
-        reserved = self._reserved.get(key)
-        if reserved is not None and reserved.lease == lease:
-            del self._reserved[key]
-            reserved.timer.cancel()
-            if request.get("end"):
-                reserved.recoverable.end("its client was given a new connection elsewhere")
-            else:
-                self._recoveries.restore(reserved.recoverable)
+        self._abandoned(key, lease, bool(request.get("end")))
         return [b"{}"]
+
+    def _abandoned(self, key: str, lease: str, end: bool) -> None:
+        """The move of ``lease`` stops short of its take (``end``: its client was given a
+        new connection)."""
+        why = "its client was given a new connection elsewhere"
+        reserved = self._reserved.get(key)
+        if reserved is None:
+            # Never reserved for it (its describe got no answer in time, or only "retry"):
+            # still kept here, for a client that has a new connection now.
+            recoverable = self._recoveries.get(key) if end else None
+            if recoverable is not None:
+                recoverable.end(why)
+            return
+        if reserved.lease != lease:
+            return  # a later move's: not this one's to decide
+        del self._reserved[key]
+        reserved.timer.cancel()
+        if end:
+            reserved.recoverable.end(why)
+        else:
+            self._recoveries.restore(reserved.recoverable)
 
     def _describe(self, key: str, lease: str) -> dict[str, Any]:
         recoverable = self._recoveries.get(key)
@@ -321,6 +360,10 @@ class MovingIn(Recoverable):
             return
         self._taken = True
         taken = await handover.take(self._owner, self._key, lease, self._received)
+        if taken is None:
+            # Its server may not have had the take (the broker slow or away): it must not
+            # keep the connection for a client whose next try gets a new one.
+            handover.abandon(self._owner, self._key, lease, end=True)
         if taken is None or not self._staying():
             self._not_recovered()
             return
@@ -386,7 +429,11 @@ class MovingIn(Recoverable):
         return None
 
     def finished(self) -> None:
-        self._give_back()  # refused by on_connect, gone before its M, cancelled
+        if self.conn.close_reason is CloseReason.REFUSED and not self._taken:
+            # on_connect refused the client here: its server does not keep it for it.
+            self._taken = True
+            self._handover.abandon(self._owner, self._key, self._described.lease, end=True)
+        self._give_back()  # gone before its M, cancelled
         super().finished()
 
 
