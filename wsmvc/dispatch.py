@@ -76,6 +76,7 @@ class Dispatcher:
     """
 
     __slots__ = (
+        "_answer_frame",
         "_client",
         "_codec",
         "_connecting",
@@ -100,6 +101,8 @@ class Dispatcher:
         codec: Codec = JSON,
     ) -> None:
         self._session = session
+        # session.answer, the frame of every answer: a tapped dispatcher reports them here
+        self._answer_frame = session.answer
         self._namespaces = session.namespaces
         self._connecting: dict[str, asyncio.Future[None]] | None = None  # made on first use
         self._writer = writer  # not its bound write(): one object less per connection
@@ -142,7 +145,7 @@ class Dispatcher:
             return None
         if type(result) is bytes and not msg.native:
             # answered() for the common answer (bytes), written out: a call less per message.
-            data = self._session.answer(msg, result)
+            data = self._answer_frame(msg, result)
             if data is not None:
                 # UTF-8 goes as text: an echo's body came in a text frame; else look
                 # (ASCII first, without a call).
@@ -200,9 +203,9 @@ class Dispatcher:
             binary = True  # bytes that are not UTF-8 never go in a text frame
         if msg.native:
             if not msg.err and self._session.open:
-                self._writer.write(body, binary)
+                self._send((body, binary))  # a frame of its own: no envelope, no answer
             return None
-        data = self._session.answer(msg, body)
+        data = self._answer_frame(msg, body)
         if data is not None:
             self._writer.write(data, binary)
         return None
@@ -257,7 +260,7 @@ class Dispatcher:
             self._answer(msg, err=f"unknown event {shorten(msg.event)!r}")
 
     def _answer(self, msg: Message, body: bytes = b"", err: str = "") -> None:
-        data = self._session.answer(msg, body, err)
+        data = self._answer_frame(msg, body, err)
         if data is not None:
             self._writer.write(data, msg.binary)
 

@@ -74,7 +74,7 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 """Upper bounds (seconds) of the handler duration histogram: most handlers take tens of
 microseconds, some await a database or the client (an ask): 100 µs to 10 s, then +Inf."""
 
-_OUTCOMES = ("handled", "failed", "unhandled", "refused")
+_OUTCOMES = ("failed", "unhandled", "refused")  # "handled" apart: the common one
 _CACHED_NAMESPACES = 1024  # concrete namespace names whose labels are remembered
 _CACHED_EVENTS = 64  # undeclared event names remembered per namespace, at most
 _CACHED_NAME = 64  # characters of a name that may be remembered
@@ -111,17 +111,21 @@ class _Stats:
         "deliveries",
         "duration",
         "event",
+        "handled",
         "namespace",
         "published",
         "received",
         "remote",
         "sent",
+        "system",
     )
 
     def __init__(self, namespace: str, event: str, buckets: int) -> None:
         self.namespace = namespace
         self.event = event
-        self.received = dict.fromkeys(_OUTCOMES, 0)  # outcome -> messages
+        self.system = event in _SYSTEM  # not counted as an ask either way
+        self.handled = 0  # messages received whose outcome is "handled"
+        self.received = dict.fromkeys(_OUTCOMES, 0)  # the other outcomes -> messages
         self.sent = 0  # events written, broadcast deliveries included
         self.bytes_in = 0  # body bytes
         self.bytes_out = 0
@@ -136,18 +140,34 @@ class _Stats:
         self.duration = 0.0  # seconds, the sum of the histogram
 
 
+def _system(stats: _Stats, event: str) -> bool:
+    """Whether ``event`` (counted in ``stats``) is a system event (never counted as an
+    ask): an ``<other>`` record may hide one."""
+    return stats.system or (stats.event is OTHER and event in _SYSTEM)
+
+
 class _Meter:
     """One server's meter (:class:`wsmvc.taps.Meter`) and broadcast hook: maps its
     namespace and event names to label values through a bounded cache (cleared at every
     scrape, so handlers added later are seen) and counts into the shared records."""
 
-    __slots__ = ("_bounds", "_cache", "_closed", "_events", "_metrics", "_patterns", "server")
+    __slots__ = (
+        "_bounds",
+        "_cache",
+        "_closed",
+        "_events",
+        "_first",
+        "_metrics",
+        "_patterns",
+        "server",
+    )
 
     def __init__(self, metrics: PrometheusMetrics, server: Server) -> None:
         self._metrics = metrics
         self.server = server
         self._events = metrics.events
         self._bounds = metrics._bounds
+        self._first = self._bounds[0]  # most durations fall below it: no bisect then
         self._closed = metrics._closed
         self._cache: dict[str, dict[str, _Stats]] = {}
         self._patterns: dict[str, NamespacePattern] = {}  # compiled, by template
@@ -160,16 +180,29 @@ class _Meter:
     def received(self, msg: Message, outcome: Outcome, duration: float, answer: int) -> None:
         """Count a handled message of a peer's, and its answer (see
         :class:`wsmvc.taps.Meter`)."""
-        event = msg.event
-        events = self._cache.get(msg.namespace)
-        stats = events.get(event) if events is not None else None
-        if stats is None:
-            stats = self._resolve(msg.namespace, event)
-        stats.received[outcome] += 1
+        # Every message runs this: subscripts rather than calls, the common cases first.
+        try:
+            stats = self._cache[msg.namespace][msg.event]
+        except KeyError:
+            stats = self._resolve(msg.namespace, msg.event)
+        if outcome == "handled":
+            stats.handled += 1
+        else:
+            stats.received[outcome] += 1
         stats.bytes_in += len(msg.body)
-        stats.buckets[_place(self._bounds, duration)] += 1
+        if duration <= self._first:
+            stats.buckets[0] += 1
+        else:
+            stats.buckets[_place(self._bounds, duration)] += 1
         stats.duration += duration
-        if msg.token[:1] == "$" and event not in _SYSTEM:
+        # A client's ask (an <other> record may hide a system event: looked up then).
+        token = msg.token
+        if (
+            token
+            and token[0] == "$"
+            and not stats.system
+            and (stats.event is not OTHER or msg.event not in _SYSTEM)
+        ):
             stats.asks_in += 1
         if answer >= 0:
             stats.sent += 1
@@ -177,13 +210,13 @@ class _Meter:
 
     def sent(self, namespace: str, event: str, size: int, ask: bool) -> None:
         """Count an event written (see :class:`wsmvc.taps.Meter`)."""
-        events = self._cache.get(namespace)
-        stats = events.get(event) if events is not None else None
-        if stats is None:
+        try:
+            stats = self._cache[namespace][event]
+        except KeyError:
             stats = self._resolve(namespace, event)
         stats.sent += 1
         stats.bytes_out += size
-        if ask and event not in _SYSTEM:
+        if ask and not _system(stats, event):
             stats.asks_out += 1
 
     def unanswered(self, namespace: str, event: str) -> None:
@@ -438,7 +471,7 @@ class PrometheusMetrics:
         by_ns: dict[tuple[str, str], int] = {}  # (field, namespace) -> sum
         for stats in list(self._stats.values()):
             labels = [stats.namespace, stats.event]
-            for outcome, count in list(stats.received.items()):
+            for outcome, count in [("handled", stats.handled), *stats.received.items()]:
                 if count:
                     received.add_metric([*labels, outcome], count)
             for family, per_namespace, field in fields:

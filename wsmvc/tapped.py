@@ -3,9 +3,10 @@ taps and meters (:mod:`wsmvc.taps`), used instead of the plain ones for the conn
 a handler table that has taps or meters.
 
 What is reported is never parsed back when the sending code had it: the dispatcher's
-answers reach the writer with the message they answer (the session's ``answer`` is
-watched, :class:`_Answering`), a broadcast is parsed once for all its receivers; only
-the frames a connection writes itself (``emit``, ``ask``, system replies) are parsed.
+answers are reported where it makes their frames (``Dispatcher._answer_frame``), with the
+message they answer, and written straight to the connection's writer; a broadcast is
+parsed once for all its receivers. Only the frames a connection writes itself (``emit``,
+``ask``, system replies) go through :class:`TappedWriter`, which parses them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from .conn import Conn
     from .handlers import HandlerTable
     from .nsconn import NSConn
-    from .session import Session
+    from .states import Frame
     from .writer import Writer
 
 __all__ = ["TappedDispatcher", "TappedWriter", "dispatcher_for"]
@@ -45,7 +46,8 @@ def dispatcher_for(
     codec: Codec = JSON,
 ) -> tuple[Writer, Dispatcher]:
     """The write path and dispatcher of a new connection: the plain ones, or, when
-    ``handlers`` has taps or meters, ones that report what passes them."""
+    ``handlers`` has taps or meters, ones that report what passes them (the dispatcher
+    writes its answers to ``writer`` itself, the rest goes through the tapped writer)."""
     taps = handlers.taps
     if not taps:
         dispatcher = Dispatcher(
@@ -53,51 +55,42 @@ def dispatcher_for(
         )
         return writer, dispatcher
     tapped = TappedWriter(writer, taps, conn, native=handlers.native_only)
-    session = cast("Session[NSConn, asyncio.Future[Message]]", _Answering(conn.session, tapped))
-    return tapped, TappedDispatcher(
-        session, tapped, handlers, owner=conn, debug_errors=debug_errors, codec=codec
+    dispatcher = TappedDispatcher(
+        conn.session, writer, handlers, owner=conn, debug_errors=debug_errors, codec=codec
     )
-
-
-class _Answering:
-    """A connection's session as its tapped dispatcher sees it: every attribute is the
-    session's, and :meth:`answer` also tells the tapped writer which message the frame it
-    returns answers, with what body or error, so the ``"out"`` report of the answer needs
-    no parsing (the dispatcher writes each frame ``answer`` returns right away)."""
-
-    __slots__ = ("_answer", "_session", "_writer")
-
-    def __init__(self, session: Session[NSConn, asyncio.Future[Message]], writer: TappedWriter):
-        self._session = session
-        self._answer = session.answer
-        self._writer = writer
-
-    def answer(self, msg: Message, body: bytes = b"", err: str = "") -> bytes | None:
-        """:meth:`Session.answer <wsmvc.session.Session.answer>`, noted for the writer."""
-        data = self._answer(msg, body, err)
-        if data is not None:
-            self._writer.expected = (data, msg, body, err)
-        return data
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._session, name)
+    dispatcher.tapped = tapped
+    return tapped, dispatcher
 
 
 class TappedDispatcher(Dispatcher):
-    """A :class:`~wsmvc.dispatch.Dispatcher` that reports each message it handled."""
+    """A :class:`~wsmvc.dispatch.Dispatcher` that reports each message it handled, and
+    each answer it wrote (with the message it answers: nothing is parsed)."""
 
-    __slots__ = ("_current", "_error", "_meter", "_out", "_outcome", "_tapping", "_taps")
+    __slots__ = (
+        "_answered",
+        "_current",
+        "_error",
+        "_meter",
+        "_outcome",
+        "_tapping",
+        "_taps",
+        "tapped",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._out = cast("TappedWriter", self._writer)
         taps = self._handlers.taps
         self._taps: Taps = taps
         # Decided when the connection opens, as whether it is tapped at all.
         self._tapping = taps.taps
         self._meter: Meter | None = taps.meter
-        self._current: Message | None = None
+        self.tapped: Writer = self._writer
+        """Where system replies and native answers go (parsed there): the connection's
+        :class:`TappedWriter` (:func:`dispatcher_for` sets it); answers go to the writer."""
+        self._answer_frame = self._answering
+        self._current: Message | None = None  # the message being handled
         self._outcome: Outcome = "handled"
+        self._answered = -1  # the body bytes of the answer to the message being handled
         self._error: BaseException | None = None
 
     def handle(self, msg: Message) -> Awaitable[None] | None:
@@ -105,7 +98,7 @@ class TappedDispatcher(Dispatcher):
         start = _clock()
         self._current = msg
         self._outcome = "handled"
-        self._out.answered = -1
+        self._answered = -1
         try:
             pending = _handle(self, msg)
         except BaseException:
@@ -119,7 +112,7 @@ class TappedDispatcher(Dispatcher):
         meter = self._meter
         if meter is not None:
             try:
-                meter.received(msg, self._outcome, duration, self._out.answered)
+                meter.received(msg, self._outcome, duration, self._answered)
             except Exception:
                 self._taps.failed(meter, "received")
         if self._tapping:
@@ -138,7 +131,7 @@ class TappedDispatcher(Dispatcher):
         meter = self._meter
         if meter is not None:
             try:
-                meter.received(msg, self._outcome, duration, self._out.answered)
+                meter.received(msg, self._outcome, duration, self._answered)
             except Exception:
                 self._taps.failed(meter, "received")
         if self._tapping:
@@ -148,6 +141,33 @@ class TappedDispatcher(Dispatcher):
         error, self._error = self._error, None  # no exception (and its frames) kept
         owner: Conn = self._owner  # type: ignore[assignment]
         self._taps.call(Tapped("in", owner, msg, self._outcome, duration, error))
+
+    def _answering(self, msg: Message, body: bytes = b"", err: str = "") -> bytes | None:
+        """The frame answering ``msg`` (the session's), reported as written: the
+        dispatcher writes it right away (a writer closed meanwhile would drop it)."""
+        data = self._session.answer(msg, body, err)
+        if data is None or not msg.event:
+            return data
+        meter = self._meter
+        if meter is not None:
+            if self._answered < 0:  # reported with the message, by handle()
+                self._answered = len(body)
+            else:  # a second answer (none in this version): on its own
+                try:
+                    meter.sent(msg.namespace, msg.event, len(body), False)
+                except Exception:
+                    self._taps.failed(meter, "sent")
+        if self._tapping:
+            binary = msg.binary
+            answer = Message(msg.namespace, msg.room, msg.event, body, err, msg.token, binary)
+            owner: Conn = self._owner  # type: ignore[assignment]
+            self._taps.call(Tapped("out", owner, answer, "sent"))
+        return data
+
+    def _send(self, frame: Frame | None) -> None:
+        """A system reply, or a native answer: through the tapped writer (parsed there)."""
+        if frame is not None:
+            self.tapped.write(*frame)
 
     def failed(
         self, msg: Message, exc: Exception, ns: NSConn | None = None
@@ -179,16 +199,7 @@ class TappedWriter:
     """A connection's write path that reports each event it writes, and its close (see
     the module docstring); everything else is the wrapped writer's."""
 
-    __slots__ = (
-        "_conn",
-        "_meter",
-        "_native",
-        "_tapping",
-        "_taps",
-        "_writer",
-        "answered",
-        "expected",
-    )
+    __slots__ = ("_conn", "_meter", "_native", "_tapping", "_taps", "_writer")
 
     def __init__(self, writer: Writer, taps: Taps, conn: Conn, *, native: bool) -> None:
         self._writer = writer
@@ -197,12 +208,6 @@ class TappedWriter:
         self._meter: Meter | None = taps.meter
         self._conn = conn
         self._native = native  # a native-only connection: every frame is a native message
-        self.expected: tuple[bytes, Message, bytes, str] | None = None
-        """The answer the next :meth:`write` carries, if it writes this frame: (frame,
-        message answered, body, error). Reported as such, not parsed."""
-        self.answered = -1
-        """The body bytes of the answer written to the message being handled (-1: none
-        yet), for the meter's ``received`` (it counts the answer with the message)."""
 
     @property
     def closed(self) -> bool:
@@ -217,28 +222,8 @@ class TappedWriter:
     def write(self, data: bytes, binary: bool) -> bool:
         """Write one message (the wrapped writer), then report it if it is an event."""
         written = self._writer.write(data, binary)
-        expected = self.expected
-        if expected is None or expected[0] is not data:
-            self.expected = None
-            if written:
-                self._sent(data, binary)
-            return written
-        self.expected = None
-        msg = expected[1]
-        if written and msg.event:  # an answer (its event is the message's)
-            meter = self._meter
-            if meter is not None:
-                if self.answered < 0:  # reported with the message, by the dispatcher
-                    self.answered = len(expected[2])
-                else:  # a second answer (none in this version): on its own
-                    try:
-                        meter.sent(msg.namespace, msg.event, len(expected[2]), False)
-                    except Exception:
-                        self._taps.failed(meter, "sent")
-            if self._tapping:
-                body, err = expected[2], expected[3]
-                answer = Message(msg.namespace, msg.room, msg.event, body, err, msg.token, binary)
-                self._taps.call(Tapped("out", self._conn, answer, "sent"))
+        if written:
+            self._sent(data, binary)
         return written
 
     def write_payload(self, payload: Payload) -> bool:
