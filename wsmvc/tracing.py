@@ -429,7 +429,14 @@ def _ended(
                 outcome = name
                 break
         span.set_attribute(OUTCOME, outcome)
-        span.set_attribute(_ERROR_TYPE, type(exc).__qualname__)
+        span.set_attribute(_ERROR_TYPE, _qualified(type(exc)))
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
     span.end()
+
+
+def _qualified(kind: type[BaseException]) -> str:
+    """``error.type``: the class's full name (``wsmvc.errors.AskTimeout``; a builtin's
+    alone), as the SDK's ``exception.type``."""
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
