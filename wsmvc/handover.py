@@ -29,7 +29,10 @@ B tells A whatever happens once it asked: each move has a *lease* (B's, in each 
 requests), and A's reservation answers only to it. A move B does not take to its end
 before the take (B closing, the request or the serving task cancelled, the client gone
 before the take, the broker not confirming B's subscriptions) gives the connection back:
-A serves its key again, so the client's next try, to any server, gets it back.
+A serves its key again, so the client's next try, to any server, gets it back. A client
+that comes back once more while a move waits (its try there gone, or given up) takes the
+connection over: the latest move's describe, or A's own return, ends the reservation, and
+the earlier move's take gets nothing.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ class Handover:
     """A server's side of moving connections: it answers other servers' requests for the
     connections it keeps, and asks for those its clients bring back from elsewhere."""
 
-    __slots__ = ("_exchange", "_recoveries", "_requests", "_reserved", "_telling")
+    __slots__ = ("_exchange", "_recoveries", "_requests", "_reserved", "_spent", "_telling")
 
     def __init__(self, exchange: BrokerExchange, recoveries: Recoveries) -> None:
         self._exchange = exchange
@@ -105,6 +108,7 @@ class Handover:
         self._requests = ServerRequests(exchange, self._answer)
         self._reserved: dict[str, _Reserved] = {}
         self._telling: set[asyncio.Task[None]] = set()  # abandons on their way
+        self._spent: dict[str, float] = {}  # leases whose reservation ended -> when
 
     @property
     def server_id(self) -> str:
@@ -249,30 +253,39 @@ class Handover:
         reserved = self._reserved.get(key)
         if reserved is None:
             # Never reserved for it (its describe got no answer in time, or only "retry"):
-            # still kept here, for a client that has a new connection now.
-            recoverable = self._recoveries.get(key) if end else None
+            # still kept here, for a client that has a new connection now. A move whose
+            # reservation ended (taken back, taken over) decides nothing any more.
+            recoverable = self._recoveries.get(key) if end and lease not in self._spent else None
             if recoverable is not None:
                 recoverable.end(why)
             return
         if reserved.lease != lease:
             return  # a later move's: not this one's to decide
-        del self._reserved[key]
-        reserved.timer.cancel()
+        self._unreserve(key)
         if end:
             reserved.recoverable.end(why)
         else:
             self._recoveries.restore(reserved.recoverable)
 
     def _describe(self, key: str, lease: str) -> dict[str, Any]:
-        recoverable = self._recoveries.get(key)
-        if recoverable is None or recoverable.over:
-            return {}
-        if not recoverable.settled:
-            # Its client is back elsewhere before this server saw the old websocket go:
-            # drop it now; asked again once it was read to its end (the count is final).
-            recoverable.lose("its client came back to another server")
-            return {"retry": True}
-        self._recoveries.remove(recoverable)  # each key serves once
+        reserved = self._unreserve(key)
+        if reserved is not None:
+            # Described to a move that is not over, and asked again: its client came back
+            # once more (the last try gone, or given up): the latest move takes it over.
+            recoverable = reserved.recoverable
+            if recoverable.over:
+                return {}
+        else:
+            found = self._recoveries.get(key)
+            if found is None or found.over:
+                return {}
+            recoverable = found
+            if not recoverable.settled:
+                # Its client is back elsewhere before this server saw the old websocket go:
+                # drop it now; asked again once it was read to its end (the count is final).
+                recoverable.lose("its client came back to another server")
+                return {"retry": True}
+            self._recoveries.remove(recoverable)  # each key serves once
         timer = asyncio.get_running_loop().call_later(_RESERVED, self._expired, key)
         self._reserved[key] = _Reserved(recoverable, lease, timer)
         conn = recoverable.conn
@@ -283,8 +296,29 @@ class Handover:
         ]
         return {"id": conn.id, "namespaces": namespaces}
 
-    def _expired(self, key: str) -> None:
+    def reclaim(self, key: str) -> None:
+        """A client back here with ``key`` while another server moves its connection (its
+        try there is gone, or given up): the key serves here again; that move's take
+        gets nothing."""
+        reserved = self._unreserve(key)
+        if reserved is not None:
+            self._recoveries.restore(reserved.recoverable)
+
+    def _unreserve(self, key: str) -> _Reserved | None:
+        """End the reservation of ``key``, if any; its lease is spent."""
         reserved = self._reserved.pop(key, None)
+        if reserved is None:
+            return None
+        reserved.timer.cancel()
+        now = asyncio.get_running_loop().time()
+        spent = self._spent
+        spent[reserved.lease] = now
+        while spent and next(iter(spent.values())) < now - _RESERVED:
+            del spent[next(iter(spent))]
+        return reserved
+
+    def _expired(self, key: str) -> None:
+        reserved = self._unreserve(key)
         if reserved is not None:
             self._recoveries.restore(reserved.recoverable)
 
@@ -292,8 +326,7 @@ class Handover:
         reserved = self._reserved.get(key)
         if reserved is None or reserved.lease != lease:
             return [b"{}"]
-        del self._reserved[key]
-        reserved.timer.cancel()
+        self._unreserve(key)
         recoverable = reserved.recoverable
         frames = recoverable.recorder.since(received) if not recoverable.over else None
         if frames is None:

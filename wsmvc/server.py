@@ -418,6 +418,8 @@ class Server(Sending):
         took over, or ``None`` (serve it as a new connection)."""
         if self._recoveries is None or received is None:
             return None
+        if self._handover is not None:
+            self._handover.reclaim(key)  # another server's move of it stops there
         make_writer = self._make_writer(ws, request)
         return await self._recoveries.come_back(key, received, ws, request, make_writer)
 

@@ -239,6 +239,60 @@ async def test_the_client_vanishing_in_the_new_servers_hooks_and_back_there_late
             assert b.ids() == [first] and a.ids() == []
 
 
+async def test_the_client_vanishing_in_the_new_servers_hooks_gets_its_connection_back(
+    broker: Broker,
+) -> None:
+    """The client's TCP connection to B is reset while B's hooks restore its connection,
+    and its next try goes to A: A takes it back (B's move stops there, its events run on
+    B); the client has its connection, A has it once."""
+    async with cluster_of(broker) as cluster:
+        a, b = cluster["a"], cluster["b"]
+        log = Log()
+        client, chat = await joined_client(cluster, log)
+        async with client:
+            first = client.id
+            cluster.route("b")
+            b.connect_gate.armed = True
+            cluster.balancer.kill()
+            await b.connect_gate.wait_reached()
+            cluster.route("a")
+            cluster.balancer.kill()
+            await log.until("restored")
+            b.connect_gate.opened.set()
+            assert client.recovered and client.id == first
+            await b.until_gone(first)
+            assert a.ids() == [first] and b.ids() == []
+            assert [ns.id for ns in a.server.room_members("chat", "r")] == [first]
+            assert (await chat.ask("echo", "x", timeout=T)).body == b"x"
+
+
+async def test_a_second_try_while_the_first_move_waits_takes_it_over(broker: Broker) -> None:
+    """The client's try to B waits in B's hooks; its TCP connection is reset and its next
+    try goes to B again (a client's handshake timeout, a flaky path): that second move gets
+    the connection (the first one's take gets nothing, its close runs its events on B
+    alone); the client has its connection once, in its room, everywhere."""
+    async with cluster_of(broker) as cluster:
+        a, b = cluster["a"], cluster["b"]
+        log = Log()
+        client, chat = await joined_client(cluster, log)
+        async with client:
+            first = client.id
+            cluster.route("b")
+            b.connect_gate.armed = True
+            cluster.balancer.kill()
+            await b.connect_gate.wait_reached()
+            cluster.balancer.kill()
+            await log.until("restored")
+            assert client.recovered and client.id == first
+            b.connect_gate.opened.set()
+            await b.until_gone(first)
+            assert b.ids() == [first] and a.ids() == []
+            assert [ns.id for ns in b.server.room_members("chat", "r")] == [first]
+            assert [m.conn_id for m in b.server.presence.members("chat", "r")] == [first]
+            assert (await chat.ask("echo", "x", timeout=T)).body == b"x"
+            assert await a.until_gone(first) is CloseReason.MOVED
+
+
 # -- the broker paused in the middle of a move ------------------------------------------------
 
 
