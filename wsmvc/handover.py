@@ -435,10 +435,14 @@ class MovingIn(Recoverable):
 
     async def _restore(self) -> str | None:
         """The namespaces and rooms of the connection, each through its hooks; the first
-        refusal, if any."""
+        refusal, if any (none once the connection is closing: a close is no refusal)."""
         conn = self.conn
         session = conn.session
         fire = conn.dispatcher.fire
+
+        def refused(what: str, refusal: str | None = None) -> str | None:
+            return None if conn.closed else refusal or what
+
         for name, payload, rooms in self._described.namespaces:
             if conn.closed:
                 return None
@@ -450,14 +454,14 @@ class MovingIn(Recoverable):
                 ns, Message(namespace=name, event=ON_NAMESPACE_CONNECT, body=payload)
             )
             if not session.connect_finished(ns, refusal is None):
-                return refusal or f"namespace {name[:64]!r}"
+                return refused(f"namespace {name[:64]!r}", refusal)
             await fire(ns, Message(namespace=name, event=ON_NAMESPACE_CONNECTED))
             for room in rooms:
                 if not session.join_started(ns, room):
-                    return f"room {room[:64]!r}"
+                    return refused(f"room {room[:64]!r}")
                 refusal = await fire(ns, Message(namespace=name, room=room, event=ON_ROOM_JOIN))
                 if not session.join_finished(ns, room, refusal is None):
-                    return refusal or f"room {room[:64]!r}"
+                    return refused(f"room {room[:64]!r}", refusal)
                 await fire(ns, Message(namespace=name, room=room, event=ON_ROOM_JOINED))
         return None
 

@@ -293,6 +293,33 @@ async def test_a_second_try_while_the_first_move_waits_takes_it_over(broker: Bro
             assert await a.until_gone(first) is CloseReason.MOVED
 
 
+async def test_the_new_server_shutting_down_in_its_hooks_leaves_the_key_serving(
+    broker: Broker,
+) -> None:
+    """B's ``server.close()`` while its hooks restore the moving connection: B does not
+    take it, and tells A so; the client's next try, to A, gets its connection back."""
+    async with cluster_of(broker) as cluster:
+        a, b = cluster["a"], cluster["b"]
+        log = Log()
+        client, _chat = await joined_client(cluster, log)
+        async with client:
+            first = client.id
+            cluster.route("b")
+            b.connect_gate.armed = True
+            cluster.balancer.kill()
+            await b.connect_gate.wait_reached()
+            cluster.route("a")
+            closing = asyncio.ensure_future(b.server.close())
+            await asyncio.sleep(0)
+            b.connect_gate.opened.set()
+            await asyncio.wait_for(closing, T)
+            await log.until("restored")
+            assert client.recovered and client.id == first
+            assert a.ids() == [first]
+            assert [ns.id for ns in a.server.room_members("chat", "r")] == [first]
+            assert (first, CloseReason.MOVED) not in a.gone
+
+
 # -- the broker paused in the middle of a move ------------------------------------------------
 
 
