@@ -105,7 +105,10 @@ class Handover:
     def __init__(self, exchange: BrokerExchange, recoveries: Recoveries) -> None:
         self._exchange = exchange
         self._recoveries = recoveries
-        self._requests = ServerRequests(exchange, self._answer)
+        bounds = recoveries.bounds
+        # A take's answer: the kept frames, each with a line of its own before it.
+        most = 2 * bounds.max_bytes + bounds.max_messages * 128 + (1 << 16)
+        self._requests = ServerRequests(exchange, self._answer, most)
         self._reserved: dict[str, _Reserved] = {}
         self._telling: set[asyncio.Task[None]] = set()  # abandons on their way
         self._spent: dict[str, float] = {}  # leases whose reservation ended -> when
@@ -237,12 +240,15 @@ class Handover:
     # -- the keeping side (A) -------------------------------------------------------------------
 
     def _answer(self, body: bytes) -> list[bytes]:
+        """Another server's request (ValueError, KeyError, TypeError: not one)."""
         request = json.loads(body)
         op, key, lease = request["op"], str(request["key"]), str(request["lease"])
         if op == "describe":
             return [_json(self._describe(key, lease))]
         if op == "take":
             return self._take(key, lease, int(request["received"]))
+        if op != "abandon":
+            raise ValueError(f"no request {op!r}")
         self._abandoned(key, lease, bool(request.get("end")))
         return [b"{}"]
 

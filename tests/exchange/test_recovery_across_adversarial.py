@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -411,3 +413,73 @@ async def test_on_connect_refusing_on_the_new_server_ends_the_kept_connection(
             await log.until(("lost", CloseReason.CONNECTION_LOST))
             assert await a.until_gone(first) is CloseReason.CONNECTION_LOST
             assert a.ids() == [] and a.server.room_members("chat", "r") == []
+
+
+# -- another publisher on the broker ---------------------------------------------------------
+
+
+async def test_forged_answers_and_requests_on_the_broker(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A publisher of its own on the broker ("mallory") floods both servers' request
+    channels while a client moves: answers for every small request id in the name of A,
+    bad JSON, unknown ops, huge parts, describes and takes of keys it guessed. The moves
+    still happen (two clients); nothing fails with a traceback; both are served after."""
+    caplog.set_level(logging.INFO, "wsmvc")
+    async with cluster_of(broker) as cluster:
+        a, b = cluster["a"], cluster["b"]
+        log = Log()
+        client, chat = await joined_client(cluster, log)
+        other_log = Log()
+        other = await cluster.dial(other_log)
+        other_chat = await other.connect("chat")
+        mallory = make_exchange(broker, server_id="mallory")
+        await mallory.start()
+        await mallory.wait_connected(T)
+        to_a = mallory.side_channel("requests.server-a")
+        to_b = mallory.side_channel("requests.server-b")
+        guess = "server-a." + "A" * 32
+        describe = {"op": "describe", "key": guess, "lease": "x"}
+        take = {"op": "take", "key": guess, "lease": "", "received": -1}
+        junk = [
+            (to_a, b"q\nmallory\n1\n0\nnot json"),
+            (to_a, b"q\nmallory\n2\n0\n[1, 2]"),
+            (to_a, b'q\nmallory\n3\n0\n{"op": "explode", "key": "k", "lease": "l"}'),
+            (to_a, b"q\nmallory\n4\n0\n" + json.dumps(describe).encode()),
+            (to_a, b"q\nmallory\n5\n0\n" + json.dumps(take).encode()),
+            (to_a, b'q\nserver-a\n6\n0\n{"op": "describe", "key": "x", "lease": "x"}'),
+            (to_a, b"garbage without a header"),
+            (to_b, b"p\nserver-a\n1\n0\n" + b"x" * 200_000),
+        ]
+        stop = asyncio.Event()
+
+        async def flood() -> None:
+            while not stop.is_set():
+                for channel, payload in junk:
+                    mallory.side_publish(channel, payload)
+                for rid in range(1, 200):
+                    mallory.side_publish(to_b, f"e\nserver-a\n{rid}\n0\n".encode())
+                    mallory.side_publish(to_a, f"e\nserver-b\n{rid}\n0\n".encode())
+                await asyncio.sleep(0.005)
+
+        flooding = asyncio.ensure_future(flood())
+        try:
+            async with client, other:
+                first = client.id
+                cluster.route("b")
+                cluster.balancer.kill(upstream=True)
+                await log.until("restored")
+                assert client.recovered and client.id == first
+                await other_log.until("restored")
+                assert other.recovered
+                assert sorted(b.ids()) == sorted([first, other.id]) and a.ids() == []
+                for n in range(20):
+                    body = f"still {n}"
+                    assert (await other_chat.ask("echo", body, timeout=T)).body == body.encode()
+                assert (await chat.ask("echo", "x", timeout=T)).body == b"x"
+        finally:
+            stop.set()
+            await flooding
+            await mallory.stop()
+        tracebacks = [r for r in caplog.records if r.exc_info and r.name.startswith("wsmvc")]
+        assert tracebacks == []

@@ -13,6 +13,10 @@ broadcast published before them (the exchange's ordered outbox), and a broker de
 one publisher's messages in order, so an answer is complete when its end arrives with
 every part before it. An answer that cannot go out whole (a part larger than the broker
 takes, the broker away) ends with ``x`` instead, and the asker gets an error.
+
+Whoever can publish on the broker can send anything there: request ids are random (an
+answer cannot be forged blindly), an answer counts only from the server asked and up to
+``max_answer`` bytes, and a request that cannot be read gets ``x`` (logged, no traceback).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -43,20 +48,34 @@ class RequestFailed(ConnectionClosed):
     """A request to another server got no whole answer in time."""
 
 
+class _Waiting:
+    """A request waiting for its answer from ``server``."""
+
+    __slots__ = ("parts", "server", "size", "waiter")
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.waiter: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+        self.parts: list[bytes] = []
+        self.size = 0
+
+
 class ServerRequests:
     """Request/reply between the servers of a cluster over ``exchange``'s side channels.
 
-    ``handle(body)`` answers this server's requests. Start it once the exchange started
-    (:meth:`start`); :meth:`request` asks another server.
+    ``handle(body)`` answers this server's requests (raising ``ValueError``, ``KeyError``
+    or ``TypeError`` for one it cannot read). Start it once the exchange started
+    (:meth:`start`); :meth:`request` asks another server, whose answer is at most
+    ``max_answer`` bytes.
     """
 
-    __slots__ = ("_exchange", "_handle", "_next", "_waiting")
+    __slots__ = ("_exchange", "_handle", "_max_answer", "_waiting")
 
-    def __init__(self, exchange: BrokerExchange, handle: Handler) -> None:
+    def __init__(self, exchange: BrokerExchange, handle: Handler, max_answer: int) -> None:
         self._exchange = exchange
         self._handle = handle
-        self._next = 0
-        self._waiting: dict[int, tuple[asyncio.Future[list[bytes]], list[bytes]]] = {}
+        self._max_answer = max_answer
+        self._waiting: dict[int, _Waiting] = {}
 
     def _channel(self, server_id: str) -> str:
         return self._exchange.side_channel(f"requests.{server_id}")
@@ -67,9 +86,9 @@ class ServerRequests:
 
     def stop(self) -> None:
         """Fail what waits for an answer."""
-        for waiter, _ in self._waiting.values():
-            if not waiter.done():
-                waiter.set_exception(RequestFailed("the exchange stopped"))
+        for waiting in self._waiting.values():
+            if not waiting.waiter.done():
+                waiting.waiter.set_exception(RequestFailed("the exchange stopped"))
 
     async def request(self, server_id: str, body: bytes, timeout: float) -> list[bytes]:
         """Ask the server ``server_id``; the parts of its answer.
@@ -77,15 +96,15 @@ class ServerRequests:
         Raises :class:`RequestFailed` when the request cannot go out, no whole answer
         comes within ``timeout`` seconds, or the answer could not be sent whole.
         """
-        self._next += 1
-        rid = self._next
-        waiter: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
-        self._waiting[rid] = (waiter, [])
+        rid = secrets.randbits(59)  # 18 digits at most; not guessed by another publisher
+        while rid in self._waiting:
+            rid = secrets.randbits(59)
+        waiting = self._waiting[rid] = _Waiting(server_id)
         try:
             head = f"q\n{self._exchange.id}\n{rid}\n0\n".encode()
             if not self._exchange.side_publish(self._channel(server_id), head + body):
                 raise RequestFailed(f"the request to server {server_id} did not go out")
-            return await asyncio.wait_for(waiter, timeout)
+            return await asyncio.wait_for(waiting.waiter, timeout)
         except asyncio.TimeoutError:
             raise RequestFailed(f"no answer from server {server_id} within {timeout}s") from None
         finally:
@@ -96,16 +115,19 @@ class ServerRequests:
         if match is None:
             log.warning("%s: a server request it cannot read: %.80r", self._exchange, payload)
             return
-        kind, asker, rid, index = match.groups()
+        kind, sender, rid, index = match.groups()
         body = payload[match.end() :]
         if kind == b"q":
-            self._answer(asker.decode(), rid.decode(), body)
+            self._answer(sender.decode(), rid.decode(), body)
             return
         waiting = self._waiting.get(int(rid))
-        if waiting is None or waiting[0].done():
-            return  # given up meanwhile
-        waiter, parts = waiting
-        if kind == b"p":
+        if waiting is None or waiting.waiter.done() or sender.decode() != waiting.server:
+            return  # given up meanwhile, or not from the server asked
+        waiter, parts = waiting.waiter, waiting.parts
+        waiting.size += len(body)
+        if waiting.size > self._max_answer:
+            waiter.set_exception(RequestFailed(f"an answer of more than {self._max_answer} bytes"))
+        elif kind == b"p":
             if int(index) == len(parts):
                 parts.append(body)
             else:  # a part went missing: the end will not match
@@ -113,11 +135,20 @@ class ServerRequests:
         elif kind == b"e" and int(index) == len(parts):
             waiter.set_result(parts)
         else:
-            waiter.set_exception(RequestFailed(f"server {asker.decode()} could not answer"))
+            waiter.set_exception(RequestFailed(f"server {waiting.server} could not answer"))
 
     def _answer(self, asker: str, rid: str, body: bytes) -> None:
         try:
             parts = self._handle(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "%s: a request from server %.64s it cannot read (%s): %.80r",
+                self._exchange,
+                asker,
+                type(exc).__name__,
+                body,
+            )
+            parts = None
         except Exception:
             log.exception("%s: failed answering server %s", self._exchange, asker)
             parts = None
