@@ -143,21 +143,19 @@ class OpenTelemetryTracing:
         tracer = self._tracer
         name = f"{namespace} {event}" if namespace else event
         template = namespace if is_pattern(namespace) else None
+        # What samplers see (the conventions' attributes for sampling), made once; the
+        # rest only for a span that records (a sampler may drop most).
+        start: Attributes = {
+            _SYSTEM: SYSTEM,
+            _OPERATION: "process",
+            _OPERATION_TYPE: "process",
+            _DESTINATION: namespace,
+        }
+        if template is not None:
+            start[_TEMPLATE] = template
 
         def traced(ns: NSConn, msg: Message) -> object:
-            attributes: Attributes = {
-                _SYSTEM: SYSTEM,
-                _OPERATION: "process",
-                _OPERATION_TYPE: "process",
-                _DESTINATION: msg.namespace,
-                EVENT: msg.event,
-                CONNECTION_ID: ns.conn.id,
-                _BODY_SIZE: len(msg.body),
-            }
-            if template is not None:
-                attributes[_TEMPLATE] = template
-            if msg.room:
-                attributes[ROOM] = msg.room
+            attributes = start if template is None else {**start, _DESTINATION: msg.namespace}
             if msg.local:  # fired by this side's code: part of what runs now
                 span = tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
             else:
@@ -170,6 +168,15 @@ class OpenTelemetryTracing:
                     attributes,
                     (Link(upgrade),) if upgrade.is_valid else None,
                 )
+            if span.is_recording():
+                more: Attributes = {
+                    EVENT: msg.event,
+                    CONNECTION_ID: ns.conn.id,
+                    _BODY_SIZE: len(msg.body),
+                }
+                if msg.room:
+                    more[ROOM] = msg.room
+                span.set_attributes(more)
             attached = otel_context.attach(trace.set_span_in_context(span))
             try:
                 result = handler(ns, msg)
