@@ -183,7 +183,11 @@ async def test_controllers_dynamic_namespaces_and_later_registrations(
         async def on_hello(self, msg: Message) -> str:
             return f"hello {self.conn.id}"
 
-    server = traced_server(spans, {"room-{id}": {"echo": echo}})
+    def shout(ns: NSConn, msg: Message) -> bytes:
+        ns.conn.server.broadcast(Message(namespace=ns.namespace, event="chat"))
+        return b"sent"
+
+    server = traced_server(spans, {"room-{id}": {"echo": echo, "shout": shout}})
     server.register(Chat)  # after instrument(): traced too
     client = await dial(await serve(server), {"chat": {}, "room-7": {}})
     chat = await client.connect("chat")
@@ -199,6 +203,11 @@ async def test_controllers_dynamic_namespaces_and_later_registrations(
     assert dynamic.attributes is not None
     assert dynamic.attributes["messaging.destination.name"] == "room-7"
     assert dynamic.attributes["messaging.destination.template"] == "room-{id}"
+    assert (await room.ask("shout")).body == b"sent"
+    broadcast = spans.one("broadcast room-{id}")
+    assert broadcast.attributes is not None
+    assert broadcast.attributes["messaging.destination.name"] == "room-7"
+    assert broadcast.attributes["messaging.destination.template"] == "room-{id}"
 
 
 async def test_an_event_links_to_the_upgrade_requests_span(

@@ -36,6 +36,7 @@ in its name and the real one in ``messaging.neffos.event``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, TypeVar, cast
 
@@ -89,11 +90,11 @@ TIMEOUT = "messaging.neffos.ask.timeout"
 REMOTE = "messaging.neffos.ask.remote"
 ANSWER_SIZE = "messaging.neffos.answer.body.size"
 
+_OPEN: contextvars.ContextVar[Span | None] = contextvars.ContextVar("wsmvc_open", default=None)
+"""The broadcast or delivery span of the call under way (its hook and exchange add to it)."""
 _ROOT = otel_context.Context()  # no parent: a trace of its own
 _W3C = TraceContextTextMapPropagator()  # what fits a marker: traceparent alone
 _TRACED = "__wsmvc_traced__"  # marks a wrapped handler (never wrapped twice)
-_CACHED_NAMES = 1024  # concrete namespace names whose pattern is remembered
-_CACHED_NAME = 256  # characters of a name that may be remembered
 
 T = TypeVar("T")
 Attributes = dict[str, AttributeValue]
@@ -110,9 +111,7 @@ class OpenTelemetryTracing:
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         self._tracer = trace.get_tracer(__name__, __version__, tracer_provider=tracer_provider)
-        self._open: Span | None = None  # the broadcast or delivery span of the call under way
         self._patterns: dict[str, NamespacePattern] = {}
-        self._templates: dict[tuple[int, str], str] = {}  # (id(server), name) -> template
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -224,7 +223,7 @@ class OpenTelemetryTracing:
 
     def _broadcasted(self, msg: Message, delivered: int, local: bool) -> None:
         """The servers' broadcast hook: how many of its connections one reached."""
-        span = self._open
+        span = _OPEN.get()
         if span is not None:
             span.set_attribute(DELIVERED, delivered)
 
@@ -232,7 +231,7 @@ class OpenTelemetryTracing:
         """The exchange publishes the broadcast under way (:class:`~wsmvc.exchange.
         ExchangeTracing`): its ``messaging.message.id`` is ``<server id>:<sequence>``;
         returns the current span's W3C ``traceparent`` (``None`` without a valid span)."""
-        span = self._open
+        span = _OPEN.get()
         if span is not None and stamp is not None:
             span.set_attribute(_MESSAGE_ID, f"{stamp[0]}:{stamp[1]}")
         carrier: dict[str, str] = {}
@@ -279,7 +278,7 @@ class OpenTelemetryTracing:
 
     def _run(self, span: Span, call: Callable[..., T], *args: object, **kw: object) -> T:
         """``call(*args, **kw)`` with ``span`` current and open; ends it."""
-        before, self._open = self._open, span
+        opened = _OPEN.set(span)
         attached = otel_context.attach(trace.set_span_in_context(span))
         try:
             result = call(*args, **kw)
@@ -288,7 +287,7 @@ class OpenTelemetryTracing:
             raise
         finally:
             otel_context.detach(attached)
-            self._open = before
+            _OPEN.reset(opened)
         span.end()
         return result
 
@@ -358,25 +357,15 @@ class OpenTelemetryTracing:
     def _template(self, server: Server, namespace: str) -> str:
         """The pattern serving ``namespace`` on ``server`` (``room-{id}``), else itself."""
         table = server.handlers
-        if namespace in table.namespaces or not table.patterns:
+        if namespace in table.namespaces:
             return namespace
-        key = (id(server), namespace)
-        known = self._templates.get(key)
-        if known is not None:
-            return known
-        found = namespace
-        for template in table.patterns:
+        for template in table.patterns:  # in the order the table tries them
             pattern = self._patterns.get(template)
             if pattern is None:
                 pattern = self._patterns[template] = NamespacePattern(template)
             if pattern.match(namespace) is not None:
-                found = template
-                break
-        if len(namespace) <= _CACHED_NAME:
-            if len(self._templates) >= _CACHED_NAMES:
-                self._templates.clear()
-            self._templates[key] = found
-        return found
+                return template
+        return namespace
 
 
 class _TracedConn(Conn):
