@@ -112,7 +112,7 @@ _BY_TEXT = {reason.text: reason for reason in CloseReason}
 _BY_TEXT["internal error"] = CloseReason.INTERNAL_ERROR  # what earlier wsmvc servers sent
 # A server's close frame whose text names no reason (aiohttp's own, another server's): the
 # codes that say one; any other is the application's close.
-_BY_CODE = {
+_BY_CODE: dict[int, CloseReason] = {
     WSCloseCode.PROTOCOL_ERROR: CloseReason.PROTOCOL_ERROR,
     WSCloseCode.INVALID_TEXT: CloseReason.PROTOCOL_ERROR,
     WSCloseCode.MESSAGE_TOO_BIG: CloseReason.PROTOCOL_ERROR,
