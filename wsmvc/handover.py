@@ -338,7 +338,14 @@ class Handover:
         if frames is None:
             recoverable.end("the messages it missed are no longer all kept")
             return [b"{}"]
-        read = recoverable.conn.received
+        conn = recoverable.conn
+        read = conn.received
+        asks = conn.session.asks
+        if asks:
+            # This server's asks of it (a room join or leave, a namespace disconnect, an
+            # ask) fail as it ends here: the client, which has not read them, does not see
+            # them either (else it would join or leave what the other server does not).
+            frames = [frame for frame in frames if _token(frame) not in asks]
         # In this step, with the answer: nothing written to it from now on is missed (the
         # other server has held its broadcasts since before it asked).
         recoverable.end("its client came back to another server", cause=CloseReason.MOVED)
@@ -490,6 +497,12 @@ def _part(frame: Frame) -> bytes:
     data, binary, stamp = frame
     mark = f"{stamp[0]}:{stamp[1]}" if stamp is not None else ""
     return f"{'b' if binary else 't'}{mark}\n".encode() + data
+
+
+def _token(frame: Frame) -> str:
+    """The token of a kept frame's message (``""`` for none)."""
+    token, semicolon, _ = frame[0].partition(b";")
+    return token.decode(errors="replace") if semicolon else ""
 
 
 def _frame(part: bytes) -> Frame:

@@ -20,7 +20,7 @@ from wsmvc import CloseReason, Message, NSConn, Server
 from wsmvc.handover import Handover
 
 from ..test_reconnect import FAST, Log, T, client_table
-from .conftest import Broker, make_exchange
+from .conftest import Broker, eventually, make_exchange
 from .test_recovery_across import ROOMY, Balancer, confirmed, serving
 
 
@@ -483,3 +483,51 @@ async def test_forged_answers_and_requests_on_the_broker(
             await mallory.stop()
         tracebacks = [r for r in caplog.records if r.exc_info and r.name.startswith("wsmvc")]
         assert tracebacks == []
+
+
+# -- server-side changes, and handlers, on the old server --------------------------------------
+
+
+@pytest.mark.parametrize("change", ["join", "leave"])
+async def test_a_room_change_on_the_old_server_while_the_connection_moves(
+    broker: Broker, change: str
+) -> None:
+    """A's application joins the kept connection to room ``s`` (or makes it leave ``r``)
+    after A described it to B and before B takes it (the ask waits for the client): the
+    client, once moved, and B agree about its rooms, and the change on A failed."""
+    async with cluster_of(broker) as cluster:
+        a, b = cluster["a"], cluster["b"]
+        log = Log()
+        client, chat = await joined_client(cluster, log)
+        async with client:
+            first = client.id
+            kept = a.server.get_connections(first)[0].namespace("chat")
+            assert kept is not None
+            cluster.route("b")
+            b.connect_gate.armed = True
+            cluster.balancer.kill()
+            await b.connect_gate.wait_reached()
+            changing: asyncio.Future[Any] = asyncio.ensure_future(
+                kept.join_room("s", timeout=None)
+                if change == "join"
+                else kept.leave_room("r", timeout=None)
+            )
+
+            async def asked() -> bool:
+                return bool(kept.conn.session.asks)
+
+            await eventually(asked, "A's ask of the kept connection", T, 0.001)
+            b.connect_gate.opened.set()
+            await log.until("restored")
+            assert client.recovered and client.id == first
+            with pytest.raises(wsmvc.ConnectionClosed):
+                await asyncio.wait_for(changing, T)
+            # An ask after the replay: the client has handled everything replayed.
+            assert (await chat.ask("echo", "x", timeout=T)).body == b"x"
+            moved = b.server.get_connections(first)[0].namespace("chat")
+            assert moved is not None
+            conn = client.conn
+            assert conn is not None
+            mine = conn.namespace("chat")
+            assert mine is not None
+            assert sorted(mine.rooms) == sorted(moved.rooms) == ["r"]
