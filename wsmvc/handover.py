@@ -69,7 +69,8 @@ __all__ = ["Described", "Handover", "MovingIn"]
 log = logging.getLogger("wsmvc")
 
 _RESERVED = 60.0  # seconds a described connection waits for its take before serving again
-_RETRIES = (0.01, 0.05, 0.2, 0.5)  # seconds between describes while the owner drops the old one
+# Seconds between describes while the owner drops the old websocket (within the timeout).
+_RETRIES = (0.01, 0.05, 0.1, *(0.2,) * 4, *(0.5,) * 600)
 _TELL_AGAIN = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0)  # an abandon, unanswered
 
 
@@ -142,10 +143,15 @@ class Handover:
         (or cannot be asked). Cancelled, it tells ``owner`` the key serves again."""
         lease = secrets.token_urlsafe(12)
         request = {"op": "describe", "key": key, "lease": lease}
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._timeout
         try:
             answer = await self._ask(owner, request)
-            for pause in _RETRIES:  # the owner is dropping the old websocket meanwhile
-                if answer is None or not answer.get("retry"):
+            # The owner drops the old websocket meanwhile; a handler of the connection may
+            # still run there (its answer goes with the connection): asked again, within
+            # the exchange's timeout.
+            for pause in _RETRIES:
+                if answer is None or not answer.get("retry") or loop.time() + pause > until:
                     break
                 await asyncio.sleep(pause)
                 answer = await self._ask(owner, request)

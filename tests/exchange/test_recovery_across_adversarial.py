@@ -531,3 +531,39 @@ async def test_a_room_change_on_the_old_server_while_the_connection_moves(
             mine = conn.namespace("chat")
             assert mine is not None
             assert sorted(mine.rooms) == sorted(moved.rooms) == ["r"]
+
+
+@pytest.mark.parametrize("busy", [0.3, 1.5])
+async def test_a_clients_ask_answered_by_the_old_server_while_it_moves(
+    broker: Broker, busy: float
+) -> None:
+    """The client asks A; A's handler is still at work (``busy`` seconds, the second longer
+    than the describes B used to try) when the client's TCP connection is reset and it
+    comes back to B: the move waits for the handler, the client gets its answer (as on one
+    server)."""
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow(ns: NSConn, msg: Message) -> bytes:
+        started.set()
+        await release.wait()
+        return b"slow:" + msg.body
+
+    async with cluster_of(broker, events={"slow": slow}) as cluster:
+        a, b = cluster["a"], cluster["b"]
+        log = Log()
+        client, chat = await joined_client(cluster, log)
+        async with client:
+            first = client.id
+            asking = asyncio.ensure_future(chat.ask("slow", "q", timeout=3 * T))
+            await asyncio.wait_for(started.wait(), T)
+            cluster.route("b")
+            cluster.balancer.kill()
+            await log.until(("lost", CloseReason.CONNECTION_LOST))
+            await asyncio.sleep(busy)  # the handler's work, not a wait for the test
+            release.set()
+            await log.until("restored")
+            assert client.recovered and client.id == first
+            assert (await asyncio.wait_for(asking, 2 * T)).body == b"slow:q"
+            assert await a.until_gone(first) is CloseReason.MOVED
+            assert b.ids() == [first] and a.ids() == []
