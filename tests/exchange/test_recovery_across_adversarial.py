@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import wsmvc
-from wsmvc import CloseReason, Message, NSConn, Server
+from wsmvc import CloseReason, Message, NSConn, Recovery, Server
 from wsmvc.handover import Handover
 
 from ..test_reconnect import FAST, Log, T, client_table
@@ -567,3 +567,48 @@ async def test_a_clients_ask_answered_by_the_old_server_while_it_moves(
             assert (await asyncio.wait_for(asking, 2 * T)).body == b"slow:q"
             assert await a.until_gone(first) is CloseReason.MOVED
             assert b.ids() == [first] and a.ids() == []
+
+
+# -- bounds ------------------------------------------------------------------------------------
+
+
+async def test_a_kept_frame_larger_than_the_broker_takes(broker: Broker) -> None:
+    """A's application sends the kept connection a 1.5 MB message while it moves (NATS
+    carries 1 MiB at most in one message): the client, moved to B, gets it, once."""
+    big = b"x" * 1_500_000
+    got: list[bytes] = []
+    arrived = asyncio.Event()
+
+    def on_big(ns: NSConn, msg: Message) -> None:
+        got.append(msg.body)
+        arrived.set()
+
+    recovery = Recovery(max_bytes=8 << 20)
+    async with cluster_of(broker, recovery=recovery) as cluster:
+        a, b = cluster["a"], cluster["b"]
+        log = Log()
+        client = await wsmvc.dial(
+            cluster.url,
+            client_table(log, "chat", big=on_big),
+            reconnect=FAST,
+            max_message_size=4 << 20,
+            **log.events(),
+        )
+        async with client:
+            chat = await client.connect("chat")
+            await chat.join_room("r")
+            await confirmed(a.server)
+            first = client.id
+            kept = a.server.get_connections(first)[0].namespace("chat")
+            assert kept is not None
+            cluster.route("b")
+            b.connect_gate.armed = True
+            cluster.balancer.kill()
+            await b.connect_gate.wait_reached()
+            assert kept.emit("big", big)
+            b.connect_gate.opened.set()
+            await log.until("restored")
+            assert client.recovered and client.id == first
+            await asyncio.wait_for(arrived.wait(), T)
+            assert (await chat.ask("echo", "x", timeout=T)).body == b"x"
+            assert got == [big]

@@ -7,12 +7,14 @@ four lines and a body::
 
     <kind>\\n<asking server id>\\n<request id>\\n<index>\\n<body>
 
-``q`` a request (the body is the question); ``p`` a part of the answer (``index`` from
-0); ``e`` its end (``index``: how many parts). The parts go out in order, after every
+``q`` a request (the body is the question); ``p`` a part of the answer, or the last piece
+of one: a part larger than the broker takes in one message (NATS: ``max_payload``) goes out
+in pieces, ``c`` each but the last; ``e`` the answer's end. ``index`` counts an answer's
+publications from 0 (``e``'s: how many went before it). They go out in order, after every
 broadcast published before them (the exchange's ordered outbox), and a broker delivers
 one publisher's messages in order, so an answer is complete when its end arrives with
-every part before it. An answer that cannot go out whole (a part larger than the broker
-takes, the broker away) ends with ``x`` instead, and the asker gets an error.
+every publication before it. An answer that cannot go out whole (the broker away) ends
+with ``x`` instead, and the asker gets an error.
 
 Whoever can publish on the broker can send anything there: request ids are random (an
 answer cannot be forged blindly), an answer counts only from the server asked and up to
@@ -41,7 +43,7 @@ Handler = Callable[[bytes], list[bytes]]
 """Answers a request's body with the answer's parts (synchronously: nothing the answer
 reads can change before it is all queued)."""
 
-_HEADER = re.compile(rb"([qpex])\n([A-Za-z0-9_-]{1,64})\n([0-9]{1,18})\n([0-9]{1,9})\n")
+_HEADER = re.compile(rb"([qpcex])\n([A-Za-z0-9_-]{1,64})\n([0-9]{1,18})\n([0-9]{1,9})\n")
 
 
 class RequestFailed(ConnectionClosed):
@@ -51,12 +53,14 @@ class RequestFailed(ConnectionClosed):
 class _Waiting:
     """A request waiting for its answer from ``server``."""
 
-    __slots__ = ("parts", "server", "size", "waiter")
+    __slots__ = ("count", "parts", "pieces", "server", "size", "waiter")
 
     def __init__(self, server: str) -> None:
         self.server = server
         self.waiter: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
         self.parts: list[bytes] = []
+        self.pieces: list[bytes] = []  # of the part being received
+        self.count = 0  # publications received
         self.size = 0
 
 
@@ -123,17 +127,21 @@ class ServerRequests:
         waiting = self._waiting.get(int(rid))
         if waiting is None or waiting.waiter.done() or sender.decode() != waiting.server:
             return  # given up meanwhile, or not from the server asked
-        waiter, parts = waiting.waiter, waiting.parts
+        waiter = waiting.waiter
         waiting.size += len(body)
         if waiting.size > self._max_answer:
             waiter.set_exception(RequestFailed(f"an answer of more than {self._max_answer} bytes"))
-        elif kind == b"p":
-            if int(index) == len(parts):
-                parts.append(body)
-            else:  # a part went missing: the end will not match
+        elif kind in (b"p", b"c"):
+            if int(index) != waiting.count:  # one went missing: the end will not match
                 waiter.set_exception(RequestFailed("a part of the answer went missing"))
-        elif kind == b"e" and int(index) == len(parts):
-            waiter.set_result(parts)
+                return
+            waiting.count += 1
+            waiting.pieces.append(body)
+            if kind == b"p":
+                waiting.parts.append(b"".join(waiting.pieces))
+                waiting.pieces.clear()
+        elif kind == b"e" and int(index) == waiting.count and not waiting.pieces:
+            waiter.set_result(waiting.parts)
         else:
             waiter.set_exception(RequestFailed(f"server {waiting.server} could not answer"))
 
@@ -155,12 +163,23 @@ class ServerRequests:
         channel = self._channel(asker)
         publish = self._exchange.side_publish
         if parts is not None:
-            for index, part in enumerate(parts):
-                if not publish(
-                    channel, f"p\n{self._exchange.id}\n{rid}\n{index}\n".encode() + part
-                ):
+            head = f"\n{self._exchange.id}\n{rid}\n"
+            limit = self._exchange._payload_limit()
+            # Room for the header (its index: 9 digits at most) and a margin.
+            size = max(limit - len(head) - 64, 1024) if limit is not None else None
+            publications = [piece for part in parts for piece in _pieces(part, size)]
+            for index, (kind, piece) in enumerate(publications):
+                if not publish(channel, f"{kind}{head}{index}\n".encode() + piece):
                     break
             else:
-                publish(channel, f"e\n{self._exchange.id}\n{rid}\n{len(parts)}\n".encode())
+                publish(channel, f"e{head}{len(publications)}\n".encode())
                 return
         publish(channel, f"x\n{self._exchange.id}\n{rid}\n0\n".encode())
+
+
+def _pieces(part: bytes, size: int | None) -> list[tuple[str, bytes]]:
+    """``part`` as publications of ``size`` bytes at most: ``c`` each but the last, ``p``."""
+    if size is None or len(part) <= size:
+        return [("p", part)]
+    cuts = [part[at : at + size] for at in range(0, len(part), size)]
+    return [("c", piece) for piece in cuts[:-1]] + [("p", cuts[-1])]
