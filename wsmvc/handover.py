@@ -407,6 +407,11 @@ class MovingIn(Recoverable):
         # Taken only for a client still there, with the broadcasts since held here: else
         # its server keeps it, the key serving again (its next try, anywhere, gets it back).
         if not (self._staying() and await handover.confirmed(conn) and self._staying()):
+            if self.recorder.overflowed and not self._taken:
+                # More was written to it here than the bounds keep (its hooks' own
+                # messages, say): its next try would do the same; it gets a new one.
+                self._taken = True
+                handover.abandon(self._owner, self._key, lease, end=True)
             self._give_back()
             self._not_recovered()
             return

@@ -612,3 +612,31 @@ async def test_a_kept_frame_larger_than_the_broker_takes(broker: Broker) -> None
             await asyncio.wait_for(arrived.wait(), T)
             assert (await chat.ask("echo", "x", timeout=T)).body == b"x"
             assert got == [big]
+
+
+async def test_more_written_while_moving_than_the_bounds_keep(broker: Broker) -> None:
+    """B's ``_OnNamespaceConnected`` hook sends the connection moving in more messages than
+    ``max_messages`` (held until the take): B cannot move it exactly; the client's next
+    try gets a new connection (not the same refusal again and again), A ends its kept one."""
+    chatty = {"on": False}
+
+    def hook(ns: NSConn, msg: Message) -> None:
+        if chatty["on"]:
+            for n in range(60):
+                ns.emit("news", str(n))
+
+    async with cluster_of(
+        broker, recovery=Recovery(max_messages=50), events={"_OnNamespaceConnected": hook}
+    ) as cluster:
+        a, b = cluster["a"], cluster["b"]
+        log = Log()
+        client, _chat = await joined_client(cluster, log)
+        async with client:
+            first = client.id
+            chatty["on"] = True
+            cluster.route("b")
+            cluster.balancer.kill()
+            await log.until("restored")
+            assert not client.recovered and client.id != first
+            await a.until_gone(first)
+            assert b.ids() == [client.id] and a.ids() == []
