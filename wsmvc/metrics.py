@@ -111,7 +111,6 @@ class _Stats:
         "deliveries",
         "duration",
         "event",
-        "handled",
         "namespace",
         "published",
         "received",
@@ -124,7 +123,6 @@ class _Stats:
         self.namespace = namespace
         self.event = event
         self.system = event in _SYSTEM  # not counted as an ask either way
-        self.handled = 0  # messages received whose outcome is "handled"
         self.received = dict.fromkeys(_OUTCOMES, 0)  # the other outcomes -> messages
         self.sent = 0  # events written, broadcast deliveries included
         self.bytes_in = 0  # body bytes
@@ -185,9 +183,7 @@ class _Meter:
             stats = self._cache[msg.namespace][msg.event]
         except KeyError:
             stats = self._resolve(msg.namespace, msg.event)
-        if outcome == "handled":
-            stats.handled += 1
-        else:
+        if outcome != "handled":  # handled: the histogram's count less the others
             stats.received[outcome] += 1
         stats.bytes_in += len(msg.body)
         if duration <= self._first:
@@ -471,7 +467,8 @@ class PrometheusMetrics:
         by_ns: dict[tuple[str, str], int] = {}  # (field, namespace) -> sum
         for stats in list(self._stats.values()):
             labels = [stats.namespace, stats.event]
-            for outcome, count in [("handled", stats.handled), *stats.received.items()]:
+            handled = sum(stats.buckets) - sum(stats.received.values())
+            for outcome, count in [("handled", handled), *stats.received.items()]:
                 if count:
                     received.add_metric([*labels, outcome], count)
             for family, per_namespace, field in fields:

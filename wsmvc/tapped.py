@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType
@@ -72,6 +72,8 @@ class TappedDispatcher(Dispatcher):
         "_error",
         "_meter",
         "_outcome",
+        "_quiet",
+        "_session_answer",
         "_tapping",
         "_taps",
         "tapped",
@@ -87,7 +89,9 @@ class TappedDispatcher(Dispatcher):
         self.tapped: Writer = self._writer
         """Where system replies and native answers go (parsed there): the connection's
         :class:`TappedWriter` (:func:`dispatcher_for` sets it); answers go to the writer."""
+        self._session_answer = self._session.answer
         self._answer_frame = self._answering
+        self._quiet = self._meter is not None and not self._tapping  # meters only
         self._current: Message | None = None  # the message being handled
         self._outcome: Outcome = "handled"
         self._answered = -1  # the body bytes of the answer to the message being handled
@@ -145,9 +149,15 @@ class TappedDispatcher(Dispatcher):
     def _answering(self, msg: Message, body: bytes = b"", err: str = "") -> bytes | None:
         """The frame answering ``msg`` (the session's), reported as written: the
         dispatcher writes it right away (a writer closed meanwhile would drop it)."""
-        data = self._session.answer(msg, body, err)
-        if data is None or not msg.event:
+        data = self._session_answer(msg, body, err)
+        if data is not None and self._answered < 0 and self._quiet and msg.event:
+            self._answered = len(body)  # the common case: reported with the message
             return data
+        if data is not None and msg.event:
+            self._report_answer(msg, body, err)
+        return data
+
+    def _report_answer(self, msg: Message, body: bytes, err: str) -> None:
         meter = self._meter
         if meter is not None:
             if self._answered < 0:  # reported with the message, by handle()
@@ -162,7 +172,6 @@ class TappedDispatcher(Dispatcher):
             answer = Message(msg.namespace, msg.room, msg.event, body, err, msg.token, binary)
             owner: Conn = self._owner  # type: ignore[assignment]
             self._taps.call(Tapped("out", owner, answer, "sent"))
-        return data
 
     def _send(self, frame: Frame | None) -> None:
         """A system reply, or a native answer: through the tapped writer (parsed there)."""
@@ -199,7 +208,7 @@ class TappedWriter:
     """A connection's write path that reports each event it writes, and its close (see
     the module docstring); everything else is the wrapped writer's."""
 
-    __slots__ = ("_conn", "_meter", "_native", "_tapping", "_taps", "_writer")
+    __slots__ = ("_conn", "_meter", "_native", "_tapping", "_taps", "_writer", "write_payload")
 
     def __init__(self, writer: Writer, taps: Taps, conn: Conn, *, native: bool) -> None:
         self._writer = writer
@@ -208,6 +217,12 @@ class TappedWriter:
         self._meter: Meter | None = taps.meter
         self._conn = conn
         self._native = native  # a native-only connection: every frame is a native message
+        # Meters count broadcasts per broadcast (wsmvc.Server.add_broadcast_hook): without
+        # a tap, each receiver's copy goes straight to the wrapped writer.
+        self.write_payload: Callable[[Payload], bool] = (
+            self._write_payload if self._tapping else writer.write_payload
+        )
+        """Write one receiver's copy of a broadcast (then tap it, if there are taps)."""
 
     @property
     def closed(self) -> bool:
@@ -226,11 +241,9 @@ class TappedWriter:
             self._sent(data, binary)
         return written
 
-    def write_payload(self, payload: Payload) -> bool:
-        """Write one receiver's copy of a broadcast, then tap it (meters count broadcasts
-        per broadcast, from the server: :meth:`wsmvc.Server.add_broadcast_hook`)."""
+    def _write_payload(self, payload: Payload) -> bool:
         written = self._writer.write_payload(payload)
-        if written and self._tapping:
+        if written:
             global _parsed  # one entry: the broadcast being written
             # A broadcast writes one payload to its receivers one after another: parsed
             # once for all of them (measured: 8 µs a receiver for 64 KiB, otherwise).
