@@ -101,6 +101,7 @@ class _Stats:
     the meters, read by :meth:`PrometheusMetrics.collect`."""
 
     __slots__ = (
+        "ask",
         "ask_timeouts",
         "asks_in",
         "asks_out",
@@ -116,13 +117,14 @@ class _Stats:
         "received",
         "remote",
         "sent",
-        "system",
     )
 
     def __init__(self, namespace: str, event: str, buckets: int) -> None:
         self.namespace = namespace
         self.event = event
-        self.system = event in _SYSTEM  # not counted as an ask either way
+        # Whether a request of this record is counted as an ask: never for system
+        # events (connects, joins, leaves); for <other>, maybe_ask() looks.
+        self.ask = event not in _SYSTEM and event != OTHER
         self.received = dict.fromkeys(_OUTCOMES, 0)  # the other outcomes -> messages
         self.sent = 0  # events written, broadcast deliveries included
         self.bytes_in = 0  # body bytes
@@ -137,11 +139,10 @@ class _Stats:
         self.buckets = [0] * (buckets + 1)  # non-cumulative; the last one is +Inf
         self.duration = 0.0  # seconds, the sum of the histogram
 
-
-def _system(stats: _Stats, event: str) -> bool:
-    """Whether ``event`` (counted in ``stats``) is a system event (never counted as an
-    ask): an ``<other>`` record may hide one."""
-    return stats.system or (stats.event is OTHER and event in _SYSTEM)
+    def maybe_ask(self, event: str) -> bool:
+        """Whether a request for ``event``, counted here, is an ask (see :attr:`ask`):
+        an ``<other>`` record may count system events too."""
+        return self.event == OTHER and event not in _SYSTEM
 
 
 class _Meter:
@@ -193,12 +194,7 @@ class _Meter:
         stats.duration += duration
         # A client's ask (an <other> record may hide a system event: looked up then).
         token = msg.token
-        if (
-            token
-            and token[0] == "$"
-            and not stats.system
-            and (stats.event is not OTHER or msg.event not in _SYSTEM)
-        ):
+        if token and token[0] == "$" and (stats.ask or stats.maybe_ask(msg.event)):
             stats.asks_in += 1
         if answer >= 0:
             stats.sent += 1
@@ -212,7 +208,7 @@ class _Meter:
             stats = self._resolve(namespace, event)
         stats.sent += 1
         stats.bytes_out += size
-        if ask and not _system(stats, event):
+        if ask and (stats.ask or stats.maybe_ask(event)):
             stats.asks_out += 1
 
     def unanswered(self, namespace: str, event: str) -> None:

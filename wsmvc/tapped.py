@@ -68,7 +68,6 @@ class TappedDispatcher(Dispatcher):
 
     __slots__ = (
         "_answered",
-        "_current",
         "_error",
         "_meter",
         "_outcome",
@@ -90,9 +89,9 @@ class TappedDispatcher(Dispatcher):
         """Where system replies and native answers go (parsed there): the connection's
         :class:`TappedWriter` (:func:`dispatcher_for` sets it); answers go to the writer."""
         self._session_answer = self._session.answer
-        self._answer_frame = self._answering
-        self._quiet = self._meter is not None and not self._tapping  # meters only
-        self._current: Message | None = None  # the message being handled
+        # The meter when there are meters and no taps (metrics): the common case, quickest.
+        self._quiet = None if self._tapping else self._meter
+        self._answer_frame = self._answering if self._quiet is None else self._answering_quietly
         self._outcome: Outcome = "handled"
         self._answered = -1  # the body bytes of the answer to the message being handled
         self._error: BaseException | None = None
@@ -100,7 +99,6 @@ class TappedDispatcher(Dispatcher):
     def handle(self, msg: Message) -> Awaitable[None] | None:
         """:meth:`Dispatcher.handle`, then the ``"in"`` report once ``msg`` was handled."""
         start = _clock()
-        self._current = msg
         self._outcome = "handled"
         self._answered = -1
         try:
@@ -110,17 +108,14 @@ class TappedDispatcher(Dispatcher):
             raise
         if pending is not None:
             return self._after(msg, start, pending)
-        # _report(), written out: it runs for every message
-        duration = _clock() - start
-        self._current = None
-        meter = self._meter
-        if meter is not None:
+        quiet = self._quiet
+        if quiet is not None:  # meters only (metrics): _report() written out
             try:
-                meter.received(msg, self._outcome, duration, self._answered)
+                quiet.received(msg, self._outcome, _clock() - start, self._answered)
             except Exception:
-                self._taps.failed(meter, "received")
-        if self._tapping:
-            self._tap(msg, duration)
+                self._taps.failed(quiet, "received")
+            return None
+        self._report(msg, start)
         return None
 
     async def _after(self, msg: Message, start: float, pending: Awaitable[None]) -> None:
@@ -131,7 +126,6 @@ class TappedDispatcher(Dispatcher):
 
     def _report(self, msg: Message, start: float) -> None:
         duration = _clock() - start
-        self._current = None
         meter = self._meter
         if meter is not None:
             try:
@@ -150,8 +144,15 @@ class TappedDispatcher(Dispatcher):
         """The frame answering ``msg`` (the session's), reported as written: the
         dispatcher writes it right away (a writer closed meanwhile would drop it)."""
         data = self._session_answer(msg, body, err)
-        if data is not None and self._answered < 0 and self._quiet and msg.event:
-            self._answered = len(body)  # the common case: reported with the message
+        if data is not None and msg.event:
+            self._report_answer(msg, body, err)
+        return data
+
+    def _answering_quietly(self, msg: Message, body: bytes = b"", err: str = "") -> bytes | None:
+        """:meth:`_answering` for meters only: the answer is reported with the message."""
+        data = self._session_answer(msg, body, err)
+        if data is not None and self._answered < 0 and msg.event:
+            self._answered = len(body)
             return data
         if data is not None and msg.event:
             self._report_answer(msg, body, err)
@@ -181,22 +182,23 @@ class TappedDispatcher(Dispatcher):
     def failed(
         self, msg: Message, exc: Exception, ns: NSConn | None = None
     ) -> Awaitable[None] | None:
-        """:meth:`Dispatcher.failed`, noting the failure for the report."""
-        if msg is self._current:
-            self._outcome = "failed"
-            if self._tapping:
-                self._error = exc
+        """:meth:`Dispatcher.failed`, noting the failure for the report (the dispatcher
+        calls it only for the message being handled)."""
+        self._outcome = "failed"
+        if self._tapping:
+            self._error = exc
         return super().failed(msg, exc, ns)
 
     def _unhandled(self, msg: Message) -> None:
-        if msg is self._current:
-            self._outcome = "unhandled"
+        self._outcome = "unhandled"
         super()._unhandled(msg)
 
     async def fire(self, ns: NSConn, msg: Message) -> str | None:
-        """:meth:`Dispatcher.fire`, noting a refusal of the request being handled."""
+        """:meth:`Dispatcher.fire`, noting a refusal of the request being handled (the
+        peer's request has a token; the events that follow one, and those of a close,
+        have none)."""
         refusal = await super().fire(ns, msg)
-        if refusal is not None and msg is self._current:
+        if refusal is not None and msg.token:
             self._outcome = "refused"
         return refusal
 
