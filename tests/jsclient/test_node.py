@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.exchange.conftest import running_broker
 from tests.interop.interop_support import AppProcess, problem_lines
 
 pytestmark = pytest.mark.interop
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.interop
 HERE = Path(__file__).resolve().parent
 APP = HERE / "app.py"
 DOCS_APP = HERE / "docs_app.py"  # the server of docs/client-js.md, for docs.test.mjs
+ACROSS_APP = HERE / "across_app.py"  # two servers of a cluster, for across.test.mjs
 CLIENT_JS = HERE.parents[1] / "wsmvc" / "static" / "wsmvc.js"
 TEST_FILES = sorted(path.name for path in HERE.glob("*.test.mjs"))
 # Run once, with Node's own WebSocket if it has one, else ws ("any"): the files that open
@@ -38,6 +40,7 @@ TEST_FILES = sorted(path.name for path in HERE.glob("*.test.mjs"))
 ONCE = {"codec.test.mjs", "types.test.mjs", "docs.test.mjs"}
 READY_LINE = re.compile(r"^jsclient app ready on (http://\S+)")
 DOCS_READY_LINE = re.compile(r"^docs app ready on (http://\S+)")
+ACROSS_READY_LINE = re.compile(r"^across app ready on (http://\S+)")
 SETUP_HINT = "npm ci --prefix tests/jsclient (tox -e interop does it)"
 NODE_TIMEOUT = 120.0  # seconds for one test file; each of its waits is 5 s at most
 BUILTIN_FLAG = "--experimental-websocket"  # Node 20's; Node 22 has WebSocket by default
@@ -109,11 +112,27 @@ def docs_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
     yield from running(AppProcess("docs app", DOCS_APP, log_dir, ready=DOCS_READY_LINE))
 
 
+@pytest.fixture(scope="module")
+def across_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    """Two servers of a cluster on a NATS server of their own, behind a balancer."""
+    log_dir = tmp_path_factory.mktemp("jsclient-across")
+    with running_broker("nats", log_dir) as broker:
+        args = ("--broker", broker.url)
+        yield from running(
+            AppProcess("across app", ACROSS_APP, log_dir, ready=ACROSS_READY_LINE, args=args)
+        )
+
+
+# The app each file talks to, if not the default one.
+APPS = {"docs.test.mjs": "docs_app", "across.test.mjs": "across_app"}
+
+
 @pytest.fixture
 def server(request: pytest.FixtureRequest, test_file: str) -> Iterator[AppProcess]:
-    """The app ``test_file`` talks to (the guide's for docs.test.mjs); fails the test if
-    it logged an error while the test ran."""
-    app: AppProcess = request.getfixturevalue("docs_app" if test_file == "docs.test.mjs" else "app")
+    """The app ``test_file`` talks to (the guide's for docs.test.mjs, two servers behind a
+    balancer for across.test.mjs); fails the test if it logged an error while the test
+    ran."""
+    app: AppProcess = request.getfixturevalue(APPS.get(test_file, "app"))
     offset = app.log_size()
     yield app
     problems = problem_lines(app.log(offset))
