@@ -12,9 +12,10 @@ Recovery keys carry their server's id (``<server id>.<secret>``). B, given a key
    and room's hooks, as the client's own requests would run them: per-process state
    follows the connection), while everything written to it is held, not sent; its
    broadcasts start arriving once the broker confirmed its subscriptions;
-3. asks A to *take* it: A answers the frames the client did not read, and how many of
-   the client's own it read, and closes its kept connection (close reason ``MOVED``: its
-   disconnect events run there, nothing is sent);
+3. asks A to *take* it: A answers the frames the client did not read (but its own asks
+   in flight, which fail as the connection ends there), and how many of the client's own
+   it read, and closes its kept connection (close reason ``MOVED``: its disconnect events
+   run there, nothing is sent);
 4. sends the recovery frame, ``A<id>``, A's frames, then what it held but the broadcasts
    A's frames have too (a broadcast carries the same stamp on every server:
    :class:`~wsmvc.framing.Payload`), then goes on as any connection.
@@ -22,8 +23,9 @@ Recovery keys carry their server's id (``<server id>.<secret>``). B, given a key
 A broadcast published before B subscribed reached A before A got the take (the broker
 delivers one server's subscriptions in the order it processed the publications), so none
 falls between the two. A connection that cannot move (A unreachable or gone, a hook on B
-refusing, its missed frames no longer all kept) is closed by B before ``A<id>``: the
-client's next try gets a new connection (A ends the kept one when it was asked).
+refusing, its missed frames no longer all kept, more held by B than the bounds keep) is
+closed by B before ``A<id>``: the client's next try gets a new connection (A ends the kept
+one: B tells it so, again until it answers).
 
 B tells A whatever happens once it asked: each move has a *lease* (B's, in each of its
 requests), and A's reservation answers only to it. A move B does not take to its end
