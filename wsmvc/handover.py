@@ -109,8 +109,9 @@ class Handover:
         self._exchange = exchange
         self._recoveries = recoveries
         bounds = recoveries.bounds
-        # A take's answer: the kept frames, each with a line of its own before it.
-        most = 2 * bounds.max_bytes + bounds.max_messages * 128 + (1 << 16)
+        # A take's answer: the kept frames, each with a line of its own before it; a
+        # describe's: the connect payloads of its namespaces (each up to a message's size).
+        most = max(2 * bounds.max_bytes + bounds.max_messages * 128, 64 << 20)
         self._requests = ServerRequests(exchange, self._answer, most)
         self._reserved: dict[str, _Reserved] = {}
         self._telling: set[asyncio.Task[None]] = set()  # abandons on their way
