@@ -80,6 +80,10 @@ class CloseReason(enum.Enum):
     MOVED = "moved to another server"
     """Kept for recovery, its client came back to another server of the cluster, which
     took it over (``docs/recovery.md``): nothing is sent; 1001."""
+    NOT_RECOVERED = "not recovered"
+    """A client came back with another server's recovery key and its connection could not
+    be moved here (that server away, the move stopped: ``docs/recovery.md``): 1011 before
+    ``A<id>``; its next try gets a new connection, or its connection back."""
 
     @property
     def text(self) -> str:

@@ -451,8 +451,8 @@ class MovingIn(Recoverable):
         """Close it before ``A<id>`` (1011): the client's next try gets a new connection,
         or its connection back from its server when it was given back."""
         gone = self._gone()
-        cause = CloseReason.CONNECTION_LOST if gone else CloseReason.INTERNAL_ERROR
-        self.conn.request_close(1011, "not recovered", urgent=True, cause=cause)
+        cause = CloseReason.CONNECTION_LOST if gone else CloseReason.NOT_RECOVERED
+        self.conn.request_close(1011, cause.text, urgent=True, cause=cause)
 
     def _give_back(self) -> None:
         """Not taken: its server serves the key again."""
