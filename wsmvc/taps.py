@@ -21,16 +21,17 @@ the plain :class:`~wsmvc.dispatch.Dispatcher` and writer (:mod:`wsmvc.tapped` ha
 tapped ones): with no tap, the message path has not one instruction more. So register
 taps before the server starts: a connection opened before a tap was added is not tapped.
 With a tap, an echoed message costs about 2 µs more (its two records and the answer's
-``Message``; a tap that does nothing, CPython 3.11), against some 20 µs of server work for
-the round trip itself. An answer is handed to the ``"out"`` tap as the dispatcher made it;
-only what a connection writes itself (``emit``, ``ask``, system replies) is parsed back
-from the frame written, and a broadcast once for all its receivers.
+``Message``; a tap that does nothing, CPython 3.11: 24 % more instructions for the
+server's round trip). An answer is handed to the ``"out"`` tap as the dispatcher made
+it; only what a connection writes itself (``emit``, ``ask``, system replies) is parsed
+back from the frame written, and a broadcast once for all its receivers.
 
 **Meters** (:class:`Meter`, ``taps.add_meter(meter)``) are the allocation-free sibling of
 taps, for metrics (:class:`wsmvc.metrics.PrometheusMetrics` is one): plain method calls
 with the fields they count, no record per message, plus what a tap never sees (a
 connection's close, an ask that got no answer). A connection with meters and no taps is
-tapped too, at a cost of about 1 µs a round trip for a counting meter.
+tapped too: the Prometheus metrics' meter adds 0.8 µs (11 % of the instructions) to an
+echo round trip (``docs/metrics.md``).
 """
 
 from __future__ import annotations
