@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 import wsmvc
-from wsmvc import CloseReason, Message, NSConn, Recovery, Server
+from wsmvc import CloseReason, Message, NSConn, ReconnectingClient, Recovery, Server
 from wsmvc.exchange.broker import BrokerExchange
 from wsmvc.exchange.markers import Marker, format_marker, parse_marker
 
@@ -160,18 +160,9 @@ async def test_a_client_killed_on_one_server_gets_every_message_from_the_other(
     caplog.set_level(logging.INFO, "wsmvc")
     pair, balancer = pair_behind_a_balancer
     a, b = pair.servers["a"], pair.servers["b"]
-    got = Received()
-    log_ = Log()
-    url = f"ws://127.0.0.1:{balancer.port}/ws"
-    client = await wsmvc.dial(
-        url, client_table(log_, "chat", n=got), reconnect=FAST, **log_.events()
-    )
+    client, chat, got, log_ = await joined(pair, balancer)
     async with client:
-        chat = await client.connect("chat")
-        await chat.join_room("r")
-        await confirmed(a)  # A's subscription of "chat": B's broadcasts reach it
         first_id = client.id
-        log_.entries.clear()
         for n in range(1, 1001):
             sender = a if n % 2 else b  # both servers broadcast to the room
             await sender.broadcast(numbered(n))
@@ -212,6 +203,23 @@ async def test_a_client_killed_on_one_server_gets_every_message_from_the_other(
             if "lost (its client came back to another" in r.getMessage()
         ]
         assert len(noticed) == (0 if upstream else 1), noticed
+
+
+async def joined(pair: Pair, balancer: Balancer) -> tuple[ReconnectingClient, Any, Received, Log]:
+    """A reconnecting client through the balancer (to A) in room ``r`` of ``chat``, its
+    numbered messages and its log (cleared); A's subscription of ``chat`` confirmed, so
+    that B's broadcasts reach it."""
+    got = Received()
+    log_ = Log()
+    url = f"ws://127.0.0.1:{balancer.port}/ws"
+    client = await wsmvc.dial(
+        url, client_table(log_, "chat", n=got), reconnect=FAST, **log_.events()
+    )
+    chat = await client.connect("chat")
+    await chat.join_room("r")
+    await confirmed(pair.servers["a"])
+    log_.entries.clear()
+    return client, chat, got, log_
 
 
 async def confirmed(server: Server) -> None:
@@ -255,18 +263,9 @@ async def test_broadcasts_during_the_move_arrive_once(
     caplog.set_level(logging.INFO, "wsmvc")
     pair, balancer = pair_behind_a_balancer
     a, b = pair.servers["a"], pair.servers["b"]
-    got = Received()
-    log_ = Log()
-    url = f"ws://127.0.0.1:{balancer.port}/ws"
-    client = await wsmvc.dial(
-        url, client_table(log_, "chat", n=got), reconnect=FAST, **log_.events()
-    )
+    client, _chat, got, log_ = await joined(pair, balancer)
     async with client:
-        chat = await client.connect("chat")
-        await chat.join_room("r")
-        await confirmed(a)
         first_id = client.id
-        log_.entries.clear()
         at_310 = asyncio.Event()
 
         async def send(server: Server, numbers: range) -> None:
