@@ -235,7 +235,11 @@ class BrokerExchange(CrossServerAsks, Exchange):
         tasks = [t for t in (self._runner, self._pump, *self._forwards) if t is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: a client library that swallows a cancellation cannot hang it
+            _, stuck = await asyncio.wait(tasks, timeout=self.timeout + 1.0)
+            for task in stuck:
+                log.warning("%s: %r did not end at stop(); left to finish", self, task)
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved
         self._runner = self._pump = None
         self._stopped = True
         self._set_connected(False)
