@@ -553,3 +553,34 @@ async def test_odd_ids_get_only_their_own_messages_and_exclusion_works(
             assert got == expected, peer.id
     finally:
         await asyncio.gather(*(p.conn.close() for p in clients))
+
+
+async def test_stop_is_bounded_when_a_task_swallows_its_cancellation(
+    redis_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task of the exchange's that swallows its cancellation (as a client library's
+    wait_for can, or a hung broker's call): stop() still returns, within timeout + 1 s,
+    and says which task it left to finish."""
+    exchange = make_exchange(redis_broker, timeout=0.5)
+    Server(TABLE, exchange=exchange)  # type: ignore[arg-type]
+    await exchange.start()
+    await exchange.wait_connected(WAIT)
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                pass  # swallowed
+
+    task = asyncio.ensure_future(stubborn())
+    exchange._forwards.add(task)  # one of the tasks stop() ends (a forwarded ask's)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(exchange.stop(), WAIT)
+    assert loop.time() - started < 0.5 + 1.0 + 1.0
+    assert "did not end at stop()" in caplog.text
+    assert not exchange.connected
+    release.set()
+    await asyncio.wait_for(task, WAIT)
