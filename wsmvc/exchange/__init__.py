@@ -9,8 +9,8 @@ link processes and hosts through a broker, with neffos' channel names and payloa
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import EventError
 from ..protocol import ERR_BAD_NAMESPACE, Message
@@ -41,6 +41,18 @@ def __getattr__(name: str) -> object:
 
 def _nothing() -> None:
     pass
+
+
+def client_options_of(options: Mapping[str, Any] | None, own: frozenset[str]) -> Mapping[str, Any]:
+    """A broker exchange's ``client_options`` (its client library's keywords), as a copy.
+    Raises ValueError for one of ``own``, the keywords the exchange sets itself."""
+    taken = own.intersection(options or ())
+    if taken:
+        raise ValueError(
+            f"client_options cannot set {', '.join(sorted(taken))}: the exchange sets"
+            " them itself (see timeout= and ping_interval=)"
+        )
+    return dict(options or {})
 
 
 class ExchangeTracing(Protocol):

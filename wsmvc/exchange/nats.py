@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from . import client_options_of
 from .broker import BrokerExchange
 
 __all__ = ["NatsExchange", "subject_token"]
@@ -89,12 +90,7 @@ class NatsExchange(BrokerExchange):
         max_pending: int = 10_000,
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
-        taken = OWN_OPTIONS.intersection(client_options or ())
-        if taken:
-            raise ValueError(
-                f"client_options cannot set {', '.join(sorted(taken))}: the exchange sets"
-                " them itself (see timeout= and ping_interval=)"
-            )
+        options = client_options_of(client_options, OWN_OPTIONS)
         super().__init__(
             timeout=timeout,
             ping_interval=ping_interval,
@@ -104,7 +100,7 @@ class NatsExchange(BrokerExchange):
         )
         self.url = url
         self.prefix = prefix
-        self.client_options: Mapping[str, Any] = dict(client_options or {})
+        self.client_options = options
         self._nc: Any = None
         self._subs: dict[str, Any] = {}
         self._closed: asyncio.Event | None = None

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ..protocol import new_token
+from . import client_options_of
 from .broker import BrokerExchange
 
 __all__ = ["RedisExchange"]
@@ -53,12 +54,7 @@ class RedisExchange(BrokerExchange):
         max_pending: int = 10_000,
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
-        taken = OWN_OPTIONS.intersection(client_options or ())
-        if taken:
-            raise ValueError(
-                f"client_options cannot set {', '.join(sorted(taken))}: the exchange sets"
-                " them itself (see timeout= and ping_interval=)"
-            )
+        options = client_options_of(client_options, OWN_OPTIONS)
         super().__init__(
             timeout=timeout,
             ping_interval=ping_interval,
@@ -68,7 +64,7 @@ class RedisExchange(BrokerExchange):
         )
         self.url = url
         self.prefix = prefix
-        self.client_options: Mapping[str, Any] = dict(client_options or {})
+        self.client_options = options
         self._publisher: Any = None
         self._subscriber: Any = None
         self._pubsub: Any = None
