@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import logging
 import secrets
@@ -72,7 +73,7 @@ log = logging.getLogger("wsmvc")
 
 _RESERVED = 60.0  # seconds a described connection waits for its take before serving again
 # Seconds between describes while the owner drops the old websocket (within the timeout).
-_RETRIES = (0.01, 0.05, 0.1, *(0.2,) * 4, *(0.5,) * 600)
+_RETRIES = (0.01, 0.05, 0.1, 0.2, 0.2, 0.2, 0.2)  # then every 0.5 s
 _TELL_AGAIN = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0)  # an abandon, unanswered
 
 
@@ -153,7 +154,7 @@ class Handover:
             # The owner drops the old websocket meanwhile; a handler of the connection may
             # still run there (its answer goes with the connection): asked again, within
             # the exchange's timeout.
-            for pause in _RETRIES:
+            for pause in itertools.chain(_RETRIES, itertools.repeat(0.5)):
                 if answer is None or not answer.get("retry") or loop.time() + pause > until:
                     break
                 await asyncio.sleep(pause)
