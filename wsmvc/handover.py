@@ -227,11 +227,10 @@ class Handover:
         them) within the exchange's timeout."""
         exchange = self._exchange
         try:
-            await exchange.flush(exchange.timeout)
+            await exchange.settle(exchange.timeout)
         except (asyncio.TimeoutError, ConnectionClosed, RuntimeError) as exc:
             log.info("%r: the exchange did not confirm its subscriptions: %s", conn, exc)
             return False
-        await asyncio.sleep(exchange.interest_grace)
         return True
 
     @property

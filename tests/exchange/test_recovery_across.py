@@ -226,8 +226,7 @@ async def confirmed(server: Server) -> None:
     """The broker has every subscription ``server`` asked for so far."""
     exchange = server.exchange
     assert isinstance(exchange, BrokerExchange)
-    await exchange.flush(T)
-    await asyncio.sleep(exchange.interest_grace)  # NATS: see NatsExchange.hold_id
+    await exchange.settle(T)
 
 
 async def _until_notes(counted: dict[str, Counted], count: int) -> None:

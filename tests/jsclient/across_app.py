@@ -179,8 +179,7 @@ def make_app(host: str, broker: str) -> web.Application:
         for node in nodes.values():  # the room's subscriptions are in place on both
             exchange = node.server.exchange
             assert isinstance(exchange, BrokerExchange)
-            await exchange.flush(WAIT)
-            await asyncio.sleep(exchange.interest_grace)  # NATS: see NatsExchange.hold_id
+            await exchange.settle(WAIT)
         for n in range(1, count + 1):
             sender = nodes["a"] if n % 2 else nodes["b"]
             await sender.server.broadcast(

@@ -59,7 +59,7 @@ class BrokerExchange(CrossServerAsks, Exchange):
     """The client library a backend imports (module, ``pip`` extra of wsmvc)."""
     interest_grace: float = 0.0
     """Seconds after :meth:`flush` during which another connection's publication may still
-    miss a subscription it confirmed (NATS: see ``NatsExchange.hold_id``)."""
+    miss a subscription it confirmed (NATS, nats-server#5677): :meth:`settle` waits it out."""
 
     def __init__(
         self,
@@ -184,7 +184,7 @@ class BrokerExchange(CrossServerAsks, Exchange):
     def pending(self) -> int:
         """Broadcasts queued for the broker or being sent now (``max_pending`` at most):
         how far publishing lags behind the broadcasts."""
-        return self._outbox._pending
+        return self._outbox.pending
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until the broker is connected and every subscription is in place.
@@ -205,14 +205,17 @@ class BrokerExchange(CrossServerAsks, Exchange):
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until the broker has everything asked of this exchange so far: the
-        subscriptions of the connections that arrived, and the broadcasts published.
-
-        NATS caveat: the server has then processed the subscriptions, but a message that
-        another connection publishes within about a millisecond may still miss them
-        (NATS propagates interest between its client connections asynchronously).
+        subscriptions of the connections that arrived, and the broadcasts published
+        (another connection's publications may still miss those for :attr:`interest_grace`).
         """
         await self.wait_connected(timeout)  # RuntimeError before start()
         await self._outbox.flush(timeout)
+
+    async def settle(self, timeout: float | None = None) -> None:
+        """:meth:`flush`, then :attr:`interest_grace`: from now on what any connection
+        publishes reaches the subscriptions asked for so far. Raises what flush raises."""
+        await self.flush(timeout)
+        await asyncio.sleep(self.interest_grace)
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -441,7 +444,7 @@ class BrokerExchange(CrossServerAsks, Exchange):
 
         if self._connected:
             try:
-                await self.flush(self.timeout)
+                await self.settle(self.timeout)
             except (ConnectionClosed, asyncio.TimeoutError) as exc:
                 log.debug("%s: %s not confirmed before its ack: %s", self, conn_id, exc)
             except BaseException:  # the handshake was cancelled: nothing will release it

@@ -44,7 +44,11 @@ OWN_OPTIONS: Final = frozenset(
 """nats-py ``connect()`` keywords the exchange sets itself (``client_options`` may not)."""
 
 _SLOW_PENDING = 1 << 20  # bytes waiting in nats-py's buffer: half its default limit
-_INTEREST_GRACE = 0.005  # seconds, see NatsExchange.hold_id
+# Seconds: nats-server can still miss, for about a millisecond after the round trip that
+# confirmed a subscription, what another connection publishes to it (nats-server#5677;
+# reproduced with nats-py alone). BrokerExchange.settle() waits it out (hold_id too, so a
+# to=<id> message sent right after the ack arrives).
+_INTEREST_GRACE = 0.005
 
 # What a NATS subject token may hold as it is: printable ASCII but the separator, the
 # wildcards and our escape mark.
@@ -204,20 +208,6 @@ class NatsExchange(BrokerExchange):
             # past half of it, make sure the server still answers, within timeout.
             await nc.flush(timeout=self.timeout)
         await nc.publish(channel, payload)
-
-    async def hold_id(self, conn_id: str) -> Callable[[], None]:
-        release = await super().hold_id(conn_id)
-        if self.connected:
-            # nats-server can still miss, for about a millisecond after the round trip
-            # that confirmed a subscription, what another connection publishes to it
-            # (nats-server#5677; reproduced with nats-py alone): wait that out before the
-            # ack, so a to=<id> message sent right after it arrives.
-            try:
-                await asyncio.sleep(_INTEREST_GRACE)
-            except BaseException:
-                release()
-                raise
-        return release
 
     def _payload_limit(self) -> int | None:
         nc = self._nc

@@ -101,6 +101,11 @@ class Outbox:
             self._wake.set()
         return True
 
+    @property
+    def pending(self) -> int:
+        """Publications queued or in the batch being sent."""
+        return self._pending
+
     async def flush(self, timeout: float | None) -> None:
         """Return once the broker has processed every operation put before (one round trip
         after them). Raises ConnectionClosed when it does not answer, TimeoutError past
