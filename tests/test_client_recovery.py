@@ -12,6 +12,7 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -84,6 +85,18 @@ class Gate:
         return web.Application(middlewares=[gate])
 
 
+async def when_changed(changed: asyncio.Event, done: Callable[[], bool]) -> None:
+    """Wait (at most ``T`` seconds) until ``done()``, looking again each time ``changed``
+    is set."""
+
+    async def wait() -> None:
+        while not done():
+            changed.clear()
+            await changed.wait()
+
+    await asyncio.wait_for(wait(), T)
+
+
 class Counted:
     """A server's record of what clients sent it: ``note`` bodies in arrival order."""
 
@@ -97,20 +110,10 @@ class Counted:
         self.changed.set()
 
     async def until(self, count: int) -> None:
-        async def enough() -> None:
-            while len(self.notes) < count:
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(enough(), T)
+        await when_changed(self.changed, lambda: len(self.notes) >= count)
 
     async def until_gone(self, conn_id: str) -> None:
-        async def gone() -> None:
-            while conn_id not in self.gone:
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(gone(), T)
+        await when_changed(self.changed, lambda: conn_id in self.gone)
 
     def server(self, recovery: Recovery | None = ROOMY, **kw: Any) -> Server:
         def on_disconnect(conn: wsmvc.Conn) -> None:
@@ -139,12 +142,7 @@ class Received:
         self.changed.set()
 
     async def until(self, count: int) -> None:
-        async def enough() -> None:
-            while len(self.numbers) < count:
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(enough(), T)
+        await when_changed(self.changed, lambda: len(self.numbers) >= count)
 
 
 @pytest.mark.parametrize("how", ["server aborts", "server resets", "client resets"])

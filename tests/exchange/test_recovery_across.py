@@ -23,7 +23,7 @@ from wsmvc import CloseReason, Message, NSConn, ReconnectingClient, Recovery, Se
 from wsmvc.exchange.broker import BrokerExchange
 from wsmvc.exchange.markers import Marker, format_marker, parse_marker
 
-from ..test_client_recovery import Counted, Received, numbered
+from ..test_client_recovery import Counted, Received, numbered, when_changed
 from ..test_reconnect import FAST, Log, T, client_table
 from .conftest import Broker, make_exchange
 
@@ -105,6 +105,7 @@ class Pair:
 
     def __init__(self, broker: Broker, **options: Any) -> None:
         self.counted = {"a": Counted(), "b": Counted()}
+        self.changed = self.counted["b"].changed = self.counted["a"].changed  # either's notes
         self.reasons: dict[str, list[CloseReason | None]] = {"a": [], "b": []}
         self.servers = {name: self._server(name, broker, options) for name in ("a", "b")}
 
@@ -181,7 +182,7 @@ async def test_a_client_killed_on_one_server_gets_every_message_from_the_other(
             chat.emit("note", str(n))
         await got.until(1000)
         notes = pair.counted
-        await asyncio.wait_for(_until_notes(notes, 510), T)
+        await when_changed(pair.changed, lambda: len(notes["a"].notes + notes["b"].notes) >= 510)
         # In order per sending server (across servers there is no order to keep), once.
         assert sorted(got.numbers) == list(range(1, 1001))
         assert [n for n in got.numbers if n % 2] == list(range(1, 1001, 2))
@@ -227,20 +228,6 @@ async def confirmed(server: Server) -> None:
     exchange = server.exchange
     assert isinstance(exchange, BrokerExchange)
     await exchange.settle(T)
-
-
-async def _until_notes(counted: dict[str, Counted], count: int) -> None:
-    while len(counted["a"].notes) + len(counted["b"].notes) < count:
-        changed = [asyncio.ensure_future(c.changed.wait()) for c in counted.values()]
-        for c in counted.values():
-            c.changed.clear()
-        if len(counted["a"].notes) + len(counted["b"].notes) >= count:
-            for f in changed:
-                f.cancel()
-            return
-        _, pending = await asyncio.wait(changed, return_when=asyncio.FIRST_COMPLETED)
-        for f in pending:
-            f.cancel()
 
 
 def test_a_marker_carries_the_publications_number() -> None:

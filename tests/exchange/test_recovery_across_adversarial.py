@@ -15,6 +15,7 @@ import wsmvc
 from wsmvc import CloseReason, Server
 from wsmvc.client_recovery import ClientRecovery
 
+from ..test_client_recovery import when_changed
 from ..test_reconnect import Log, T
 from .across_support import Wrapped, cluster_of, joined_client, raw_return, wrap
 from .conftest import Broker
@@ -108,17 +109,9 @@ async def until_members(server: Server, ids: list[str]) -> None:
     one member each (one server each)."""
     changed = asyncio.Event()
     unsubscribe = server.presence.on_change(lambda change: changed.set())
-
-    def members() -> list[str]:
-        return [m.conn_id for m in server.presence.members("chat", "r")]
-
-    async def settled() -> None:
-        while members() != ids:
-            changed.clear()
-            await changed.wait()
-
+    members = server.presence.members
     try:
-        await asyncio.wait_for(settled(), T)
+        await when_changed(changed, lambda: [m.conn_id for m in members("chat", "r")] == ids)
     finally:
         unsubscribe()
 
