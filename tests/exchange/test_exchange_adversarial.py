@@ -565,9 +565,10 @@ async def test_stop_is_bounded_when_a_task_swallows_its_cancellation(
     Server(TABLE, exchange=exchange)  # type: ignore[arg-type]
     await exchange.start()
     await exchange.wait_connected(WAIT)
-    release = asyncio.Event()
+    release, started = asyncio.Event(), asyncio.Event()
 
     async def stubborn() -> None:
+        started.set()
         while not release.is_set():
             try:
                 await release.wait()
@@ -576,6 +577,7 @@ async def test_stop_is_bounded_when_a_task_swallows_its_cancellation(
 
     task = asyncio.ensure_future(stubborn())
     exchange._forwards.add(task)  # one of the tasks stop() ends (a forwarded ask's)
+    await asyncio.wait_for(started.wait(), WAIT)  # running: a task cancelled before it runs ends
     loop = asyncio.get_running_loop()
     started = loop.time()
     await asyncio.wait_for(exchange.stop(), WAIT)
